@@ -1,0 +1,1 @@
+"""ccsync's domain and core: events, the log, policy, the reconciler, the sync cycle."""

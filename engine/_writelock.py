@@ -1,0 +1,50 @@
+"""One writer per log: an advisory lock file beside it that names its holder."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from engine.errors import LogLockedError
+
+__all__ = ["WriterLock"]
+
+
+class WriterLock:
+    """An exclusive flock on ``<log>.lock``, released when the process exits, however it exits.
+
+    The kernel drops the lock with the process, so a SIGKILLed writer never leaves a stale lock.
+    The file's content only tells the next would-be writer who holds it.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        self.path = log_path.with_name(log_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LogLockedError(
+                f"the log {self.path.with_suffix('')} is open for writing by {holder}; "
+                "only one writer may hold it (stop that process, or use a read-only command)"
+            ) from None
+        os.ftruncate(fd, 0)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+        info = f"pid {os.getpid()} on {socket.gethostname()} since {started} ({cmd})"
+        os.pwrite(fd, info.encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

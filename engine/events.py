@@ -1,0 +1,297 @@
+"""The event vocabulary: every fact the engine records, as frozen, tagged msgspec Structs.
+
+Rules (see CONVENTIONS.md): tags are explicit, stable and dotted, never the class name; new
+fields get defaults; a field never changes type; a breaking change gets a new schema version
+and an upcaster (engine.upcasting) applied on read.
+
+Every event names the ``store`` it is about (``ctct``, ``app``, or ``engine`` for the engine's
+own bookkeeping), the ``key`` of its entity in that store, and the source's own time where one
+exists. The engine's recorded-at time, the global position and the stream version live on the
+log's envelope (engine.log.Recorded), since the log assigns them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, ClassVar, Final, Literal
+
+import msgspec
+
+from engine.model import ContactRecord, ListRecord, PermissionState, TrackingActivity
+
+__all__ = [
+    "EVENT_TYPES",
+    "CheckpointAdvanced",
+    "CommandApplied",
+    "CommandFailed",
+    "CommandIssued",
+    "ContactChanged",
+    "ContactDeleted",
+    "ContactObserved",
+    "ContactRestored",
+    "DecisionBlocked",
+    "Event",
+    "EventBase",
+    "FieldChange",
+    "ListChanged",
+    "ListDeleted",
+    "ListObserved",
+    "MembershipAdded",
+    "MembershipRemoved",
+    "PageObserved",
+    "PermissionChanged",
+    "RecordRejected",
+    "SyncRunFinished",
+    "SyncRunStarted",
+    "TrackingRecorded",
+    "content_id",
+    "stream_of",
+]
+
+StoreName = Literal["ctct", "app", "engine"]
+
+
+class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event carries."""
+
+    entity: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    store: StoreName
+    key: str
+    source_time: datetime | None = None
+
+
+class FieldChange(msgspec.Struct, frozen=True, array_like=True):
+    """One changed field: its old and new value (None = empty)."""
+
+    old: str | None
+    new: str | None
+
+
+# --- contacts -----------------------------------------------------------------------------
+
+
+class ContactObserved(EventBase, frozen=True, kw_only=True, tag="contact.observed"):
+    """First sight of a contact in a store: a full snapshot."""
+
+    entity: ClassVar[str] = "contact"
+    contact: ContactRecord
+
+
+class ContactChanged(EventBase, frozen=True, kw_only=True, tag="contact.changed"):
+    """Profile fields that differ from the projected state (``email`` included)."""
+
+    entity: ClassVar[str] = "contact"
+    changes: dict[str, FieldChange]
+
+
+class ContactDeleted(EventBase, frozen=True, kw_only=True, tag="contact.deleted"):
+    """The store deleted the contact (Constant Contact keeps it, soft-deleted)."""
+
+    entity: ClassVar[str] = "contact"
+    email: str
+
+
+class ContactRestored(EventBase, frozen=True, kw_only=True, tag="contact.restored"):
+    """A deleted contact is back (Constant Contact revives on PUT or import)."""
+
+    entity: ClassVar[str] = "contact"
+    email: str
+
+
+class PermissionChanged(EventBase, frozen=True, kw_only=True, tag="permission.changed"):
+    """The contact's email permission moved, with who did it, why, when and from which campaign."""
+
+    entity: ClassVar[str] = "contact"
+    email: str
+    old: PermissionState | None
+    new: PermissionState
+    campaign_activity_id: str | None = None
+
+
+class MembershipAdded(EventBase, frozen=True, kw_only=True, tag="membership.added"):
+    """The contact (``key``) joined ``list_id`` in this store."""
+
+    entity: ClassVar[str] = "contact"
+    list_id: str
+
+
+class MembershipRemoved(EventBase, frozen=True, kw_only=True, tag="membership.removed"):
+    """The contact (``key``) left ``list_id`` in this store."""
+
+    entity: ClassVar[str] = "contact"
+    list_id: str
+
+
+class RecordRejected(EventBase, frozen=True, kw_only=True, tag="record.rejected"):
+    """An observed record was invalid: kept verbatim, with the field and the problem."""
+
+    entity: ClassVar[str] = "rejected"
+    field: str
+    problem: str
+    raw: str  # the record as the store sent it (JSON text)
+
+
+# --- lists --------------------------------------------------------------------------------
+
+
+class ListObserved(EventBase, frozen=True, kw_only=True, tag="list.observed"):
+    """First sight of a list."""
+
+    entity: ClassVar[str] = "list"
+    list: ListRecord
+
+
+class ListChanged(EventBase, frozen=True, kw_only=True, tag="list.changed"):
+    """A list's name or description moved."""
+
+    entity: ClassVar[str] = "list"
+    changes: dict[str, FieldChange]
+
+
+class ListDeleted(EventBase, frozen=True, kw_only=True, tag="list.deleted"):
+    """A list was deleted."""
+
+    entity: ClassVar[str] = "list"
+
+
+# --- tracking -----------------------------------------------------------------------------
+
+
+class TrackingRecorded(EventBase, frozen=True, kw_only=True, tag="tracking.recorded"):
+    """A send, open, click, bounce, forward or opt-out of one contact (``key``) in a campaign."""
+
+    entity: ClassVar[str] = "tracking"
+    schema_version: ClassVar[int] = 2  # v1 called the activity field "activity_type"
+    activity: TrackingActivity
+
+
+# --- observation bookkeeping --------------------------------------------------------------
+
+
+class PageObserved(EventBase, frozen=True, kw_only=True, tag="page.observed"):
+    """A page fetched from a store: what was asked, how many items, and a hash of the content."""
+
+    entity: ClassVar[str] = "page"
+    run_id: str
+    request: str
+    item_count: int
+    content_hash: str
+
+
+class CheckpointAdvanced(EventBase, frozen=True, kw_only=True, tag="checkpoint.advanced"):
+    """A store's observation checkpoint (``key`` is its name) moved to ``value``."""
+
+    entity: ClassVar[str] = "checkpoint"
+    run_id: str
+    value: str
+
+
+class SyncRunStarted(EventBase, frozen=True, kw_only=True, tag="sync.run_started"):
+    """A sync cycle began; ``bound`` is the upper limit no checkpoint may pass in this run."""
+
+    entity: ClassVar[str] = "run"
+    bound: datetime
+    mode: str = "incremental"
+
+
+class SyncRunFinished(EventBase, frozen=True, kw_only=True, tag="sync.run_finished"):
+    """A sync cycle ended, with its outcome and counts."""
+
+    entity: ClassVar[str] = "run"
+    outcome: Literal["ok", "partial", "failed"]
+    counts: dict[str, int] = {}
+    error: str | None = None
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+class CommandIssued(EventBase, frozen=True, kw_only=True, tag="command.issued"):
+    """A command (``key`` = its content-derived id) is about to be sent to ``store``."""
+
+    entity: ClassVar[str] = "command"
+    kind: str
+    command: dict[str, Any]
+    run_id: str
+
+
+class CommandApplied(EventBase, frozen=True, kw_only=True, tag="command.applied"):
+    """The target store confirmed the command."""
+
+    entity: ClassVar[str] = "command"
+    run_id: str
+    detail: str | None = None
+
+
+class CommandFailed(EventBase, frozen=True, kw_only=True, tag="command.failed"):
+    """The target store refused the command, or the call failed; ``error`` is the remote text."""
+
+    entity: ClassVar[str] = "command"
+    run_id: str
+    error: str
+    retriable: bool
+    attempt: int = 1
+
+
+class DecisionBlocked(EventBase, frozen=True, kw_only=True, tag="decision.blocked"):
+    """The reconciler refused an action policy forbids (e.g. re-subscribing an opted-out contact)."""
+
+    entity: ClassVar[str] = "decision"
+    email: str
+    action: str
+    reason: str
+
+
+Event = (
+    ContactObserved
+    | ContactChanged
+    | ContactDeleted
+    | ContactRestored
+    | PermissionChanged
+    | MembershipAdded
+    | MembershipRemoved
+    | RecordRejected
+    | ListObserved
+    | ListChanged
+    | ListDeleted
+    | TrackingRecorded
+    | PageObserved
+    | CheckpointAdvanced
+    | SyncRunStarted
+    | SyncRunFinished
+    | CommandIssued
+    | CommandApplied
+    | CommandFailed
+    | DecisionBlocked
+)
+
+EVENT_TYPES: Final[dict[str, type[EventBase]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in Event.__args__  # type: ignore[attr-defined]
+}
+
+
+def stream_of(event: EventBase) -> str:
+    """The stream an event belongs to: ``store:entity:key``."""
+    return f"{event.store}:{event.entity}:{event.key}"
+
+
+_encoder: Final = msgspec.json.Encoder(order="sorted")
+
+
+def content_id(event: EventBase, *salt: str) -> str:
+    """A deterministic event id from the event's store, entity and content.
+
+    Observing the same thing twice yields the same id, so the log appends it once. ``salt``
+    separates facts that are equal in content but distinct in meaning (for instance the
+    same membership added again after it was removed: the producer salts with the stream
+    version it observed).
+    """
+    h = hashlib.sha256(_encoder.encode(event))
+    for part in salt:
+        h.update(b"\x00")
+        h.update(part.encode())
+    return h.hexdigest()[:32]
