@@ -7,9 +7,12 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["GENESIS", "SCHEMA", "row_hash"]
+__all__ = ["FORMAT", "GENESIS", "SCHEMA", "row_hash"]
 
 GENESIS: Final = b"\x00" * 32
+# The on-disk format (log_meta.format). A build refuses a log of another format rather than
+# misreading it.
+FORMAT: Final = "1"
 
 # One stored-row shape (pyeventsourcing's recorder contract): a gapless global position,
 # a producer-given id that makes appends idempotent, and UNIQUE(stream, version).

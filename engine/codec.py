@@ -84,8 +84,9 @@ def decode_event(tag: str, version: int, payload: bytes, *, position: int = -1) 
         data = _dict_decoder.decode(payload)
         for v in range(version, cls.schema_version):
             data = UPCASTERS[(tag, v)](data)
-        return msgspec.convert(data, type=cls)  # type: ignore[no-any-return]
-    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+        return msgspec.convert(data, type=cls)
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        # An upcaster meets whatever an old build wrote: any shape error means a bad row.
         raise LogCorruptError(
             f"position {position}: {tag} v{version} payload cannot be upcast: {exc}"
         ) from exc

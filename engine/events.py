@@ -2,7 +2,7 @@
 
 Rules (see CONVENTIONS.md): tags are explicit, stable and dotted, never the class name; new
 fields get defaults; a field never changes type; a breaking change gets a new schema version
-and an upcaster (engine.upcasting) applied on read.
+and an upcaster (engine.codec) applied on read.
 
 Every event names the ``store`` it is about (``ctct``, ``app``, or ``engine`` for the engine's
 own bookkeeping), the ``key`` of its entity in that store, and the source's own time where one
@@ -34,6 +34,7 @@ __all__ = [
     "Event",
     "EventBase",
     "FieldChange",
+    "IdentityLinked",
     "ListChanged",
     "ListDeleted",
     "ListObserved",
@@ -236,8 +237,21 @@ class CommandFailed(EventBase, frozen=True, kw_only=True, tag="command.failed"):
     attempt: int = 1
 
 
+class IdentityLinked(EventBase, frozen=True, kw_only=True, tag="identity.linked"):
+    """The engine paired a Constant Contact contact with an app contact (by normalised email).
+
+    ``key`` is the Constant Contact contact_id. The pair outlives later email changes on
+    either side: each store's own id is stable, the address is not.
+    """
+
+    entity: ClassVar[str] = "link"
+    app_id: str
+    email: str
+
+
 class DecisionBlocked(EventBase, frozen=True, kw_only=True, tag="decision.blocked"):
-    """The reconciler refused an action policy forbids (e.g. re-subscribing an opted-out contact)."""
+    """The reconciler refused an action policy forbids (e.g. re-subscribing an opted-out
+    contact)."""
 
     entity: ClassVar[str] = "decision"
     email: str
@@ -265,12 +279,12 @@ Event = (
     | CommandIssued
     | CommandApplied
     | CommandFailed
+    | IdentityLinked
     | DecisionBlocked
 )
 
 EVENT_TYPES: Final[dict[str, type[EventBase]]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in Event.__args__  # type: ignore[attr-defined]
+    cls.__struct_config__.tag: cls for cls in Event.__args__
 }
 
 

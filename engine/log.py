@@ -6,6 +6,9 @@ a no-op, so observing the same page twice appends nothing. Triggers refuse UPDAT
 the events table; each row's hash chains to the previous one (engine.logverify walks it).
 Consumers (projections, checkpoints of fetchers) write their own tables and their checkpoint in
 the same transaction through ``transaction()``.
+
+sqlite3 errors never leave this module: they become LogCorruptError (the file is damaged or not
+a log), RetriableError (the database was busy) or FatalError (anything else, e.g. a full disk).
 """
 
 from __future__ import annotations
@@ -13,77 +16,66 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from uuid import uuid4
 
 import aiosqlite
-import msgspec
 
-from engine._logschema import GENESIS, SCHEMA, row_hash
+from engine._logschema import FORMAT, GENESIS, SCHEMA, row_hash
+from engine._logtypes import (
+    AppendResult,
+    Head,
+    NewEvent,
+    Recorded,
+    TimeParser,
+    format_ts,
+    parse_ts,
+)
 from engine._writelock import WriterLock
 from engine.codec import decode_event, encode_event
-from engine.errors import ConcurrencyError, FatalError, LogCorruptError
-from engine.events import EventBase, stream_of
+from engine.errors import (
+    CcsyncError,
+    ConcurrencyError,
+    FatalError,
+    LogCorruptError,
+    RetriableError,
+)
+from engine.events import stream_of
 
-__all__ = ["AppendResult", "EventLog", "Head", "NewEvent", "Recorded", "Transaction"]
+__all__ = [
+    "AppendResult",
+    "EventLog",
+    "Head",
+    "NewEvent",
+    "Recorded",
+    "Transaction",
+    "format_ts",
+    "parse_ts",
+]
 
 Durability = Literal["normal", "full"]
 _T = TypeVar("_T")
-_TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _ROW_COLUMNS: Final = (
     "position, event_id, stream, version, type, schema_version, recorded_at, payload"
 )
+_INSERT: Final = f"INSERT INTO events ({_ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)"
+_MAX_VARS: Final = 900  # under SQLite's oldest host-parameter limit (999)
 
 
-def format_ts(ts: datetime) -> str:
-    """The log's fixed-width, sortable UTC timestamp text."""
-    return ts.astimezone(UTC).strftime(_TS_FORMAT)
-
-
-def parse_ts(text: str) -> datetime:
-    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
-
-
-class NewEvent(msgspec.Struct, frozen=True):
-    """An event to append with the deterministic id its producer gave it."""
-
-    id: str
-    event: EventBase
-
-
-class Recorded(msgspec.Struct, frozen=True):
-    """An event as stored: the envelope the log assigned, and the event itself."""
-
-    position: int
-    id: str
-    stream: str
-    version: int
-    recorded_at: datetime
-    event: EventBase
-
-
-class Head(msgspec.Struct, frozen=True):
-    """The newest row: what an operator anchors to detect truncation."""
-
-    log_id: str
-    position: int
-    hash: str
-    recorded_at: str | None
-
-
-class AppendResult(msgspec.Struct, frozen=True):
-    """Which of the appended events were new, and where they landed."""
-
-    new: tuple[Recorded, ...]
-    duplicates: tuple[str, ...]
-
-    @property
-    def new_ids(self) -> tuple[str, ...]:
-        return tuple(r.id for r in self.new)
+def _db_error(path: Path, action: str, exc: sqlite3.Error) -> CcsyncError:
+    """Translate a sqlite3 error at the boundary into the engine's error tree."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return RetriableError(f"event log {path}: {action}: the database is busy ({text})")
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "no such table" in text
+    ):
+        return LogCorruptError(f"event log {path}: {action}: {text}")
+    return FatalError(f"event log {path}: {action} failed: {text}")
 
 
 class Transaction:
@@ -94,6 +86,7 @@ class Transaction:
         self.head_position = head_position
 
     async def set_checkpoint(self, name: str, value: str, position: int | None = None) -> None:
+        """Write checkpoint ``name`` (default position: the log head when the tx began)."""
         await _write_checkpoints(
             self.conn, {name: value}, self.head_position if position is None else position
         )
@@ -112,7 +105,12 @@ async def _write_checkpoints(
 
 
 class EventLog:
-    """The SQLite event log. Open with ``await EventLog.open(path)``; close when done."""
+    """The SQLite event log. Open with ``await EventLog.open(path)``; close when done.
+
+    One EventLog is meant for one event loop. Its reads never see another task's uncommitted
+    append: on a writer they wait for the write in flight (inside ``transaction()`` they see
+    the consumer's own writes).
+    """
 
     READ_CHUNK: Final = 2000
 
@@ -128,12 +126,9 @@ class EventLog:
         self._lock = lock
         self._clock = clock
         self._write_lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None  # the task inside a write transaction
         self._log_id = ""
-        self._head_pos = 0
-        self._head_hash = GENESIS
-        self._head_ts: str | None = None
-        self._pending_pos = 0
-        self._pending_head: tuple[int, bytes, str | None] = (0, GENESIS, None)
+        self._head: tuple[int, bytes, str | None] = (0, GENESIS, None)
 
     # --- opening -------------------------------------------------------------------------
 
@@ -150,27 +145,23 @@ class EventLog:
 
         ``writer=True`` takes the single-writer lock and fails with LogLockedError naming the
         holder if another process has it. Readers need no lock (WAL lets them run beside it).
+        ``durability="full"`` also survives power loss (fsync per commit); "normal" survives
+        any crash of the process.
         """
         p = Path(path)
-        lock = None
-        if writer:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            lock = WriterLock(p)
-            lock.acquire()
-            if not p.exists():
-                # SQLite gives the -wal and -shm files the main file's mode.
-                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        elif not p.exists():
-            raise FatalError(f"no event log at {p}")
+        lock = _prepare(p, writer)
         try:
             conn = await aiosqlite.connect(p, isolation_level=None)
         except sqlite3.Error as exc:
             if lock:
                 lock.release()
-            raise FatalError(f"cannot open the event log {p}: {exc}") from exc
+            raise _db_error(p, "open", exc) from exc
         log = cls(p, conn, lock, clock or (lambda: datetime.now(UTC)))
         try:
             await log._init(writer, durability)
+        except sqlite3.Error as exc:
+            await log.close()
+            raise _db_error(p, "open", exc) from exc
         except BaseException:
             await log.close()
             raise
@@ -184,14 +175,19 @@ class EventLog:
             await c.execute(f"PRAGMA synchronous = {durability.upper()}")
             await c.executescript(SCHEMA)
             await c.execute(
-                "INSERT OR IGNORE INTO log_meta (key, value) VALUES ('log_id', ?), ('format', '1')",
-                (str(uuid4()),),
+                "INSERT OR IGNORE INTO log_meta (key, value) VALUES ('log_id', ?), ('format', ?)",
+                (str(uuid4()), FORMAT),
             )
         try:
-            rows = await c.execute_fetchall("SELECT value FROM log_meta WHERE key = 'log_id'")
+            rows = await c.execute_fetchall("SELECT key, value FROM log_meta")
+            meta = {str(r[0]): str(r[1]) for r in rows}
         except sqlite3.Error as exc:
             raise LogCorruptError(f"{self.path} is not a ccsync event log: {exc}") from exc
-        self._log_id = next(iter(rows))[0] if rows else ""
+        if meta.get("format", FORMAT) != FORMAT:
+            raise FatalError(
+                f"{self.path} has log format {meta['format']}; this build reads format {FORMAT}"
+            )
+        self._log_id = str(meta.get("log_id", ""))
         await self._load_head()
 
     async def _load_head(self) -> None:
@@ -200,15 +196,15 @@ class EventLog:
                 "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
             )
         )
-        if rows:
-            self._head_pos, self._head_hash, self._head_ts = rows[0]
-        else:
-            self._head_pos, self._head_hash, self._head_ts = 0, GENESIS, None
+        self._head = (rows[0][0], rows[0][1], rows[0][2]) if rows else (0, GENESIS, None)
 
     async def close(self) -> None:
-        await self._conn.close()
-        if self._lock:
-            self._lock.release()
+        """Close the connection and release the writer lock (safe to call twice)."""
+        try:
+            await self._conn.close()
+        finally:
+            if self._lock:
+                self._lock.release()
 
     async def __aenter__(self) -> EventLog:
         return self
@@ -227,50 +223,75 @@ class EventLog:
     ) -> AppendResult:
         """Append a batch atomically; events whose id is already stored are skipped.
 
-        ``expected`` maps a stream to the version the caller last saw; a mismatch raises
-        ConcurrencyError and appends nothing. ``checkpoints`` are written in the same
-        transaction, so a fetcher's checkpoint never runs ahead of the events it covers.
+        ``expected`` maps a stream to the version the caller last saw (0: no such stream); a
+        mismatch raises ConcurrencyError and appends nothing. A batch whose events are all
+        already stored is a no-op and is not checked against ``expected``, so retrying a batch
+        that did commit is harmless. ``checkpoints`` are written in the same transaction, so
+        a fetcher's checkpoint never runs ahead of the events it covers.
         """
+        async with self._writing("append"):
+            result, head = await self._append_in_tx(events, expected or {})
+            if checkpoints:
+                await _write_checkpoints(self._conn, checkpoints, head[0])
+        self._head = head
+        return result
+
+    @asynccontextmanager
+    async def _writing(self, action: str) -> AsyncIterator[None]:
+        """Hold the write lock for one BEGIN IMMEDIATE ... COMMIT, rolling back on any error."""
         if self._lock is None:
-            raise FatalError("this log was opened read-only")
+            raise FatalError(f"{action}: this log was opened read-only")
+        me = asyncio.current_task()
+        if me is not None and self._owner is me:
+            raise FatalError(f"{action} inside transaction() would wait for itself forever")
         async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            self._owner = me
             try:
-                result = await self._append_in_tx(events, expected or {})
-                if checkpoints:
-                    await _write_checkpoints(self._conn, checkpoints, self._pending_pos)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
-            self._head_pos, self._head_hash, self._head_ts = self._pending_head
-            return result
+                try:
+                    await self._conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise _db_error(self.path, action, exc) from exc
+                try:
+                    yield
+                    await self._conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    await self._rollback()
+                    raise _db_error(self.path, action, exc) from exc
+                except BaseException:
+                    await self._rollback()
+                    raise
+            finally:
+                self._owner = None
 
     async def _rollback(self) -> None:
         try:
             await self._conn.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # no transaction: a cancelled COMMIT went through after all
         finally:
-            await self._load_head()
+            await self._load_head()  # the truth, whether or not the last COMMIT happened
 
     async def _append_in_tx(
         self, events: Sequence[NewEvent], expected: Mapping[str, int]
-    ) -> AppendResult:
+    ) -> tuple[AppendResult, tuple[int, bytes, str | None]]:
         c = self._conn
         ids = list(dict.fromkeys(e.id for e in events))
         seen: set[str] = set()
-        for chunk in _chunks(ids, 900):
+        for chunk in _chunks(ids, _MAX_VARS):
             q = f"SELECT event_id FROM events WHERE event_id IN ({_marks(len(chunk))})"
             seen.update(r[0] for r in await c.execute_fetchall(q, chunk))
+        duplicates = tuple(i for i in ids if i in seen)
         fresh: list[tuple[NewEvent, str]] = []
-        taken: set[str] = set()
         for e in events:
-            if e.id in seen or e.id in taken:
-                continue
-            taken.add(e.id)
-            fresh.append((e, stream_of(e.event)))
+            if e.id not in seen:
+                seen.add(e.id)  # a repeat inside the batch is appended once
+                fresh.append((e, stream_of(e.event)))
+        if not fresh:
+            return AppendResult((), duplicates), self._head
+
         streams = list({s for _, s in fresh} | set(expected))
         versions: dict[str, int] = {}
-        for chunk in _chunks(streams, 900):
+        for chunk in _chunks(streams, _MAX_VARS):
             q = (
                 "SELECT stream, MAX(version) FROM events "
                 f"WHERE stream IN ({_marks(len(chunk))}) GROUP BY stream"
@@ -281,11 +302,11 @@ class EventLog:
             if have != want:
                 raise ConcurrencyError(stream, want, have)
 
-        now = self._clock().astimezone(UTC)
-        ts = format_ts(now)
-        if self._head_ts is not None and ts < self._head_ts:
-            ts, now = self._head_ts, parse_ts(self._head_ts)  # keep recorded_at monotonic
-        pos, prev = self._head_pos, self._head_hash
+        pos, prev, head_ts = self._head
+        ts = format_ts(self._clock())
+        if head_ts is not None and ts < head_ts:
+            ts = head_ts  # a clock stepping back must not break recorded_at's order
+        now = parse_ts(ts)
         rows = []
         recorded = []
         for e, stream in fresh:
@@ -293,39 +314,33 @@ class EventLog:
             version = versions.get(stream, 0) + 1
             versions[stream] = version
             ev = e.event
-            tag = ev.__struct_config__.tag
-            assert isinstance(tag, str)
+            tag: str = ev.__struct_config__.tag  # type: ignore[assignment]
+            sv = ev.schema_version
             payload = encode_event(ev)
-            prev = row_hash(prev, pos, e.id, stream, version, tag, ev.schema_version, ts, payload)
-            rows.append((pos, e.id, stream, version, tag, ev.schema_version, ts, payload, prev))
+            prev = row_hash(prev, pos, e.id, stream, version, tag, sv, ts, payload)
+            rows.append((pos, e.id, stream, version, tag, sv, ts, payload, prev))
             recorded.append(Recorded(pos, e.id, stream, version, now, ev))
-        if rows:
-            try:
-                await c.executemany(
-                    f"INSERT INTO events ({_ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-            except sqlite3.IntegrityError as exc:
-                raise ConcurrencyError("?", -1, -1) from exc
-        self._pending_pos = pos
-        self._pending_head = (pos, prev, ts if rows else self._head_ts)
-        return AppendResult(tuple(recorded), tuple(sorted(seen & set(ids))))
+        try:
+            await c.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError as exc:
+            # Unreachable with the writer lock held: someone wrote without it.
+            raise FatalError(
+                f"event log {self.path}: append refused by the database ({exc}); "
+                "is another program writing to the log without its lock?"
+            ) from exc
+        return AppendResult(tuple(recorded), duplicates), (pos, prev, ts)
 
     # --- consumers -----------------------------------------------------------------------
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """A write transaction for a consumer's tables and checkpoint, serialised with appends."""
-        if self._lock is None:
-            raise FatalError("this log was opened read-only")
-        async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._conn, self._head_pos)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
+        """A write transaction for a consumer's tables and checkpoint, serialised with appends.
+
+        Everything written through ``tx.conn`` commits together or not at all. Do not call
+        ``append`` inside it (that raises FatalError): use ``append(checkpoints=...)``.
+        """
+        async with self._writing("transaction"):
+            yield Transaction(self._conn, self._head[0])
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -333,58 +348,76 @@ class EventLog:
         return self._conn
 
     async def checkpoint(self, name: str) -> str | None:
-        rows = list(
-            await self._conn.execute_fetchall(
-                "SELECT value FROM checkpoints WHERE name = ?", (name,)
-            )
-        )
-        return rows[0][0] if rows else None  # type: ignore[no-any-return]
+        """The value of checkpoint ``name``, or None if it was never written."""
+        rows = await self._fetch("SELECT value FROM checkpoints WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
 
     async def checkpoints(self) -> dict[str, tuple[str, int, str]]:
         """Every checkpoint: name -> (value, log position it was written at, updated_at)."""
-        rows = await self._conn.execute_fetchall(
-            "SELECT name, value, position, updated_at FROM checkpoints ORDER BY name"
+        rows = await self._fetch(
+            "SELECT name, value, position, updated_at FROM checkpoints ORDER BY name", ()
         )
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     # --- reading -------------------------------------------------------------------------
 
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
+        """One query, never seeing another task's uncommitted writes on this connection."""
+        try:
+            if self._lock is None or self._owner is asyncio.current_task():
+                return list(await self._conn.execute_fetchall(sql, params))
+            async with self._write_lock:
+                return list(await self._conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise _db_error(self.path, "read", exc) from exc
+
     async def head(self) -> Head:
+        """The newest committed row (a reader asks the file; a writer knows it)."""
         if self._lock is None:
-            await self._load_head()
-        return Head(self._log_id, self._head_pos, self._head_hash.hex(), self._head_ts)
+            try:
+                await self._load_head()
+            except sqlite3.Error as exc:
+                raise _db_error(self.path, "read", exc) from exc
+        pos, h, ts = self._head
+        return Head(self._log_id, pos, h.hex(), ts)
 
     async def read(
         self, start: int = 1, stop: int | None = None, *, chunk: int | None = None
     ) -> AsyncIterator[Recorded]:
-        """Events with ``start <= position < stop`` in order, in bounded memory."""
+        """Events with ``start <= position < stop`` in order, in bounded memory.
+
+        Raises LogCorruptError on a missing position or an undecodable row: reading never
+        skips anything silently.
+        """
         size = chunk or self.READ_CHUNK
         pos = max(start, 1)
         upper = stop if stop is not None else 2**62
+        when = TimeParser()
         while pos < upper:
-            rows = await self._conn.execute_fetchall(
+            rows = await self._fetch(
                 f"SELECT {_ROW_COLUMNS} FROM events WHERE position >= ? AND position < ? "
                 "ORDER BY position LIMIT ?",
                 (pos, upper, size),
             )
             if not rows:
                 return
-            expect = pos
-            for row in rows:
-                if row[0] != expect:
-                    raise LogCorruptError(
-                        f"gap in the log: expected position {expect}, found {row[0]}"
-                    )
-                yield _recorded(row)
-                expect += 1
-            pos = expect
+            if rows[0][0] != pos or rows[-1][0] != pos + len(rows) - 1:
+                _raise_gap(rows, pos)
+            for p, eid, stream, version, tag, sv, ts, payload in rows:
+                event = decode_event(tag, sv, payload, position=p)
+                yield Recorded(p, eid, stream, version, when(ts), event)
+            pos += len(rows)
 
     async def read_stream(self, stream: str) -> list[Recorded]:
         """Every event of one stream, in version order."""
-        rows = await self._conn.execute_fetchall(
+        rows = await self._fetch(
             f"SELECT {_ROW_COLUMNS} FROM events WHERE stream = ? ORDER BY version", (stream,)
         )
-        return [_recorded(r) for r in rows]
+        when = TimeParser()
+        return [
+            Recorded(p, eid, s, v, when(ts), decode_event(tag, sv, payload, position=p))
+            for p, eid, s, v, tag, sv, ts, payload in rows
+        ]
 
     async def position_at(self, when: datetime) -> int:
         """The first position recorded at or after ``when`` (head + 1 if none).
@@ -395,12 +428,10 @@ class EventLog:
         lo, hi = 1, (await self.head()).position + 1
         while lo < hi:
             mid = (lo + hi) // 2
-            rows = list(
-                await self._conn.execute_fetchall(
-                    "SELECT recorded_at FROM events WHERE position = ?", (mid,)
-                )
-            )
-            if rows and rows[0][0] < target:
+            rows = await self._fetch("SELECT recorded_at FROM events WHERE position = ?", (mid,))
+            if not rows:
+                raise LogCorruptError(f"gap in the log: position {mid} is missing")
+            if rows[0][0] < target:
                 lo = mid + 1
             else:
                 hi = mid
@@ -409,17 +440,40 @@ class EventLog:
     async def read_time(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> AsyncIterator[Recorded]:
-        """Events recorded in ``[since, until)``."""
+        """Events recorded in ``[since, until)`` (timezone-aware times)."""
         start = await self.position_at(since) if since else 1
         stop = await self.position_at(until) if until else None
         async for r in self.read(start, stop):
             yield r
 
 
-def _recorded(row: sqlite3.Row | tuple[object, ...]) -> Recorded:
-    pos, eid, stream, version, tag, sv, ts, payload = row
-    event = decode_event(tag, sv, payload, position=pos)  # type: ignore[arg-type]
-    return Recorded(pos, eid, stream, version, parse_ts(ts), event)  # type: ignore[arg-type]
+def _prepare(p: Path, writer: bool) -> WriterLock | None:
+    """Take the writer lock and create the file with mode 0600; or check a reader's file exists.
+
+    Plain syscalls on a local file, done before the connection's thread exists.
+    """
+    if not writer:
+        if not p.exists():
+            raise FatalError(f"no event log at {p}")
+        return None
+    p.parent.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(p)
+    lock.acquire()
+    if not p.exists():
+        # SQLite gives the -wal and -shm files the main file's mode; fchmod because the
+        # umask could otherwise change what O_CREAT asked for.
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
+    return lock
+
+
+def _raise_gap(rows: Iterable[Sequence[Any]], start: int) -> None:
+    expect = start
+    for row in rows:
+        if row[0] != expect:
+            raise LogCorruptError(f"gap in the log: expected position {expect}, found {row[0]}")
+        expect += 1
 
 
 def _marks(n: int) -> str:
