@@ -36,6 +36,10 @@ class CommandBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     target: Store
     email: str  # normalised: the identity across stores
     store_id: str | None = None  # the target store's own id, when the contact exists there
+    # Log position of the target's state the decision was made against. Part of the id, so the
+    # same decision on the same observed state is one command, yet a value that drifts back
+    # after being corrected gets a new command instead of being taken for already applied.
+    basis: int = 0
 
 
 class UpsertContact(CommandBase, frozen=True, kw_only=True, tag="contact.upsert"):

@@ -16,8 +16,8 @@ import msgspec
 
 __all__ = [
     "PERMISSIONS",
-    "SUBSCRIBED",
     "STORES",
+    "SUBSCRIBED",
     "TRACKING_KINDS",
     "ContactRecord",
     "ListRecord",

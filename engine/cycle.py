@@ -1,0 +1,237 @@
+"""One sync cycle: observe both stores, project, reconcile, issue and execute commands, record.
+
+GET, COMPARE, UPDATE — with every step in the log. The cycle's upper time bound is fixed when it
+starts; no checkpoint moves past it. Both stores are observed concurrently; each page is appended
+(and projected) in its own transaction, so a crash loses at most the page in hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Final, Protocol
+from uuid import uuid4
+
+import msgspec
+import structlog
+
+from engine.commands import Command, RecordTracking, command_id
+from engine.events import SyncRunFinished, SyncRunStarted, content_id
+from engine.log import EventLog, NewEvent
+from engine.model import Store, TrackingActivity
+from engine.observe import ObserveStats, observe_contacts, observe_lists, observe_tracking
+from engine.outbox import Outbox, OutboxStats
+from engine.pairs import touched_pairs
+from engine.policy import ListLink, Policy
+from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource
+from engine.reconcile import Decisions, reconcile
+from projections.projector import Projector
+from projections.runner import decode_list
+
+__all__ = ["CycleSummary", "SyncEngine", "SyncStore"]
+
+_log: Final = structlog.get_logger("ccsync.cycle")
+RECONCILER: Final = "reconciler"
+TRACKING_FORWARDED: Final = "tracking.forwarded"
+
+
+class SyncStore(ContactSource, ListSource, CommandSink, Protocol):
+    """What a store offers the cycle: observation of contacts and lists, and a command sink."""
+
+
+class CycleSummary(msgspec.Struct, kw_only=True):
+    run_id: str
+    outcome: str = "ok"
+    observed: dict[str, int] = msgspec.field(default_factory=dict)
+    events: dict[str, int] = msgspec.field(default_factory=dict)
+    commands: dict[str, int] = msgspec.field(default_factory=dict)
+    applied: int = 0
+    failed: int = 0
+    blocked: int = 0
+    rejected: int = 0
+    api_requests: int = 0
+    durations: dict[str, float] = msgspec.field(default_factory=dict)
+    error: str | None = None
+
+
+class SyncEngine:
+    """Runs sync cycles between a Constant Contact store and an app store over one log."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        ctct: SyncStore,
+        app: SyncStore,
+        policy: Policy,
+        *,
+        tracking: TrackingSource | None = None,
+        clock: Callable[[], datetime] | None = None,
+        requests_made: Callable[[], int] | None = None,
+    ) -> None:
+        self.log = log
+        self.stores: dict[Store, SyncStore] = {"ctct": ctct, "app": app}
+        self.policy = policy
+        self.tracking = tracking
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.projector = Projector(log)
+        self.outbox = Outbox(log, self.projector, {"ctct": ctct, "app": app})
+        self._requests_made = requests_made or (lambda: 0)
+        self._started = False
+
+    async def start(self) -> None:
+        """Catch projections up and retry commands a crash left without an outcome."""
+        await self.projector.start()
+        self._started = True
+
+    async def cycle(self, *, full_compare: bool = False) -> CycleSummary:
+        if not self._started:
+            await self.start()
+        run_id = uuid4().hex
+        bound = self.clock()
+        summary = CycleSummary(run_id=run_id)
+        requests_before = self._requests_made()
+        started = SyncRunStarted(
+            store="engine",
+            key=run_id,
+            bound=bound,
+            mode="full-compare" if full_compare else "incremental",
+        )
+        await self.log.append([NewEvent(content_id(started), started)])
+        t0 = time.perf_counter()
+        try:
+            recovered = await self.outbox.pending(bound)
+            if recovered:
+                _log.info("sync.recovering_commands", count=len(recovered))
+                self._count(summary, await self.outbox.run(recovered, run_id, bound, retry=True))
+            t1 = time.perf_counter()
+            await self._observe(run_id, bound, summary)
+            t2 = time.perf_counter()
+            decisions = await self._reconcile(full_compare)
+            cmds = [*decisions.commands, *await self._tracking_commands()]
+            summary.blocked = len(decisions.blocked)
+            head = (await self.log.head()).position
+            extra = [
+                NewEvent(content_id(e, str(head)), e)
+                for e in (*decisions.links, *decisions.blocked)
+            ]
+            t3 = time.perf_counter()
+            stats = await self.outbox.run(
+                cmds,
+                run_id,
+                bound,
+                extra=extra,
+                checkpoints={RECONCILER: str(head), TRACKING_FORWARDED: str(head)},
+            )
+            self._count(summary, stats)
+            t4 = time.perf_counter()
+            summary.durations = {
+                "recover": t1 - t0,
+                "observe": t2 - t1,
+                "reconcile": t3 - t2,
+                "execute": t4 - t3,
+            }
+        except Exception as exc:
+            summary.outcome, summary.error = "failed", str(exc)
+            raise
+        finally:
+            summary.api_requests = self._requests_made() - requests_before
+            if summary.outcome == "ok" and summary.failed:
+                summary.outcome = "partial"
+            fin = SyncRunFinished(
+                store="engine",
+                key=run_id,
+                outcome=summary.outcome,  # type: ignore[arg-type]
+                counts={
+                    "applied": summary.applied,
+                    "failed": summary.failed,
+                    "blocked": summary.blocked,
+                    "rejected": summary.rejected,
+                    "api_requests": summary.api_requests,
+                    **{f"observed.{k}": v for k, v in summary.observed.items()},
+                    **{f"command.{k}": v for k, v in summary.commands.items()},
+                },
+                error=summary.error,
+            )
+            await asyncio.shield(self.log.append([NewEvent(content_id(fin), fin)]))
+            _log.info("sync.cycle_finished", **msgspec.to_builtins(summary))
+        return summary
+
+    @staticmethod
+    def _count(summary: CycleSummary, stats: OutboxStats) -> None:
+        for k, v in stats.issued.items():
+            summary.commands[k] = summary.commands.get(k, 0) + v
+        summary.applied += stats.applied
+        summary.failed += stats.failed
+
+    async def _observe(self, run_id: str, bound: datetime, summary: CycleSummary) -> None:
+        async def one(store: Store) -> None:
+            src = self.stores[store]
+            lists = await observe_lists(self.log, self.projector, store, src, run_id)
+            contacts = await observe_contacts(self.log, self.projector, src, run_id, bound)
+            self._add(summary, f"{store}.lists", lists)
+            self._add(summary, f"{store}.contacts", contacts)
+
+        await asyncio.gather(one("ctct"), one("app"))
+        if self.tracking is not None:
+            tr = await observe_tracking(self.log, self.projector, self.tracking, run_id, bound)
+            self._add(summary, "ctct.tracking", tr)
+
+    @staticmethod
+    def _add(summary: CycleSummary, name: str, stats: ObserveStats) -> None:
+        summary.observed[name] = stats.items
+        summary.events[name] = stats.events
+        summary.rejected += stats.rejected
+
+    async def resolved_policy(self) -> Policy:
+        """The policy with list links given by name resolved to each store's list ids."""
+        conn = self.log.connection
+        rows = await conn.execute_fetchall("SELECT store, store_id, state FROM p_lists")
+        names: dict[tuple[str, str], str] = {}
+        for store, sid, blob in rows:
+            lst = decode_list(blob)
+            names[(store, lst.name)] = sid
+        links = tuple(
+            ListLink(
+                ctct=names.get(("ctct", link.ctct), link.ctct),
+                app=names.get(("app", link.app), link.app),
+                source=link.source,
+            )
+            for link in self.policy.lists
+        )
+        return msgspec.structs.replace(self.policy, lists=links)
+
+    async def _reconcile(self, full_compare: bool) -> Decisions:
+        since_text = await self.log.checkpoint(RECONCILER)
+        since = None if full_compare else int(since_text or 0)
+        policy = await self.resolved_policy()
+        out = Decisions()
+        async for pairs in touched_pairs(self.log.connection, since):
+            d = reconcile(pairs, policy)
+            out.commands += d.commands
+            out.blocked += d.blocked
+            out.links += d.links
+        return out
+
+    async def _tracking_commands(self) -> Sequence[Command]:
+        """New tracking activity, grouped per contact, for the app's activities table."""
+        since = int(await self.log.checkpoint(TRACKING_FORWARDED) or 0)
+        conn = self.log.connection
+        rows = await conn.execute_fetchall(
+            "SELECT t.activity, COALESCE(l.app_id, a.store_id), t.email FROM p_tracking t "
+            "LEFT JOIN p_links l ON l.ctct_id = t.contact_id "
+            "LEFT JOIN p_contacts a ON a.store = 'app' AND a.email = t.email "
+            "WHERE t.store = 'ctct' AND t.position > ? ORDER BY t.position",
+            (since,),
+        )
+        dec = msgspec.json.Decoder(TrackingActivity)
+        grouped: dict[tuple[str, str | None], list[TrackingActivity]] = {}
+        for blob, app_id, email in rows:
+            grouped.setdefault((email, app_id), []).append(dec.decode(blob))
+        out: list[Command] = []
+        for (email, app_id), acts in grouped.items():
+            out.append(
+                RecordTracking(target="app", email=email, store_id=app_id, activities=tuple(acts))
+            )
+        return sorted(out, key=command_id)

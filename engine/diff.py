@@ -1,0 +1,110 @@
+"""Observation to events: compare an observed record with the projected state, emit only the
+differences. Pure; the ids it gives are deterministic in (store, entity, content, basis)."""
+
+from __future__ import annotations
+
+from engine.events import (
+    ContactChanged,
+    ContactDeleted,
+    ContactObserved,
+    ContactRestored,
+    EventBase,
+    FieldChange,
+    ListChanged,
+    ListDeleted,
+    ListObserved,
+    MembershipAdded,
+    MembershipRemoved,
+    PermissionChanged,
+    content_id,
+)
+from engine.log import NewEvent
+from engine.model import ContactRecord, ListRecord, Store
+
+__all__ = ["diff_contact", "diff_list"]
+
+
+def _new(event: EventBase, basis: int) -> NewEvent:
+    # The basis (position of the state the diff was made against) makes the id deterministic
+    # for the same observation of the same state, yet distinct when a value returns later.
+    return NewEvent(content_id(event, str(basis)), event)
+
+
+def diff_contact(
+    store: Store, state_record: ContactRecord | None, basis: int, rec: ContactRecord
+) -> list[NewEvent]:
+    """Events that carry ``state_record`` (the projection, at log position ``basis``) to ``rec``."""
+    key = rec.store_id
+    when = rec.updated_at
+    if state_record is None:
+        return [_new(ContactObserved(store=store, key=key, source_time=when, contact=rec), basis)]
+    old = state_record
+    out: list[NewEvent] = []
+    changes: dict[str, FieldChange] = {}
+    if rec.email != old.email:
+        changes["email"] = FieldChange(old.email, rec.email)
+    if rec.fields != old.fields:
+        for name in sorted(old.fields.keys() | rec.fields.keys()):
+            a, b = old.fields.get(name), rec.fields.get(name)
+            if a != b:
+                changes[name] = FieldChange(a, b)
+    if changes:
+        out.append(
+            _new(ContactChanged(store=store, key=key, source_time=when, changes=changes), basis)
+        )
+    if rec.permission != old.permission:
+        ev = PermissionChanged(
+            store=store,
+            key=key,
+            source_time=rec.permission.changed_at,
+            email=rec.email,
+            old=old.permission,
+            new=rec.permission,
+        )
+        out.append(_new(ev, basis))
+    if rec.lists != old.lists:
+        before, after = set(old.lists), set(rec.lists)
+        for list_id in sorted(after - before):
+            out.append(
+                _new(
+                    MembershipAdded(store=store, key=key, source_time=when, list_id=list_id), basis
+                )
+            )
+        for list_id in sorted(before - after):
+            ev2 = MembershipRemoved(store=store, key=key, source_time=when, list_id=list_id)
+            out.append(_new(ev2, basis))
+    if rec.deleted != old.deleted:
+        cls = ContactDeleted if rec.deleted else ContactRestored
+        out.append(_new(cls(store=store, key=key, source_time=when, email=rec.email), basis))
+    return out
+
+
+def diff_list(store: Store, old: ListRecord | None, basis: int, rec: ListRecord) -> list[NewEvent]:
+    """Events that carry a projected list to the observed one."""
+    if old is None:
+        return [
+            _new(
+                ListObserved(store=store, key=rec.store_id, source_time=rec.updated_at, list=rec),
+                basis,
+            )
+        ]
+    out: list[NewEvent] = []
+    changes: dict[str, FieldChange] = {}
+    if old.name != rec.name:
+        changes["name"] = FieldChange(old.name, rec.name)
+    if old.description != rec.description:
+        changes["description"] = FieldChange(old.description, rec.description)
+    if changes:
+        out.append(
+            _new(
+                ListChanged(
+                    store=store, key=rec.store_id, source_time=rec.updated_at, changes=changes
+                ),
+                basis,
+            )
+        )
+    if rec.deleted and not old.deleted:
+        out.append(
+            _new(ListDeleted(store=store, key=rec.store_id, source_time=rec.updated_at), basis)
+        )
+    return out

@@ -1,0 +1,108 @@
+"""Find, for contacts touched since a position, their counterpart in the other store.
+
+Identity across stores is the normalised email (engine.model.normalise_email), and once two
+contacts are paired the pair is recorded (``identity.linked``) and outlives email changes: each
+store's own id is stable, the address is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Final
+
+import aiosqlite
+
+from engine.reconcile import Pair
+from projections.contacts import ContactState
+from projections.runner import decode_contact, load_contacts
+
+__all__ = ["touched_pairs"]
+
+_CHUNK: Final = 2000
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+async def _links(conn: aiosqlite.Connection, column: str, ids: list[str]) -> dict[str, str]:
+    other = "app_id" if column == "ctct_id" else "ctct_id"
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), 900):
+        chunk = ids[i : i + 900]
+        rows = await conn.execute_fetchall(
+            f"SELECT {column}, {other} FROM p_links WHERE {column} IN ({_marks(len(chunk))})", chunk
+        )
+        out.update(dict(rows))  # type: ignore[arg-type]
+    return out
+
+
+async def _by_email(conn: aiosqlite.Connection, emails: list[str]) -> list[ContactState]:
+    out: list[ContactState] = []
+    for i in range(0, len(emails), 900):
+        chunk = emails[i : i + 900]
+        rows = await conn.execute_fetchall(
+            f"SELECT state FROM p_contacts WHERE email IN ({_marks(len(chunk))})", chunk
+        )
+        out.extend(decode_contact(r[0]) for r in rows)
+    return out
+
+
+async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) -> list[Pair]:
+    ctct_ids = [s.store_id for s in touched if s.store == "ctct"]
+    app_ids = [s.store_id for s in touched if s.store == "app"]
+    c2a = await _links(conn, "ctct_id", ctct_ids)
+    a2c = await _links(conn, "app_id", app_ids)
+    partners_ctct = await load_contacts(conn, "ctct", [a2c[i] for i in app_ids if i in a2c])
+    partners_app = await load_contacts(conn, "app", [c2a[i] for i in ctct_ids if i in c2a])
+    unlinked = [s for s in touched if s.store_id not in (c2a if s.store == "ctct" else a2c)]
+    candidates = await _by_email(conn, sorted({s.email for s in unlinked}))
+    cand_c = [s.store_id for s in candidates if s.store == "ctct"]
+    cand_a = [s.store_id for s in candidates if s.store == "app"]
+    taken = set(await _links(conn, "ctct_id", cand_c)) | set(await _links(conn, "app_id", cand_a))
+    free: dict[tuple[str, str], ContactState] = {}
+    for s in candidates:
+        if s.store_id not in taken:
+            free.setdefault((s.store, s.email), s)
+
+    pairs: dict[tuple[str | None, str | None], Pair] = {}
+    for s in touched:
+        if s.store == "ctct":
+            c: ContactState | None = s
+            app_id = c2a.get(s.store_id)
+            a = partners_app.get(app_id) if app_id else free.get(("app", s.email))
+            linked = app_id is not None
+        else:
+            a = s
+            ctct_id = a2c.get(s.store_id)
+            c = partners_ctct.get(ctct_id) if ctct_id else free.get(("ctct", s.email))
+            linked = ctct_id is not None
+        key = (c.store_id if c else None, a.store_id if a else None)
+        if key not in pairs:
+            email = (a or c).email if (a or c) else s.email  # type: ignore[union-attr]
+            pairs[key] = Pair(email=email, ctct=c, app=a, linked=linked)
+    return list(pairs.values())
+
+
+async def touched_pairs(
+    conn: aiosqlite.Connection, since: int | None, extra_emails: Iterable[str] = ()
+) -> AsyncIterator[list[Pair]]:
+    """Pairs, in chunks, for contacts whose projected state moved after position ``since``
+    (every contact when ``since`` is None: the full compare) plus those with ``extra_emails``."""
+    where, params = ("", ()) if since is None else ("WHERE position > ?", (since,))
+    last_key: tuple[str, str] = ("", "")
+    while True:
+        rows = await conn.execute_fetchall(
+            f"SELECT store, store_id, state FROM p_contacts {where} "
+            f"{'AND' if where else 'WHERE'} (store, store_id) > (?, ?) "
+            "ORDER BY store, store_id LIMIT ?",
+            (*params, *last_key, _CHUNK),
+        )
+        rows = list(rows)
+        if not rows:
+            break
+        last_key = (rows[-1][0], rows[-1][1])
+        yield await _pairs_for(conn, [decode_contact(r[2]) for r in rows])
+    extra = sorted(set(extra_emails))
+    if extra:
+        yield await _pairs_for(conn, await _by_email(conn, extra))

@@ -1,0 +1,280 @@
+"""The projection runner: folds recorded events into the projection tables, batch by batch,
+with its checkpoint in the same transaction.
+
+The fold per entity is pure (projections.contacts.evolve_contact and the small folds below);
+this module only loads the affected rows, folds in position order, and writes them back. The
+same code serves the live projections (tables in the log's file) and rebuilds (another file),
+so a rebuild from position 0 must equal the live state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Final
+
+import aiosqlite
+import msgspec
+
+from engine.events import (
+    CommandApplied,
+    CommandFailed,
+    CommandIssued,
+    ContactObserved,
+    DecisionBlocked,
+    IdentityLinked,
+    ListChanged,
+    ListDeleted,
+    ListObserved,
+    PermissionChanged,
+    RecordRejected,
+    TrackingRecorded,
+)
+from engine.log import Recorded, format_ts
+from engine.model import ListRecord
+from projections.contacts import CONTACT_EVENTS, ContactState, evolve_contact
+from projections.schema import CHECKPOINT, PROJECTION_SCHEMA
+
+__all__ = [
+    "apply_batch",
+    "decode_contact",
+    "decode_list",
+    "ensure_schema",
+    "load_contacts",
+    "projected_position",
+]
+
+_state_enc: Final = msgspec.msgpack.Encoder()
+_contact_dec: Final = msgspec.msgpack.Decoder(ContactState)
+_list_dec: Final = msgspec.msgpack.Decoder(ListRecord)
+_json: Final = msgspec.json.Encoder()
+
+
+async def ensure_schema(conn: aiosqlite.Connection) -> None:
+    # Statement by statement: executescript() would COMMIT the caller's transaction.
+    for statement in PROJECTION_SCHEMA.split(";"):
+        if statement.strip():
+            await conn.execute(statement)
+
+
+async def projected_position(conn: aiosqlite.Connection) -> int:
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT position FROM p_checkpoint WHERE name = ?", (CHECKPOINT,)
+        )
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+def decode_contact(blob: bytes) -> ContactState:
+    return _contact_dec.decode(blob)
+
+
+def decode_list(blob: bytes) -> ListRecord:
+    return _list_dec.decode(blob)
+
+
+async def load_contacts(
+    conn: aiosqlite.Connection, store: str, ids: Iterable[str]
+) -> dict[str, ContactState]:
+    """Projected states of ``ids`` in ``store`` (missing ids are absent from the result)."""
+    out: dict[str, ContactState] = {}
+    id_list = list(ids)
+    for i in range(0, len(id_list), 900):
+        chunk = id_list[i : i + 900]
+        rows = await conn.execute_fetchall(
+            "SELECT store_id, state FROM p_contacts WHERE store = ? "
+            f"AND store_id IN ({','.join('?' * len(chunk))})",
+            (store, *chunk),
+        )
+        for sid, blob in rows:
+            out[sid] = _contact_dec.decode(blob)
+    return out
+
+
+async def apply_batch(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> None:
+    """Fold ``batch`` (consecutive, in position order) into the tables; the caller commits."""
+    if not batch:
+        return
+    contacts = await _fold_contacts(conn, batch)
+    if contacts:
+        await conn.executemany(
+            "INSERT INTO p_contacts (store, store_id, email, position, state) VALUES (?,?,?,?,?) "
+            "ON CONFLICT (store, store_id) DO UPDATE SET email = excluded.email, "
+            "position = excluded.position, state = excluded.state",
+            [(s.store, s.store_id, s.email, s.position, _state_enc.encode(s)) for s in contacts],
+        )
+    await _fold_rest(conn, batch)
+    await conn.execute(
+        "INSERT INTO p_checkpoint (name, position) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        (CHECKPOINT, batch[-1].position),
+    )
+
+
+async def _fold_contacts(
+    conn: aiosqlite.Connection, batch: Sequence[Recorded]
+) -> list[ContactState]:
+    keys: dict[str, set[str]] = {}
+    for r in batch:
+        ev = r.event
+        if isinstance(ev, CONTACT_EVENTS) and not isinstance(ev, ContactObserved):
+            keys.setdefault(ev.store, set()).add(ev.key)
+    states: dict[tuple[str, str], ContactState | None] = {}
+    for store, ids in keys.items():
+        for sid, st in (await load_contacts(conn, store, ids)).items():
+            states[(store, sid)] = st
+    touched: dict[tuple[str, str], ContactState] = {}
+    for r in batch:
+        ev = r.event
+        if not isinstance(ev, CONTACT_EVENTS):
+            continue
+        k = (ev.store, ev.key)
+        new = evolve_contact(states.get(k), ev, r.position)
+        if new is not None:
+            states[k] = new
+            touched[k] = new
+    return list(touched.values())
+
+
+async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> None:
+    perms: list[tuple[object, ...]] = []
+    tracking: list[tuple[object, ...]] = []
+    for r in batch:
+        ev, pos, at = r.event, r.position, format_ts(r.recorded_at)
+        match ev:
+            case ContactObserved(contact=c) if c.permission.status != "not_set":
+                p = c.permission
+                perms.append(
+                    (
+                        pos,
+                        ev.store,
+                        ev.key,
+                        c.email,
+                        None,
+                        p.status,
+                        p.source,
+                        p.reason,
+                        _ts(p.changed_at),
+                        None,
+                        at,
+                    )
+                )
+            case PermissionChanged(old=old, new=p):
+                perms.append(
+                    (
+                        pos,
+                        ev.store,
+                        ev.key,
+                        ev.email,
+                        old.status if old else None,
+                        p.status,
+                        p.source,
+                        p.reason,
+                        _ts(p.changed_at),
+                        ev.campaign_activity_id,
+                        at,
+                    )
+                )
+            case TrackingRecorded(activity=a):
+                tracking.append(
+                    (
+                        ev.store,
+                        a.contact_id,
+                        a.campaign_activity_id,
+                        a.kind,
+                        format_ts(a.created_time),
+                        a.email,
+                        pos,
+                        _json.encode(a),
+                    )
+                )
+            case ListObserved(list=lst):
+                await _put_list(conn, ev.store, lst, pos)
+            case ListChanged(changes=changes):
+                old_list = await _get_list(conn, ev.store, ev.key)
+                if old_list is not None:
+                    upd = {k: v.new for k, v in changes.items() if k in ("name", "description")}
+                    await _put_list(conn, ev.store, msgspec.structs.replace(old_list, **upd), pos)
+            case ListDeleted():
+                old_list = await _get_list(conn, ev.store, ev.key)
+                if old_list is not None:
+                    await _put_list(
+                        conn, ev.store, msgspec.structs.replace(old_list, deleted=True), pos
+                    )
+            case IdentityLinked(app_id=app_id, email=email):
+                await conn.execute(
+                    "INSERT OR IGNORE INTO p_links (ctct_id, app_id, email, position) "
+                    "VALUES (?,?,?,?)",
+                    (ev.key, app_id, email, pos),
+                )
+            case CommandIssued(kind=kind, command=cmd):
+                await conn.execute(
+                    "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, "
+                    "command, issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?, ?) "
+                    "ON CONFLICT (command_id) DO UPDATE SET status = 'issued', "
+                    "attempts = attempts + 1, issued_position = excluded.issued_position, "
+                    "issued_at = excluded.issued_at",
+                    (ev.key, ev.store, kind, str(cmd.get("email", "")), _json.encode(cmd), pos, at),
+                )
+            case CommandApplied(detail=detail):
+                await conn.execute(
+                    "UPDATE p_commands SET status = 'applied', outcome_position = ?, "
+                    "outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?",
+                    (pos, at, detail, ev.key),
+                )
+            case CommandFailed(error=error, retriable=retriable):
+                await conn.execute(
+                    "UPDATE p_commands SET status = 'failed', outcome_position = ?, "
+                    "outcome_at = ?, error = ?, retriable = ? WHERE command_id = ?",
+                    (pos, at, error, int(retriable), ev.key),
+                )
+            case DecisionBlocked(email=email, action=action, reason=reason):
+                await conn.execute(
+                    "INSERT INTO p_decisions (position, store_key, email, action, reason, "
+                    "recorded_at) VALUES (?,?,?,?,?,?)",
+                    (pos, ev.key, email, action, reason, at),
+                )
+            case RecordRejected(field=field, problem=problem):
+                await conn.execute(
+                    "INSERT INTO p_rejected (position, store, record, field, problem, recorded_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (pos, ev.store, ev.key, field, problem, at),
+                )
+            case _:
+                pass
+    if perms:
+        await conn.executemany(
+            "INSERT INTO p_permissions (position, store, store_id, email, old_status, new_status, "
+            "source, reason, source_time, campaign_activity_id, recorded_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            perms,
+        )
+    if tracking:
+        await conn.executemany(
+            "INSERT OR IGNORE INTO p_tracking (store, contact_id, campaign_activity_id, kind, "
+            "created_time, email, position, activity) VALUES (?,?,?,?,?,?,?,?)",
+            tracking,
+        )
+
+
+def _ts(value: object) -> str | None:
+    return format_ts(value) if isinstance(value, datetime) else None
+
+
+async def _get_list(conn: aiosqlite.Connection, store: str, sid: str) -> ListRecord | None:
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT state FROM p_lists WHERE store = ? AND store_id = ?", (store, sid)
+        )
+    )
+    return _list_dec.decode(rows[0][0]) if rows else None
+
+
+async def _put_list(conn: aiosqlite.Connection, store: str, lst: ListRecord, pos: int) -> None:
+    await conn.execute(
+        "INSERT INTO p_lists (store, store_id, position, state) VALUES (?,?,?,?) "
+        "ON CONFLICT (store, store_id) DO UPDATE SET position = excluded.position, "
+        "state = excluded.state",
+        (store, lst.store_id, pos, _state_enc.encode(lst)),
+    )

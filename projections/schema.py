@@ -1,0 +1,112 @@
+"""Projection tables: one set for all stores, keyed by store. They live in the log's file (so a
+projection's output and its checkpoint commit together) or, for a rebuild, in a file of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES"]
+
+CHECKPOINT: Final = "projections"
+
+PROJECTION_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS p_contacts (
+    store    TEXT NOT NULL,
+    store_id TEXT NOT NULL,
+    email    TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    state    BLOB NOT NULL,
+    PRIMARY KEY (store, store_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS p_contacts_email ON p_contacts (email);
+CREATE INDEX IF NOT EXISTS p_contacts_position ON p_contacts (position);
+CREATE TABLE IF NOT EXISTS p_lists (
+    store    TEXT NOT NULL,
+    store_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    state    BLOB NOT NULL,
+    PRIMARY KEY (store, store_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS p_permissions (
+    position    INTEGER PRIMARY KEY,
+    store       TEXT NOT NULL,
+    store_id    TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    old_status  TEXT,
+    new_status  TEXT NOT NULL,
+    source      TEXT,
+    reason      TEXT,
+    source_time TEXT,
+    campaign_activity_id TEXT,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS p_permissions_email ON p_permissions (email);
+CREATE TABLE IF NOT EXISTS p_tracking (
+    store       TEXT NOT NULL,
+    contact_id  TEXT NOT NULL,
+    campaign_activity_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    created_time TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    activity    BLOB NOT NULL,
+    PRIMARY KEY (store, contact_id, campaign_activity_id, kind, created_time)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS p_tracking_position ON p_tracking (position);
+CREATE TABLE IF NOT EXISTS p_links (
+    ctct_id  TEXT PRIMARY KEY,
+    app_id   TEXT NOT NULL UNIQUE,
+    email    TEXT NOT NULL,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS p_commands (
+    command_id  TEXT PRIMARY KEY,
+    target      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    command     BLOB NOT NULL,
+    issued_position INTEGER NOT NULL,
+    issued_at   TEXT NOT NULL,
+    outcome_position INTEGER,
+    outcome_at  TEXT,
+    error       TEXT,
+    retriable   INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS p_commands_status ON p_commands (status);
+CREATE INDEX IF NOT EXISTS p_commands_email ON p_commands (email);
+CREATE TABLE IF NOT EXISTS p_decisions (
+    position INTEGER PRIMARY KEY,
+    store_key TEXT NOT NULL,
+    email    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS p_rejected (
+    position INTEGER PRIMARY KEY,
+    store    TEXT NOT NULL,
+    record   TEXT NOT NULL,
+    field    TEXT NOT NULL,
+    problem  TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS p_checkpoint (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+"""
+
+# Tables compared by `ccsync replay --check`, with their key order.
+TABLES: Final = {
+    "p_contacts": "store, store_id",
+    "p_lists": "store, store_id",
+    "p_permissions": "position",
+    "p_tracking": "store, contact_id, campaign_activity_id, kind, created_time",
+    "p_links": "ctct_id",
+    "p_commands": "command_id",
+    "p_decisions": "position",
+    "p_rejected": "position",
+}

@@ -1,0 +1,138 @@
+"""The sync cycle end to end on in-memory stores: get, compare, update, and converge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from engine.cycle import SyncEngine
+from engine.log import EventLog
+from engine.policy import ListLink, Policy
+from tests.engine.fakes import FakeStore
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def log(tmp_path: Path) -> AsyncIterator[EventLog]:
+    lg = await EventLog.open(tmp_path / "log.db")
+    yield lg
+    await lg.close()
+
+
+def make(log: EventLog, **policy: object) -> tuple[SyncEngine, FakeStore, FakeStore]:
+    ctct, app = FakeStore("ctct"), FakeStore("app")
+    pol = Policy(lists=(ListLink(ctct="c-news", app="a-news", source="app"),), **policy)  # type: ignore[arg-type]
+    return SyncEngine(log, ctct, app, pol), ctct, app
+
+
+async def test_initial_sync_creates_each_side_in_the_other_and_second_cycle_is_silent(
+    log: EventLog,
+) -> None:
+    engine, ctct, app = make(log)
+    ctct.add("ann@example.org", first_name="Ann")
+    app.add("bob@example.org", first_name="Bob", lists=["a-news"])
+    first = await engine.cycle()
+    assert first.applied == 2 and first.failed == 0
+    assert app.by_email("ann@example.org") is not None
+    bob = ctct.by_email("bob@example.org")
+    assert bob is not None and bob.fields == {"first_name": "Bob"} and bob.lists == ("c-news",)
+    await engine.cycle()  # observes what the first cycle wrote
+    third = await engine.cycle()
+    assert third.commands == {} and third.applied == 0
+
+
+async def test_opt_out_in_ctct_reaches_the_app_and_is_never_undone(log: EventLog) -> None:
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", first_name="Ann")
+    a = app.add("ann@example.org", first_name="Ann")
+    await engine.cycle()
+    ctct.opt_out(c, reason="too many emails")
+    await engine.cycle()
+    assert app.contacts[a].permission.status == "unsubscribed"
+    assert app.contacts[a].permission.reason == "too many emails"
+    # The app's user re-subscribes her by hand: opt-out wins, and the attempt is recorded.
+    app.opt_in(a, source="Account")
+    s = await engine.cycle()
+    assert s.blocked == 1
+    assert app.contacts[a].permission.status == "unsubscribed"
+    assert ctct.contacts[c].permission.status == "unsubscribed"
+    rows = await log.connection.execute_fetchall("SELECT action, email FROM p_decisions")
+    assert [tuple(r) for r in rows] == [("resubscribe", "ann@example.org")]
+
+
+async def test_opt_out_in_app_reaches_ctct_and_blocks_list_adds(log: EventLog) -> None:
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org")
+    a = app.add("ann@example.org")
+    await engine.cycle()
+    app.opt_out(a)
+    app.join(a, "a-news")
+    await engine.cycle()
+    await engine.cycle()
+    assert ctct.contacts[c].permission.status == "unsubscribed"
+    assert "c-news" not in ctct.contacts[c].lists
+    assert ctct.violations == [] and app.violations == []
+
+
+async def test_contacts_own_resubscribe_in_ctct_is_respected_but_not_copied(log: EventLog) -> None:
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org")
+    a = app.add("ann@example.org")
+    await engine.cycle()
+    app.opt_out(a)
+    await engine.cycle()
+    assert ctct.contacts[c].permission.status == "unsubscribed"
+    ctct.opt_in(c, source="Contact")  # she confirmed a re-subscribe email herself
+    s = await engine.cycle()
+    assert ctct.contacts[c].permission.status == "explicit"
+    assert app.contacts[a].permission.status == "unsubscribed"
+    assert s.blocked == 1 and "contact.unsubscribe" not in s.commands
+
+
+async def test_source_of_record_wins_for_profile_fields_and_email_changes_keep_the_pair(
+    log: EventLog,
+) -> None:
+    engine, ctct, app = make(log, field_sources={"job_title": "ctct"})
+    c = ctct.add("ann@example.org", first_name="Ann", job_title="CTO")
+    a = app.add("ann@example.org", first_name="Annie")
+    await engine.cycle()
+    await engine.cycle()
+    assert ctct.contacts[c].fields["first_name"] == "Annie"  # app is the source of record
+    assert app.contacts[a].fields["job_title"] == "CTO"  # override: ctct owns job_title
+    app.set_email(a, "ann.new@example.org")
+    await engine.cycle()
+    assert ctct.contacts[c].email == "ann.new@example.org"  # same contact id, renamed
+    assert len(ctct.contacts) == 1
+    await engine.cycle()
+    assert (await engine.cycle()).commands == {}
+
+
+async def test_failed_commands_are_recorded_and_retried_later(log: EventLog) -> None:
+    engine, ctct, app = make(log)
+    app.add("bob@example.org", first_name="Bob")
+    ctct.fail_next = 1
+    s = await engine.cycle()
+    assert s.failed == 1 and ctct.by_email("bob@example.org") is None
+    rows = await log.connection.execute_fetchall("SELECT status, error FROM p_commands")
+    assert [tuple(r) for r in rows] == [("failed", "503 service unavailable")]
+    engine.clock = lambda: ctct.now.replace(year=2030)  # past the backoff
+    s2 = await engine.cycle()
+    assert s2.applied == 1 and ctct.by_email("bob@example.org") is not None
+
+
+async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
+    engine, ctct, app = make(log, delete_ctct_to_app=True)
+    c = ctct.add("ann@example.org")
+    a = app.add("ann@example.org")
+    b = app.add("bob@example.org")
+    await engine.cycle()
+    ctct.delete(c)
+    app.delete(b)
+    await engine.cycle()
+    assert app.contacts[a].deleted
+    bob = ctct.by_email("bob@example.org")
+    assert bob is not None and not bob.deleted  # app -> ctct deletes are off
