@@ -1,0 +1,363 @@
+"""Applying commands to Constant Contact through the safe paths only.
+
+* UpsertContact -> contacts_json_import (email + the given fields; permission never sent, and
+  imports never re-subscribe). Through GET + PUT instead when the import cannot express it:
+  a new email address (imports key on email), a field to clear (imports ignore blanks), or an
+  address change on an existing contact (an import replaces that whole address).
+* AddToList / RemoveFromList -> add/remove_list_memberships, at most 500 contact_ids each.
+* Unsubscribe -> GET with every include, then PUT the complete core fields with
+  ``permission_to_send=unsubscribed`` and the reason: nothing is nulled.
+* DeleteContact -> contact_delete, at most 500 contact_ids each.
+
+sign_up_form and resubscribe are never called: both can opt people back in. Every activity is
+polled to completion and its failures come back on the commands they concern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+import msgspec
+import structlog
+
+from engine.commands import (
+    AddToList,
+    Command,
+    DeleteContact,
+    Outcome,
+    RemoveFromList,
+    Unsubscribe,
+    UpsertContact,
+    command_id,
+)
+from engine.errors import RetriableError, SkippableRecordError
+from engine.model import normalise_email
+
+from .client import CtctClient, CtctRequestError
+from .config import CtctConfig
+from .paging import INCLUDE
+from .schema import CONTACT, Activity, Contact, ContactsPage, CustomFieldsPage
+from .write_bodies import encode_row, import_batches, import_row, put_body
+
+__all__ = ["CommandWriter"]
+
+log = structlog.get_logger("ccsync.ctct")
+MAX_IDS: Final = 500
+_DONE: Final = frozenset(("completed", "failed", "cancelled", "timed_out"))
+_ROW_RE: Final = re.compile(r"^row (\d+):")
+_activity: Final = msgspec.json.Decoder(Activity)
+_contacts: Final = msgspec.json.Decoder(ContactsPage)
+_cfields: Final = msgspec.json.Decoder(CustomFieldsPage)
+_enc: Final = msgspec.json.Encoder()
+
+
+def _ok(cmd: Command, detail: str | None = None, store_id: str | None = None) -> Outcome:
+    return Outcome(command_id=command_id(cmd), ok=True, detail=detail, store_id=store_id)
+
+
+def _failed(cmd: Command, error: str, *, retriable: bool = False) -> Outcome:
+    return Outcome(command_id=command_id(cmd), ok=False, error=error, retriable=retriable)
+
+
+class CommandWriter:
+    """Applies one batch of commands; one Outcome per command, in order."""
+
+    def __init__(
+        self,
+        client: CtctClient,
+        cfg: CtctConfig,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._cfg = cfg
+        self._sleep = sleep
+        self._cf_by_id: dict[str, str] | None = None
+
+    async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        out: dict[int, Outcome] = {}
+        imports: list[tuple[int, UpsertContact]] = []
+        puts: list[tuple[int, Command]] = []
+        members: dict[tuple[str, str], list[tuple[int, AddToList | RemoveFromList]]] = {}
+        deletes: list[tuple[int, DeleteContact]] = []
+        for i, cmd in enumerate(commands):
+            if cmd.target != "ctct":
+                out[i] = _failed(cmd, f"command targets {cmd.target!r}, not Constant Contact")
+            elif isinstance(cmd, UpsertContact):
+                (puts if self._needs_put(cmd) else imports).append((i, cmd))
+            elif isinstance(cmd, Unsubscribe):
+                puts.append((i, cmd))
+            elif isinstance(cmd, AddToList | RemoveFromList):
+                kind = "add" if isinstance(cmd, AddToList) else "remove"
+                members.setdefault((kind, cmd.list_id), []).append((i, cmd))
+            elif isinstance(cmd, DeleteContact):
+                deletes.append((i, cmd))
+            else:
+                out[i] = _failed(cmd, "tracking is recorded in the app, not in Constant Contact")
+        if imports:
+            out.update(await self._imports(imports))
+        for i, cmd in puts:
+            out[i] = await self._guard(cmd, self._put(cmd))
+        for (kind, list_id), group in members.items():
+            out.update(await self._bulk_ids(f"{kind}_list_memberships", group, list_id))
+        if deletes:
+            out.update(await self._bulk_ids("contact_delete", deletes, None))
+        return [out[i] for i in range(len(commands))]
+
+    def _needs_put(self, cmd: UpsertContact) -> bool:
+        if cmd.store_id is None:
+            return False
+        if cmd.new_email is not None and normalise_email(cmd.new_email) != cmd.email:
+            return True
+        if any(v is None for v in cmd.fields.values()):
+            return True
+        if any(f.startswith("address_") for f in cmd.fields):
+            return True
+        return not cmd.lists and self._cfg.import_list_id is None
+
+    async def _guard(self, cmd: Command, work: Awaitable[Outcome]) -> Outcome:
+        """One command's request errors become its Outcome; fatal run-level errors propagate."""
+        try:
+            return await work
+        except CtctRequestError as exc:
+            return _failed(cmd, exc.text, retriable=exc.status == 409)
+        except SkippableRecordError as exc:
+            return _failed(cmd, str(exc))
+        except RetriableError as exc:
+            return _failed(cmd, str(exc), retriable=True)
+
+    # -- reads used by writes ---------------------------------------------------------------
+
+    async def _custom_fields(self) -> dict[str, str]:
+        """custom_field_id -> name (imports name fields; observed records carry ids)."""
+        if self._cf_by_id is None:
+            found: dict[str, str] = {}
+            path: str | None = "/contact_custom_fields"
+            params: dict[str, str] = {"limit": "100"}
+            while path is not None:
+                page = await self._client.call("GET", path, _cfields.decode, params=params)
+                found.update((f.custom_field_id, f.name) for f in page.custom_fields)
+                path = page.links.next.href if page.links and page.links.next else None
+                params = {}
+            self._cf_by_id = found
+        return self._cf_by_id
+
+    async def _find(self, cmd: Command) -> Contact | None:
+        """The contact by id (every include), or by email when the command has no id."""
+        if cmd.store_id is not None:
+            try:
+                return await self._client.call(
+                    "GET", f"/contacts/{cmd.store_id}", CONTACT.decode, params={"include": INCLUDE}
+                )
+            except CtctRequestError as exc:
+                if exc.status != 404:
+                    raise
+                return None
+        params = {"email": cmd.email, "status": "all", "include": INCLUDE}
+        page = await self._client.call("GET", "/contacts", _contacts.decode, params=params)
+        return page.contacts[0] if page.contacts else None
+
+    # -- PUT paths ----------------------------------------------------------------------------
+
+    async def _put(self, cmd: Command) -> Outcome:
+        current = await self._find(cmd)
+        if current is None:
+            return _failed(cmd, f"no contact {cmd.store_id or cmd.email} in Constant Contact")
+        cid = current.contact_id
+        if isinstance(cmd, Unsubscribe):
+            email = current.email_address
+            if email is not None and email.permission_to_send == "unsubscribed":
+                return _ok(cmd, "already unsubscribed", store_id=cid)
+            # Reviving a deleted contact requires update_source=Account (pitfall 4).
+            source = "Contact" if cmd.source == "Contact" and not current.deleted_at else "Account"
+            body = put_body(
+                current,
+                update_source=source,
+                permission_to_send="unsubscribed",
+                opt_out_reason=cmd.reason or "",
+            )
+            detail = "revived deleted contact to record the opt-out" if current.deleted_at else None
+        else:
+            assert isinstance(cmd, UpsertContact)
+            changes = await self._ids_for_custom_fields(cmd.fields)
+            body = put_body(
+                current, update_source="Account", changes=changes, new_email=cmd.new_email
+            )
+            detail = None
+        await self._client.call("PUT", f"/contacts/{cid}", CONTACT.decode, body=_enc.encode(body))
+        return _ok(cmd, detail, store_id=cid)
+
+    async def _ids_for_custom_fields(self, fields: dict[str, str | None]) -> dict[str, str | None]:
+        if not any(f.startswith("cf:") for f in fields):
+            return dict(fields)
+        by_name = {name: fid for fid, name in (await self._custom_fields()).items()}
+        return {
+            (f"cf:{by_name.get(f[3:], f[3:])}" if f.startswith("cf:") else f): v
+            for f, v in fields.items()
+        }
+
+    # -- bulk activities ----------------------------------------------------------------------
+
+    async def _imports(self, items: list[tuple[int, UpsertContact]]) -> dict[int, Outcome]:
+        out: dict[int, Outcome] = {}
+        names = (
+            await self._custom_fields()
+            if any(f.startswith("cf:") for _, c in items for f in c.fields)
+            else {}
+        )
+        groups: dict[tuple[str, ...], list[tuple[int, UpsertContact, bytes]]] = defaultdict(list)
+        for i, cmd in items:
+            lists = cmd.lists or ((self._cfg.import_list_id,) if self._cfg.import_list_id else ())
+            if not lists:
+                out[i] = _failed(
+                    cmd,
+                    "contacts_json_import needs a list: give the contact lists or set "
+                    "ctct.import_list_id",
+                )
+                continue
+            try:
+                row = import_row(cmd.store_id or cmd.email, cmd.email, cmd.fields, names)
+            except SkippableRecordError as exc:
+                out[i] = _failed(cmd, str(exc))
+                continue
+            groups[tuple(sorted(lists))].append((i, cmd, encode_row(row)))
+        for lists, group in groups.items():
+            for batch in import_batches((k, enc) for k, (_, _, enc) in enumerate(group)):
+                chosen = [group[k] for k in batch]
+                body = (
+                    b'{"import_data":['
+                    + b",".join(enc for _, _, enc in chosen)
+                    + b'],"list_ids":'
+                    + _enc.encode(list(lists))
+                    + b"}"
+                )
+                cmds = [(i, cmd) for i, cmd, _ in chosen]
+                out.update(await self._run_activity("contacts_json_import", body, cmds))
+        return out
+
+    async def _bulk_ids(
+        self,
+        kind: str,
+        group: Sequence[tuple[int, AddToList | RemoveFromList | DeleteContact]],
+        list_id: str | None,
+    ) -> dict[int, Outcome]:
+        out: dict[int, Outcome] = {}
+        resolved: list[tuple[int, Command, str]] = []
+        for i, cmd in group:
+            cid = cmd.store_id
+            if cid is None:
+                found = await self._guard_find(cmd)
+                if isinstance(found, Outcome):
+                    out[i] = found
+                    continue
+                cid = found
+            resolved.append((i, cmd, cid))
+        for start in range(0, len(resolved), MAX_IDS):
+            chunk = resolved[start : start + MAX_IDS]
+            ids = list(dict.fromkeys(cid for _, _, cid in chunk))
+            if list_id is None:
+                payload: dict[str, object] = {"contact_ids": ids}
+            else:
+                payload = {"source": {"contact_ids": ids}, "list_ids": [list_id]}
+            cmds = [(i, cmd) for i, cmd, _ in chunk]
+            out.update(await self._run_activity(kind, _enc.encode(payload), cmds))
+        return out
+
+    async def _guard_find(self, cmd: Command) -> str | Outcome:
+        try:
+            found = await self._find(cmd)
+        except CtctRequestError as exc:
+            return _failed(cmd, exc.text)
+        except RetriableError as exc:
+            return _failed(cmd, str(exc), retriable=True)
+        if found is None:
+            if isinstance(cmd, DeleteContact | RemoveFromList):
+                return _ok(cmd, "no such contact in Constant Contact")
+            return _failed(cmd, f"no contact {cmd.email} in Constant Contact")
+        return found.contact_id
+
+    async def _run_activity(
+        self, kind: str, body: bytes, cmds: Sequence[tuple[int, Command]]
+    ) -> dict[int, Outcome]:
+        """POST one activity, poll it to an end state, and spread its result over ``cmds``."""
+        try:
+            act = await self._client.call(
+                "POST", f"/activities/{kind}", _activity.decode, body=body
+            )
+            act = await self._poll(act)
+        except CtctRequestError as exc:
+            return {i: _failed(c, exc.text, retriable=exc.status == 429) for i, c in cmds}
+        except RetriableError as exc:
+            return {i: _failed(c, str(exc), retriable=True) for i, c in cmds}
+        log.info("ctct.activity_done", kind=kind, state=act.state, items=len(cmds))
+        if act.state != "completed":
+            errors = "; ".join(_text(e) for e in act.activity_errors) or act.state
+            return {
+                i: _failed(c, f"{kind} activity {act.state}: {errors}", retriable=True)
+                for i, c in cmds
+            }
+        return _spread(act, cmds, by_row=kind == "contacts_json_import")
+
+    async def _poll(self, act: Activity) -> Activity:
+        deadline = time.monotonic() + self._cfg.activity_timeout
+        while act.state not in _DONE:
+            if time.monotonic() > deadline:
+                raise RetriableError(
+                    f"activity {act.activity_id} still {act.state} after "
+                    f"{self._cfg.activity_timeout:.0f}s"
+                )
+            if self._cfg.activity_poll_interval > 0:
+                await self._sleep(self._cfg.activity_poll_interval)
+            act = await self._client.call("GET", f"/activities/{act.activity_id}", _activity.decode)
+        return act
+
+
+def _text(error: str | dict[str, str]) -> str:
+    return error if isinstance(error, str) else error.get("message", str(error))
+
+
+def _spread(
+    act: Activity, cmds: Sequence[tuple[int, Command]], *, by_row: bool
+) -> dict[int, Outcome]:
+    """Per-command outcomes: errors that name a contact's email or id fail that command."""
+    errors = [_text(e) for e in act.activity_errors]
+    lowered = [e.casefold() for e in errors]
+    # Import errors name the row ("row 3: email: ..."), 1-based in import_data order.
+    rows = [int(m.group(1)) if (m := _ROW_RE.match(e)) else None for e in errors]
+    out: dict[int, Outcome] = {}
+    unclaimed = list(errors)
+    for pos, (i, cmd) in enumerate(cmds, start=1):
+        keys = [k.casefold() for k in (cmd.email, cmd.store_id) if k]
+        mine = [
+            errors[n]
+            for n, e in enumerate(lowered)
+            if (by_row and rows[n] == pos) or (rows[n] is None and any(k in e for k in keys))
+        ]
+        if mine:
+            out[i] = _failed(cmd, "; ".join(mine))
+            for claimed in mine:
+                if claimed in unclaimed:
+                    unclaimed.remove(claimed)
+        else:
+            out[i] = _ok(cmd, store_id=cmd.store_id)
+    status = act.status
+    skipped = status.cannot_add_to_list_count if status else None
+    notes = []
+    if skipped:
+        notes.append(
+            f"{skipped} contact(s) not added to lists: unsubscribed contacts stay off lists"
+        )
+    if unclaimed:
+        notes.append("activity errors: " + "; ".join(unclaimed))
+    if notes:
+        detail = "; ".join(notes)
+        out = {
+            i: (o if not o.ok else msgspec.structs.replace(o, detail=detail))
+            for i, o in out.items()
+        }
+    return out
