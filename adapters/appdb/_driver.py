@@ -1,0 +1,129 @@
+"""The narrow seam under the adapter: what it needs from a SQL backend.
+
+The observation and write logic is written once against ``Driver``; ``_sqlite`` and
+``_postgres`` implement it over aiosqlite and asyncpg and translate their errors into
+engine.errors here at the boundary. Bulk operations are primitives of the seam (not SQL text
+built by callers) because the fast form differs: ``executemany`` for SQLite, ``unnest`` of text
+arrays cast to each column's type for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+__all__ = ["Driver", "Row", "as_text", "parse_time", "quote"]
+
+Row = tuple[Any, ...]
+
+
+def quote(name: str) -> str:
+    """Quote an identifier (optionally ``schema.table``); names were checked at config time."""
+    return ".".join(f'"{part}"' for part in name.split("."))
+
+
+def as_text(value: object) -> str | None:
+    """A column value as the engine's field text (None stays None: an empty field)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | int | float):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def parse_time(value: object) -> datetime | None:
+    """A timestamp column's value as an aware UTC datetime (naive values are taken as UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        ts = value
+    elif isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    elif isinstance(value, int | float):
+        ts = datetime.fromtimestamp(value, UTC)
+    else:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+class Driver(Protocol):
+    """One connection to the app's database, with the bulk primitives the adapter uses."""
+
+    dialect: Literal["sqlite", "postgres"]
+
+    async def close(self) -> None: ...
+
+    async def columns(self, table: str) -> dict[str, str] | None:
+        """Column name -> declared type, or None when the table does not exist."""
+        ...
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a query written with ``?`` placeholders; all rows."""
+        ...
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    async def executescript(self, sql: str) -> None: ...
+
+    def transaction(self, *, mark_writer: bool) -> AbstractAsyncContextManager[None]:
+        """A write transaction; ``mark_writer`` makes the change triggers record ccsync."""
+        ...
+
+    def key_in(self, table: str, column: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
+        """SQL ``column IN keys`` (keys as text) and its parameters."""
+        ...
+
+    def key_param(self, table: str, column: str, key: str) -> Any:
+        """One key (text) as a parameter comparable with ``table.column``."""
+        ...
+
+    async def update_rows(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
+    ) -> None:
+        """``UPDATE table SET columns WHERE key = ?`` for each row ``(key, *values)``."""
+        ...
+
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
+    ) -> list[Row]:
+        """Insert rows; the ``returning`` columns of each inserted row (in no set order)."""
+        ...
+
+    async def delete_rows(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Delete the rows matching each tuple of values of ``columns``."""
+        ...
+
+    async def insert_missing(
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], match: int
+    ) -> int:
+        """Insert each row unless one equal on its first ``match`` columns exists; rows inserted."""
+        ...
+
+    def list_agg(self, sub_table: str, value_col: str, link_col: str, outer: str) -> str:
+        """SQL for the sorted text values of ``sub_table.value_col`` linked to ``outer``."""
+        ...
+
+    def split_agg(self, value: object) -> tuple[str, ...]:
+        """The Python value of a ``list_agg`` column as a sorted tuple of texts."""
+        ...
+
+    def time_param(self, ts: datetime) -> Any:
+        """A UTC time as a parameter comparable with the app's timestamp columns."""
+        ...
+
+    writer_table: str | None
+    """SQLite: the table whose row marks ccsync's own transactions (None: no triggers)."""

@@ -1,0 +1,220 @@
+"""The PostgreSQL backend of the app database adapter, over asyncpg.
+
+Bulk writes send one text array per column through ``unnest`` and cast each to the column's
+own type in SQL (``u.c::integer``): one round trip per batch whatever the column types, with
+PostgreSQL's own input functions doing the parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import asyncpg
+
+from adapters.appdb._driver import Row, as_text, quote
+from engine.errors import ConfigError, FatalError, RetriableError
+
+__all__ = ["PostgresDriver"]
+
+_PLACEHOLDER: Final = re.compile(r"\?")
+
+
+def translate(exc: BaseException, what: str) -> Exception:
+    """asyncpg's errors as engine errors."""
+    if isinstance(
+        exc,
+        asyncpg.exceptions.SerializationError
+        | asyncpg.exceptions.DeadlockDetectedError
+        | asyncpg.exceptions.LockNotAvailableError
+        | asyncpg.exceptions.TooManyConnectionsError
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | OSError,
+    ):
+        return RetriableError(f"app database: {what}: {exc}")
+    if isinstance(exc, asyncpg.exceptions.UndefinedColumnError | asyncpg.UndefinedTableError):
+        return ConfigError("appdb", f"{what}: {exc}")
+    return FatalError(f"app database: {what}: {exc}")
+
+
+def _numbered(sql: str) -> str:
+    counter = iter(range(1, 1 << 30))
+    return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
+
+
+class PostgresDriver:
+    """One asyncpg connection."""
+
+    dialect: Literal["sqlite", "postgres"] = "postgres"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._types: dict[str, dict[str, str]] = {}
+        self.writer_table: str | None = None
+
+    @classmethod
+    async def connect(cls, dsn: str, schema: str | None) -> PostgresDriver:
+        """Connect (``schema`` goes first on the search path)."""
+        settings = {"search_path": f"{schema}, public"} if schema else None
+        try:
+            conn = await asyncpg.connect(dsn, server_settings=settings)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The DSN may hold a password: name the failure, never the DSN.
+            raise FatalError(f"app database: cannot connect to PostgreSQL: {exc}") from None
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def columns(self, table: str) -> dict[str, str] | None:
+        rows = await self.fetch(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(?) AND a.attnum > 0 AND NOT a.attisdropped",
+            (quote(table),),
+        )
+        if not rows:
+            return None
+        cols = {str(n): str(t) for n, t in rows}
+        self._types[table] = cols
+        return cols
+
+    def _type(self, table: str, column: str) -> str:
+        return self._types.get(table, {}).get(column, "text")
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            rows = await self._conn.fetch(_numbered(sql), *params)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise translate(exc, "query") from None
+        return [tuple(r) for r in rows]
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            await self._conn.execute(_numbered(sql), *params)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise translate(exc, "statement") from None
+
+    async def executescript(self, sql: str) -> None:
+        try:
+            await self._conn.execute(sql)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise translate(exc, "script") from None
+
+    async def _status(self, sql: str, params: Sequence[Any]) -> str:
+        try:
+            return str(await self._conn.execute(sql, *params))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise translate(exc, "batch") from None
+
+    @asynccontextmanager
+    async def transaction(self, *, mark_writer: bool) -> AsyncIterator[None]:
+        tx = self._conn.transaction()
+        try:
+            await tx.start()
+            if mark_writer:
+                # Transaction-local: the change triggers read it, and it ends with the commit.
+                await self._conn.execute("SELECT set_config('ccsync.writer', 'ccsync', true)")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise translate(exc, "begin") from None
+        try:
+            yield
+        except BaseException:
+            await tx.rollback()
+            raise
+        try:
+            await tx.commit()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise translate(exc, "commit") from None
+
+    def key_param(self, table: str, column: str, key: str) -> Any:
+        kind = self._type(table, column)
+        if kind in ("integer", "bigint", "smallint"):
+            try:
+                return int(key)
+            except ValueError:
+                return key
+        return key
+
+    def key_in(self, table: str, column: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
+        return f"{quote(column)} = ANY(?::text[]::{self._type(table, column)}[])", [list(keys)]
+
+    def time_param(self, ts: datetime) -> Any:
+        return ts.astimezone(UTC)
+
+    def _unnest(
+        self, table: str, columns: Sequence[str], rows: Sequence[Row]
+    ) -> tuple[str, list[list[str | None]]]:
+        arrays: list[list[str | None]] = [
+            [as_text(row[i]) for row in rows] for i in range(len(columns))
+        ]
+        args = ", ".join(f"${i + 1}::text[]" for i in range(len(columns)))
+        names = ", ".join(f"c{i}" for i in range(len(columns)))
+        return f"unnest({args}) AS u({names})", arrays
+
+    def _cast(self, table: str, columns: Sequence[str]) -> list[str]:
+        return [f"u.c{i}::{self._type(table, c)}" for i, c in enumerate(columns)]
+
+    async def update_rows(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
+    ) -> None:
+        allcols = [key, *columns]
+        src, arrays = self._unnest(table, allcols, rows)
+        casts = self._cast(table, allcols)
+        sets = ", ".join(f"{quote(c)} = {casts[i + 1]}" for i, c in enumerate(columns))
+        sql = f"UPDATE {quote(table)} AS t SET {sets} FROM {src} WHERE t.{quote(key)} = {casts[0]}"
+        await self._status(sql, arrays)
+
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
+    ) -> list[Row]:
+        if not rows:
+            return []
+        src, arrays = self._unnest(table, columns, rows)
+        cols = ", ".join(quote(c) for c in columns)
+        ret = ", ".join(quote(c) for c in returning)
+        sql = (
+            f"INSERT INTO {quote(table)} ({cols}) SELECT {', '.join(self._cast(table, columns))} "
+            f"FROM {src} RETURNING {ret}"
+        )
+        try:
+            return [tuple(r) for r in await self._conn.fetch(sql, *arrays)]
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise translate(exc, "insert") from None
+
+    async def delete_rows(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        src, arrays = self._unnest(table, columns, rows)
+        casts = self._cast(table, columns)
+        where = " AND ".join(f"t.{quote(c)} = {casts[i]}" for i, c in enumerate(columns))
+        await self._status(f"DELETE FROM {quote(table)} AS t USING {src} WHERE {where}", arrays)
+
+    async def insert_missing(
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], match: int
+    ) -> int:
+        src, arrays = self._unnest(table, columns, rows)
+        casts = self._cast(table, columns)
+        cols = ", ".join(quote(c) for c in columns)
+        same = " AND ".join(
+            f"t.{quote(c)} IS NOT DISTINCT FROM {casts[i]}" for i, c in enumerate(columns[:match])
+        )
+        sql = (
+            f"INSERT INTO {quote(table)} ({cols}) SELECT DISTINCT ON ({', '.join(casts[:match])}) "
+            f"{', '.join(casts)} FROM {src} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(table)} AS t WHERE {same})"
+        )
+        status = await self._status(sql, arrays)
+        return int(status.rsplit(" ", 1)[-1])
+
+    def list_agg(self, sub_table: str, value_col: str, link_col: str, outer: str) -> str:
+        return (
+            f"ARRAY(SELECT {quote(value_col)}::text FROM {quote(sub_table)} "
+            f"WHERE {quote(link_col)} = {outer})"
+        )
+
+    def split_agg(self, value: object) -> tuple[str, ...]:
+        if not value:
+            return ()
+        assert isinstance(value, list)
+        return tuple(sorted(str(v) for v in value))

@@ -1,0 +1,183 @@
+"""Rows of the app's contacts table as the engine's ContactRecords (or Rejected, with why).
+
+The SELECT list is built once from the mapping; each row is converted positionally. Bad rows
+(NULL key, invalid email, an email another live row shares, an unknown status value) become
+``Rejected`` naming the key and the column, and the rest of the page goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+
+from adapters.appdb._driver import Driver, Row, as_text, parse_time, quote
+from adapters.appdb.config import AppDbConfig
+from engine.model import ContactRecord, PermissionState, is_valid_email, normalise_email
+from engine.ports import Rejected
+
+__all__ = ["ContactRows"]
+
+_enc: Final = msgspec.json.Encoder()
+_FALSE_STRINGS: Final = frozenset(("", "0", "f", "false", "no", "n", "off"))
+
+
+class ContactRows:
+    """The contacts SELECT for a mapping, and the conversion of its rows."""
+
+    def __init__(self, cfg: AppDbConfig, driver: Driver) -> None:
+        c = cfg.contacts
+        self._cfg = cfg
+        self._driver = driver
+        cols: list[str] = [c.key, c.email]
+        self._i_updated = self._i_deleted = self._i_perm = -1
+        self._i_reason = self._i_source = self._i_changed = -1
+        if c.updated_at:
+            self._i_updated = len(cols)
+            cols.append(c.updated_at)
+        if c.deleted:
+            self._i_deleted = len(cols)
+            cols.append(c.deleted)
+        p = c.permission
+        if p is not None:
+            self._i_perm = len(cols)
+            cols.append(p.column)
+            for attr in ("reason_column", "source_column", "changed_at_column"):
+                col = getattr(p, attr)
+                if col:
+                    setattr(self, "_i_" + attr.split("_")[0], len(cols))
+                    cols.append(col)
+        self._i_fields = len(cols)
+        self._field_names = list(c.fields)
+        cols.extend(c.fields.values())
+        self.columns: tuple[str, ...] = tuple(cols)
+        select = [f"c.{quote(col)}" for col in cols]
+        self._has_lists = cfg.memberships is not None
+        if cfg.memberships is not None:
+            m = cfg.memberships
+            select.append(driver.list_agg(m.table, m.list, m.contact, f"c.{quote(c.key)}"))
+        self.select = f"SELECT {', '.join(select)} FROM {quote(c.table)} AS c"
+
+    async def duplicates(self) -> dict[str, list[str]]:
+        """Lower-cased emails that more than one live row holds, with those rows' keys."""
+        c = self._cfg.contacts
+        live = self.live_condition()
+        where = f"WHERE {live}" if live else ""
+        email = f"lower(trim({quote(c.email)}))"
+        rows = await self._driver.fetch(
+            f"SELECT {email}, {quote(c.key)} FROM {quote(c.table)} WHERE {email} IN "
+            f"(SELECT {email} FROM {quote(c.table)} {where} GROUP BY 1 HAVING count(*) > 1)"
+            + (f" AND {live}" if live else "")
+        )
+        out: dict[str, list[str]] = {}
+        for email_l, key in rows:
+            out.setdefault(str(email_l), []).append(str(key))
+        return out
+
+    def live_condition(self, alias: str = "") -> str:
+        """SQL true for rows that are not soft-deleted ('' when there is no such column)."""
+        c = self._cfg.contacts
+        if not c.deleted:
+            return ""
+        col = f"{alias}{quote(c.deleted)}"
+        if c.deleted_kind == "boolean":
+            return f"({col} IS NULL OR {col} = {'false' if self._pg else '0'})"
+        return f"{col} IS NULL"
+
+    @property
+    def updated_index(self) -> int:
+        """Position of the updated-at column in a row (-1: not mapped)."""
+        return self._i_updated
+
+    @property
+    def _pg(self) -> bool:
+        return self._driver.dialect == "postgres"
+
+    def convert(
+        self, rows: Sequence[Row], dups: dict[str, list[str]]
+    ) -> tuple[list[ContactRecord], list[Rejected]]:
+        """Rows as records, and the rows refused (one Rejected each)."""
+        c = self._cfg.contacts
+        perm = c.permission
+        records: list[ContactRecord] = []
+        rejected: list[Rejected] = []
+        names = self._field_names
+        i_fields = self._i_fields
+        n_fields = len(names)
+        for row in rows:
+            key = row[0]
+            if key is None:
+                rejected.append(self._reject(row, "(null key)", c.key, "key is NULL"))
+                continue
+            store_id = as_text(key) or ""
+            raw_email = row[1]
+            email = normalise_email(raw_email) if isinstance(raw_email, str) else ""
+            deleted = self._i_deleted >= 0 and _truthy(row[self._i_deleted])
+            if not is_valid_email(email) and not deleted:
+                problem = "email is NULL" if raw_email is None else "invalid email address"
+                rejected.append(self._reject(row, store_id, c.email, problem))
+                continue
+            if not deleted and dups:
+                others = dups.get(raw_email.strip().lower() if isinstance(raw_email, str) else "")
+                if others:
+                    rest = ", ".join(k for k in others if k != store_id)
+                    problem = f"email shared with row(s) {rest}; fix one of them in the app"
+                    rejected.append(self._reject(row, store_id, c.email, problem))
+                    continue
+            permission = PermissionState(status="not_set")
+            if perm is not None:
+                status = self._status(row[self._i_perm])
+                if status is None:
+                    problem = f"unknown status value {as_text(row[self._i_perm])!r}"
+                    rejected.append(self._reject(row, store_id, perm.column, problem))
+                    continue
+                permission = PermissionState(
+                    status=status,  # type: ignore[arg-type]
+                    reason=as_text(row[self._i_reason]) if self._i_reason >= 0 else None,
+                    source=as_text(row[self._i_source]) if self._i_source >= 0 else None,
+                    changed_at=parse_time(row[self._i_changed]) if self._i_changed >= 0 else None,
+                )
+            fields: dict[str, str] = {}
+            for j in range(n_fields):
+                value = row[i_fields + j]
+                if value is not None and value != "":
+                    fields[names[j]] = value if isinstance(value, str) else as_text(value) or ""
+            records.append(
+                ContactRecord(
+                    store_id=store_id,
+                    email=email,
+                    fields=fields,
+                    permission=permission,
+                    lists=self._driver.split_agg(row[-1]) if self._has_lists else (),
+                    deleted=deleted,
+                    updated_at=parse_time(row[self._i_updated]) if self._i_updated >= 0 else None,
+                )
+            )
+        return records, rejected
+
+    def _status(self, value: Any) -> str | None:
+        p = self._cfg.contacts.permission
+        assert p is not None
+        if p.kind == "boolean":
+            if value is None:
+                return p.values.get("null", p.null)
+            if _truthy(value):
+                return p.values.get("true", "implicit")
+            return p.values.get("false", "unsubscribed")
+        if value is None:
+            return p.null
+        return p.values.get(as_text(value) or "")
+
+    def _reject(self, row: Row, record: str, field: str, problem: str) -> Rejected:
+        raw = {col: as_text(v) for col, v in zip(self.columns, row, strict=False)}
+        return Rejected(record=record, field=field, problem=problem, raw=_enc.encode(raw).decode())
+
+
+def _truthy(value: object) -> bool:
+    """A soft-delete or boolean column's value as a flag (timestamps count as set)."""
+    if value is None or value is False or value == 0:
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_STRINGS
+    return True

@@ -1,0 +1,185 @@
+"""The SQLite backend of the app database adapter, over aiosqlite.
+
+Timestamps: SQLite has no time type, so the adapter reads and writes them as UTC text in
+SQLite's own format (``YYYY-MM-DD HH:MM:SS.SSS``, what ``strftime('%Y-%m-%d %H:%M:%f')`` and
+``CURRENT_TIMESTAMP`` produce) and compares them as text. An app storing another format must
+say so in docs/appdb.md's terms before using column-based change detection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import aiosqlite
+
+from adapters.appdb._driver import Row, quote
+from engine.errors import FatalError, RetriableError
+
+__all__ = ["SqliteDriver", "sqlite_time"]
+
+# SQLite's default limit on bound parameters per statement since 3.32.
+_MAX_VARS: Final = 32000
+
+
+def sqlite_time(ts: datetime) -> str:
+    """A time as SQLite's UTC text (millisecond precision, like strftime('%f'))."""
+    ts = ts.astimezone(UTC) if ts.tzinfo else ts
+    return ts.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+
+
+def translate(exc: sqlite3.Error, what: str) -> Exception:
+    """sqlite3's errors as engine errors: a busy database may clear, the rest will not."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return RetriableError(f"app database: {what}: {text}")
+    return FatalError(f"app database: {what}: {text}")
+
+
+class SqliteDriver:
+    """One aiosqlite connection in autocommit mode; transactions are explicit."""
+
+    dialect: Literal["sqlite", "postgres"] = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._types: dict[str, dict[str, str]] = {}
+        self.writer_table: str | None = None
+
+    @classmethod
+    async def connect(cls, path: str) -> SqliteDriver:
+        """Open the database file (which must exist: ccsync never creates the app's database)."""
+        uri = path if path.startswith("file:") else f"file:{path}?mode=rw"
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            await conn.execute("PRAGMA busy_timeout = 5000")
+        except sqlite3.Error as exc:
+            raise FatalError(f"app database: cannot open {path}: {exc}") from None
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def columns(self, table: str) -> dict[str, str] | None:
+        rows = await self.fetch(f"SELECT name, type FROM pragma_table_info('{table}')")
+        if not rows:
+            return None
+        cols = {str(name): str(type_).upper() for name, type_ in rows}
+        self._types[table] = cols
+        return cols
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            rows = await self._conn.execute_fetchall(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise translate(exc, "query") from None
+        return list(rows)  # type: ignore[arg-type]
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            await self._conn.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise translate(exc, "statement") from None
+
+    async def executescript(self, sql: str) -> None:
+        try:
+            await self._conn.executescript(sql)
+        except sqlite3.Error as exc:
+            raise translate(exc, "script") from None
+
+    async def _executemany(self, sql: str, rows: Sequence[Row]) -> None:
+        try:
+            await self._conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise translate(exc, "batch") from None
+
+    @asynccontextmanager
+    async def transaction(self, *, mark_writer: bool) -> AsyncIterator[None]:
+        # IMMEDIATE takes the write lock up front, so a busy app shows as one clear retriable
+        # error here rather than a deadlock half-way through a batch.
+        await self.execute("BEGIN IMMEDIATE")
+        try:
+            if mark_writer and self.writer_table:
+                # The row exists only inside this uncommitted transaction, and SQLite has one
+                # writer at a time, so the triggers see it exactly for ccsync's own writes.
+                await self.execute(f"INSERT INTO {quote(self.writer_table)} VALUES ('ccsync')")
+            yield
+            if mark_writer and self.writer_table:
+                await self.execute(f"DELETE FROM {quote(self.writer_table)}")
+            await self.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                await self._conn.rollback()
+            raise
+
+    def key_param(self, table: str, column: str, key: str) -> Any:
+        if "INT" in self._types.get(table, {}).get(column, ""):
+            try:
+                return int(key)
+            except ValueError:
+                return key
+        return key
+
+    def key_in(self, table: str, column: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
+        params = [self.key_param(table, column, k) for k in keys]
+        return f"{quote(column)} IN ({', '.join('?' * len(params))})", params
+
+    def time_param(self, ts: datetime) -> Any:
+        return sqlite_time(ts)
+
+    async def update_rows(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
+    ) -> None:
+        sets = ", ".join(f"{quote(c)} = ?" for c in columns)
+        sql = f"UPDATE {quote(table)} SET {sets} WHERE {quote(key)} = ?"
+        await self._executemany(sql, [(*row[1:], row[0]) for row in rows])
+
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
+    ) -> list[Row]:
+        if not rows:
+            return []
+        cols = ", ".join(quote(c) for c in columns)
+        ret = ", ".join(quote(c) for c in returning)
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        per = max(1, _MAX_VARS // max(1, len(columns)))
+        out: list[Row] = []
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            values = ", ".join([one] * len(chunk))
+            params = [v for row in chunk for v in row]
+            sql = f"INSERT INTO {quote(table)} ({cols}) VALUES {values} RETURNING {ret}"
+            out.extend(await self.fetch(sql, params))
+        return out
+
+    async def delete_rows(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        where = " AND ".join(f"{quote(c)} = ?" for c in columns)
+        await self._executemany(f"DELETE FROM {quote(table)} WHERE {where}", rows)
+
+    async def insert_missing(
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], match: int
+    ) -> int:
+        cols = ", ".join(quote(c) for c in columns)
+        marks = ", ".join("?" * len(columns))
+        same = " AND ".join(f"{quote(c)} IS ?" for c in columns[:match])
+        sql = (
+            f"INSERT INTO {quote(table)} ({cols}) SELECT {marks} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(table)} WHERE {same})"
+        )
+        before = self._conn.total_changes
+        await self._executemany(sql, [(*row, *row[:match]) for row in rows])
+        return self._conn.total_changes - before
+
+    def list_agg(self, sub_table: str, value_col: str, link_col: str, outer: str) -> str:
+        return (
+            f"(SELECT group_concat(CAST({quote(value_col)} AS TEXT), char(31)) "
+            f"FROM {quote(sub_table)} WHERE {quote(link_col)} = {outer})"
+        )
+
+    def split_agg(self, value: object) -> tuple[str, ...]:
+        if not value:
+            return ()
+        return tuple(sorted(str(value).split("\x1f")))
