@@ -1,0 +1,247 @@
+"""One simulated contact, and its rendering as the API's ``ContactResource`` JSON.
+
+A contact is a slotted mutable object (a million of them must fit in memory). Its encoded JSON
+is cached per include-set and dropped on every change, so serving a page is mostly a join of
+cached bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from adapters.ctct_simulator.clock import date_only, iso_ms
+
+__all__ = [
+    "INCLUDES",
+    "Contact",
+    "Phone",
+    "StreetAddress",
+    "include_mask",
+]
+
+# include= names, each one bit of the cache key.
+INCLUDES: Final[dict[str, int]] = {
+    "custom_fields": 1,
+    "list_memberships": 2,
+    "phone_numbers": 4,
+    "street_addresses": 8,
+    "taggings": 16,
+    "notes": 32,
+}
+
+_encode = msgspec.json.Encoder().encode
+
+
+def include_mask(names: list[str]) -> int:
+    """The cache key of an include list; raises KeyError on an unknown name."""
+    mask = 0
+    for name in names:
+        mask |= INCLUDES[name]
+    return mask
+
+
+class Phone(msgspec.Struct, frozen=True, kw_only=True):
+    """A phone number sub-resource."""
+
+    phone_number_id: str
+    phone_number: str
+    kind: str
+    created_at: int
+    updated_at: int
+    source: str
+
+    def render(self) -> dict[str, Any]:
+        """The API shape."""
+        return {
+            "phone_number_id": self.phone_number_id,
+            "phone_number": self.phone_number,
+            "kind": self.kind,
+            "created_at": iso_ms(self.created_at),
+            "updated_at": iso_ms(self.updated_at),
+            "update_source": self.source,
+            "create_source": self.source,
+        }
+
+
+class StreetAddress(msgspec.Struct, frozen=True, kw_only=True):
+    """A street address sub-resource."""
+
+    street_address_id: str
+    kind: str
+    street: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+    created_at: int = 0
+    updated_at: int = 0
+
+    def render(self) -> dict[str, Any]:
+        """The API shape (absent parts left out, as the API does)."""
+        out: dict[str, Any] = {"street_address_id": self.street_address_id, "kind": self.kind}
+        for key in ("street", "city", "state", "postal_code", "country"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out["created_at"] = iso_ms(self.created_at)
+        out["updated_at"] = iso_ms(self.updated_at)
+        return out
+
+
+class Contact:
+    """A contact's whole state. ``seq`` (creation order) never changes: cursors use it."""
+
+    __slots__ = (
+        "_bytes0",
+        "_cache",
+        "addresses",
+        "anniversary",
+        "birthday_day",
+        "birthday_month",
+        "company_name",
+        "confirm_status",
+        "contact_id",
+        "create_source",
+        "created_at",
+        "custom_fields",
+        "deleted_at",
+        "email",
+        "email_created_at",
+        "email_updated_at",
+        "first_name",
+        "job_title",
+        "last_name",
+        "lists",
+        "notes",
+        "opt_in_date",
+        "opt_in_source",
+        "opt_out_date",
+        "opt_out_reason",
+        "opt_out_source",
+        "permission",
+        "phones",
+        "seq",
+        "taggings",
+        "update_source",
+        "updated_at",
+    )
+
+    def __init__(self, seq: int, contact_id: str, email: str, now: int, source: str) -> None:
+        self.seq = seq
+        self.contact_id = contact_id
+        self.email = email
+        self.permission = "implicit"
+        self.email_created_at = now
+        self.email_updated_at = now
+        self.opt_in_source: str | None = source
+        self.opt_in_date: int | None = now
+        self.opt_out_source: str | None = None
+        self.opt_out_date: int | None = None
+        self.opt_out_reason: str | None = None
+        self.confirm_status = "off"
+        self.first_name: str | None = None
+        self.last_name: str | None = None
+        self.job_title: str | None = None
+        self.company_name: str | None = None
+        self.birthday_month: int | None = None
+        self.birthday_day: int | None = None
+        self.anniversary: str | None = None
+        self.create_source = source
+        self.update_source = source
+        self.created_at = now
+        self.updated_at = now
+        self.deleted_at: int | None = None
+        self.custom_fields: tuple[tuple[str, str], ...] = ()  # (custom_field_id, value)
+        self.phones: tuple[Phone, ...] = ()
+        self.addresses: tuple[StreetAddress, ...] = ()
+        self.lists: tuple[str, ...] = ()  # list ids, in joining order
+        self.taggings: tuple[str, ...] = ()
+        self.notes: tuple[tuple[str, int, str], ...] = ()  # (note_id, created_at, content)
+        self._bytes0: bytes | None = None
+        self._cache: dict[int, bytes] | None = None
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the contact is (soft) deleted."""
+        return self.deleted_at is not None
+
+    def touch(self) -> None:
+        """Drop the cached JSON: call after every change."""
+        self._bytes0 = None
+        self._cache = None
+
+    def encoded(self, mask: int) -> bytes:
+        """The contact's JSON for an include-set, from the cache when possible."""
+        if mask == 0:
+            if self._bytes0 is None:
+                self._bytes0 = _encode(self.render(0))
+            return self._bytes0
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        data = cache.get(mask)
+        if data is None:
+            data = cache[mask] = _encode(self.render(mask))
+        return data
+
+    def render_email(self) -> dict[str, Any]:
+        """The ``EmailAddress`` object."""
+        em: dict[str, Any] = {
+            "address": self.email,
+            "permission_to_send": self.permission,
+            "created_at": iso_ms(self.email_created_at),
+            "updated_at": iso_ms(self.email_updated_at),
+        }
+        if self.opt_in_source is not None:
+            em["opt_in_source"] = self.opt_in_source
+        if self.opt_in_date is not None:
+            em["opt_in_date"] = iso_ms(self.opt_in_date)
+        if self.permission == "unsubscribed":
+            if self.opt_out_source is not None:
+                em["opt_out_source"] = self.opt_out_source
+            if self.opt_out_date is not None:
+                em["opt_out_date"] = iso_ms(self.opt_out_date)
+            if self.opt_out_reason:
+                em["opt_out_reason"] = self.opt_out_reason
+        em["confirm_status"] = self.confirm_status
+        return em
+
+    def render(self, mask: int) -> dict[str, Any]:
+        """The ``ContactResource`` JSON object; null core fields are left out, as the API does."""
+        out: dict[str, Any] = {"contact_id": self.contact_id, "email_address": self.render_email()}
+        for key in ("first_name", "last_name", "job_title", "company_name"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.birthday_month is not None:
+            out["birthday_month"] = self.birthday_month
+        if self.birthday_day is not None:
+            out["birthday_day"] = self.birthday_day
+        if self.anniversary is not None:
+            out["anniversary"] = self.anniversary
+        out["update_source"] = self.update_source
+        out["create_source"] = self.create_source
+        out["created_at"] = iso_ms(self.created_at)
+        out["updated_at"] = iso_ms(self.updated_at)
+        if self.deleted_at is not None:
+            out["deleted_at"] = date_only(self.deleted_at)
+        if mask & 1:
+            out["custom_fields"] = [
+                {"custom_field_id": cid, "value": value} for cid, value in self.custom_fields
+            ]
+        if mask & 2:
+            out["list_memberships"] = list(self.lists)
+        if mask & 4:
+            out["phone_numbers"] = [p.render() for p in self.phones]
+        if mask & 8:
+            out["street_addresses"] = [a.render() for a in self.addresses]
+        if mask & 16:
+            out["taggings"] = list(self.taggings)
+        if mask & 32:
+            out["notes"] = [
+                {"note_id": nid, "created_at": iso_ms(at), "content": text}
+                for nid, at, text in sorted(self.notes, key=lambda n: -n[1])
+            ]
+        return out

@@ -1,0 +1,235 @@
+"""Campaigns and their tracking: sends, opens, clicks, forwards, opt-outs and bounces.
+
+Records are kept per campaign activity in the order they happened and served newest first;
+the paging cursor is a position in that order, so records added while a client pages do not
+shift what it has still to read. An opt-out recorded here also unsubscribes the contact
+(``opt_out_source`` Contact, with the reason), as a campaign footer does.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Final
+
+from adapters.ctct_simulator.account import Account
+from adapters.ctct_simulator.clock import date_only, iso_ms
+from adapters.ctct_simulator.contact import Contact
+
+__all__ = ["KINDS", "Campaign", "Tracking", "TrackingRecord"]
+
+# URL path segment -> tracking_activity_type
+KINDS: Final = {
+    "sends": "em_sends",
+    "opens": "em_opens",
+    "clicks": "em_clicks",
+    "forwards": "em_forwards",
+    "optouts": "em_optouts",
+    "bounces": "em_bounces",
+}
+BOUNCE_CODES: Final = ("B", "D", "F", "S", "V", "X", "Z")
+DEVICES: Final = ("computer", "mobile", "tablet")
+LINKS: Final = (
+    "https://example.org/news",
+    "https://example.org/donate",
+    "https://example.org/events",
+)
+OPT_OUT_REASONS: Final = ("too many emails", "no longer interested", "never signed up", "")
+_HOUR: Final = 3600 * 1000
+
+
+class TrackingRecord:
+    """One tracking event of one contact in one campaign activity."""
+
+    __slots__ = ("activity_id", "contact_id", "created", "extra", "kind")
+
+    def __init__(
+        self,
+        activity_id: str,
+        contact_id: str,
+        kind: str,
+        created: int,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.activity_id = activity_id
+        self.contact_id = contact_id
+        self.kind = kind
+        self.created = created
+        self.extra = extra or {}
+
+
+class Campaign:
+    """An email campaign with its primary_email and permalink campaign activities."""
+
+    __slots__ = ("activities", "campaign_id", "created_at", "name", "status", "updated_at")
+
+    def __init__(
+        self, campaign_id: str, name: str, now: int, activities: list[tuple[str, str]]
+    ) -> None:
+        self.campaign_id = campaign_id
+        self.name = name
+        self.status = "Done"
+        self.created_at = self.updated_at = now
+        self.activities = activities  # (campaign_activity_id, role)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``EmailCampaigns`` item of GET /emails."""
+        return {
+            "campaign_id": self.campaign_id,
+            "name": self.name,
+            "current_status": self.status,
+            "type": "NEWSLETTER",
+            "type_code": 10,
+            "created_at": iso_ms(self.created_at),
+            "updated_at": iso_ms(self.updated_at),
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """The ``EmailCampaign`` of GET /emails/{id}."""
+        out = self.summary()
+        out["campaign_activities"] = [
+            {"campaign_activity_id": aid, "role": role} for aid, role in self.activities
+        ]
+        return out
+
+
+class Tracking:
+    """All campaigns and tracking records of the account."""
+
+    def __init__(self, account: Account, seed: int) -> None:
+        self.account = account
+        self._rng = random.Random(f"tracking:{seed}")
+        self.campaigns: dict[str, Campaign] = {}
+        self.activity_names: dict[str, str] = {}  # campaign_activity_id -> campaign name
+        self.records: dict[str, dict[str, list[TrackingRecord]]] = {}  # activity -> kind -> list
+        self.by_contact: dict[str, list[TrackingRecord]] = {}
+
+    def seed_campaigns(self, count: int, audience: int) -> None:
+        """Campaigns sent over the last weeks, one a week, to part of the account."""
+        now = self.account.clock.now_ms()
+        for i in range(count):
+            sent_at = now - (count - i) * 7 * 24 * _HOUR
+            self.send_campaign(f"Newsletter {i + 1}", audience, at=sent_at, until=now)
+
+    def _add(self, rec: TrackingRecord) -> None:
+        self.records[rec.activity_id][rec.kind].append(rec)
+        self.by_contact.setdefault(rec.contact_id, []).append(rec)
+
+    def send_campaign(
+        self, name: str, audience: int, *, at: int | None = None, until: int | None = None
+    ) -> Campaign:
+        """Send a campaign to up to ``audience`` subscribed contacts, with its engagement."""
+        account = self.account
+        now = account.clock.now_ms() if at is None else at
+        until = now + 6 * _HOUR if until is None else until
+        primary, permalink = account.new_id(), account.new_id()
+        camp = Campaign(
+            account.new_id(), name, now, [(primary, "primary_email"), (permalink, "permalink")]
+        )
+        self.campaigns[camp.campaign_id] = camp
+        self.activity_names[primary] = name
+        self.records[primary] = {kind: [] for kind in KINDS.values()}
+        rng = self._rng
+        contacts = account.contacts
+        if not contacts:
+            return camp
+        start = rng.randrange(len(contacts))
+        sent: list[Contact] = []
+        for k in range(len(contacts)):
+            c = contacts[(start + k) % len(contacts)]
+            if c.deleted_at is None and c.permission in ("explicit", "implicit"):
+                sent.append(c)
+                if len(sent) >= audience:
+                    break
+        sent.sort(key=lambda c: c.seq)
+        span = max(until - now, 1)
+        for j, c in enumerate(sent):
+            t = now + j  # sends go out over the first seconds, in order
+            self._add(TrackingRecord(primary, c.contact_id, "em_sends", t))
+            r = rng.random()
+            if r < 0.03:
+                self._add(
+                    TrackingRecord(
+                        primary,
+                        c.contact_id,
+                        "em_bounces",
+                        t + 1000,
+                        {"bounce_code": BOUNCE_CODES[rng.randrange(7)]},
+                    )
+                )
+                continue
+            if r < 0.40:
+                t_open = now + int(rng.random() * span * 0.5)
+                self._add(
+                    TrackingRecord(
+                        primary,
+                        c.contact_id,
+                        "em_opens",
+                        t_open,
+                        {"device_type": DEVICES[rng.randrange(3)]},
+                    )
+                )
+                if rng.random() < 0.35:
+                    url = rng.randrange(len(LINKS))
+                    self._add(
+                        TrackingRecord(
+                            primary,
+                            c.contact_id,
+                            "em_clicks",
+                            t_open + 30_000,
+                            {
+                                "device_type": DEVICES[rng.randrange(3)],
+                                "url_id": str(url + 1),
+                                "link_url": LINKS[url],
+                            },
+                        )
+                    )
+                if rng.random() < 0.03:
+                    self._add(TrackingRecord(primary, c.contact_id, "em_forwards", t_open + 60_000))
+                if rng.random() < 0.04:
+                    reason = OPT_OUT_REASONS[rng.randrange(len(OPT_OUT_REASONS))]
+                    self.record_optout(primary, c, t_open + 90_000, reason)
+        for kind_list in self.records[primary].values():
+            kind_list.sort(key=lambda rec: rec.created)
+        camp.updated_at = max(now, min(until, account.clock.now_ms()))
+        return camp
+
+    def record_optout(self, activity_id: str, c: Contact, at: int, reason: str) -> None:
+        """A footer unsubscribe: the tracking record and the contact's opt-out."""
+        self._add(
+            TrackingRecord(activity_id, c.contact_id, "em_optouts", at, {"opt_out_reason": reason})
+        )
+        self.account.opt_out(c, reason=reason or None, source="Contact", at=at)
+
+    def record(
+        self, activity_id: str, c: Contact, kind: str, extra: dict[str, str] | None = None
+    ) -> None:
+        """Record one event now (the living world uses this)."""
+        self._add(
+            TrackingRecord(activity_id, c.contact_id, kind, self.account.clock.now_ms(), extra)
+        )
+
+    def render(self, rec: TrackingRecord, *, report: bool, names: bool = True) -> dict[str, Any]:
+        """A record as a campaign report row (``report``) or a contact activity_details row."""
+        out: dict[str, Any] = {
+            "contact_id": rec.contact_id,
+            "campaign_activity_id": rec.activity_id,
+            "tracking_activity_type": rec.kind,
+            "created_time": iso_ms(rec.created),
+        }
+        if not report:
+            if names:
+                out["campaign_activity_name"] = self.activity_names.get(rec.activity_id, "")
+            return out
+        c = self.account.by_id.get(rec.contact_id)
+        if c is not None:
+            out["email_address"] = c.email
+            if c.first_name is not None:
+                out["first_name"] = c.first_name
+            if c.last_name is not None:
+                out["last_name"] = c.last_name
+            if c.deleted_at is not None:
+                out["deleted_at"] = date_only(c.deleted_at)
+            if rec.kind == "em_bounces":
+                out["current_email_address"] = c.email
+        out.update(rec.extra)
+        return out
