@@ -234,7 +234,8 @@ class Observer:
         self, tok: Token, bound: datetime, dups: dict[str, list[str]]
     ) -> AsyncIterator[Page]:
         c = self._cfg.contacts
-        assert c.updated_at is not None
+        if c.updated_at is None:
+            raise ConfigError("appdb.contacts.updated_at", "needed without triggers")
         since = parse_time(tok.since)
         start = since - timedelta(seconds=self._cfg.overlap_seconds) if since else None
         u, k = f"c.{quote(c.updated_at)}", f"c.{quote(c.key)}"

@@ -24,10 +24,11 @@ __all__ = ["AppDatabase", "open_appdb"]
 log = structlog.get_logger("ccsync.appdb")
 
 
-async def open_appdb(cfg: AppDbConfig) -> AppDatabase:
+async def open_appdb(cfg: AppDbConfig, *, check_schema: bool = True) -> AppDatabase:
     """Connect and check the mapping against the live schema.
 
     Raises ConfigError naming the first missing table or column (``appdb.contacts.email``).
+    ``check_schema=False`` skips that (for ``check`` itself, which lists every mismatch).
     """
     driver: Driver
     if cfg.backend == "postgres":
@@ -40,7 +41,10 @@ async def open_appdb(cfg: AppDbConfig) -> AppDatabase:
         driver = await SqliteDriver.connect(cfg.resolved_dsn())
     db = AppDatabase(cfg, driver)
     try:
-        await db._start()
+        if check_schema:
+            await db._start()
+        else:
+            await db._detect_mode(strict=False)
     except BaseException:
         await driver.close()
         raise
@@ -62,7 +66,7 @@ class AppDatabase:
         if problems:
             key, problem = problems[0]
             raise ConfigError(key, problem)
-        await self._detect_mode()
+        await self._detect_mode(strict=True)
 
     @property
     def store(self) -> Store:
@@ -140,6 +144,11 @@ class AppDatabase:
     async def check(self) -> list[str]:
         """Every mismatch between the mapping and the live schema (empty: all good)."""
         out = [f"{key}: {problem}" for key, problem in await self._schema_problems()]
+        if not await self._triggers_installed() and self.cfg.contacts.updated_at is None:
+            out.append(
+                "appdb.contacts.updated_at: no triggers installed and no updated-at column: "
+                "changes cannot be found (map one, or run `ccsync appdb install-triggers`)"
+            )
         if self.cfg.change_detection == "triggers" and not await self._triggers_installed():
             out.append(
                 "appdb.change_detection: 'triggers' but they are not installed "
@@ -162,16 +171,19 @@ class AppDatabase:
 
     async def install_triggers(self) -> None:
         """Create the change table and its triggers; change detection switches to them."""
+        problems = await self._schema_problems()
+        if problems:
+            raise ConfigError(*problems[0])
         schema = await self._pg_schema()
         await self._d.executescript(install_sql(self.cfg, self._d.dialect, schema))
-        await self._detect_mode()
+        await self._detect_mode(strict=False)
         log.info("appdb.triggers_installed", change_table=self.cfg.change_table)
 
     async def uninstall_triggers(self) -> None:
         """Drop the triggers and the change table; change detection falls back to the column."""
         schema = await self._pg_schema()
         await self._d.executescript(uninstall_sql(self.cfg, self._d.dialect, schema))
-        await self._detect_mode()
+        await self._detect_mode(strict=False)
         log.info("appdb.triggers_uninstalled", change_table=self.cfg.change_table)
 
     async def _pg_schema(self) -> str | None:
@@ -190,15 +202,15 @@ class AppDatabase:
             table = f"{schema}.{table}" if schema else table
         return await self._d.columns(table) is not None
 
-    async def _detect_mode(self) -> None:
+    async def _detect_mode(self, *, strict: bool) -> None:
         installed = await self._triggers_installed()
-        if self.cfg.change_detection == "triggers" and not installed:
+        if strict and self.cfg.change_detection == "triggers" and not installed:
             raise ConfigError(
                 "appdb.change_detection",
                 "'triggers' but they are not installed (run `ccsync appdb install-triggers`)",
             )
         use = installed and self.cfg.change_detection != "column"
-        if not use and self.cfg.contacts.updated_at is None:
+        if strict and not use and self.cfg.contacts.updated_at is None:
             raise ConfigError(
                 "appdb.contacts.updated_at",
                 "without triggers, change detection needs an updated-at column",
