@@ -112,10 +112,7 @@ class SyncEngine:
             cmds = [*decisions.commands, *await self._tracking_commands()]
             summary.blocked = len(decisions.blocked)
             head = (await self.log.head()).position
-            extra = [
-                NewEvent(content_id(e, str(head)), e)
-                for e in (*decisions.links, *decisions.blocked)
-            ]
+            extra = [NewEvent(content_id(e), e) for e in (*decisions.links, *decisions.blocked)]
             t3 = time.perf_counter()
             stats = await self.outbox.run(
                 cmds,

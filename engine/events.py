@@ -257,6 +257,7 @@ class DecisionBlocked(EventBase, frozen=True, kw_only=True, tag="decision.blocke
     email: str
     action: str
     reason: str
+    basis: int = 0  # log position of the state decided on: the same state is recorded once
 
 
 Event = (

@@ -73,9 +73,11 @@ def _own_resubscribe(ctct: ContactState, app: ContactState) -> bool:
     )
 
 
-def _block(email: str, store: Store, key: str, action: str, reason: str) -> DecisionBlocked:
+def _block(
+    email: str, store: Store, key: str, action: str, reason: str, basis: int
+) -> DecisionBlocked:
     return DecisionBlocked(
-        store="engine", key=f"{store}:{key}", email=email, action=action, reason=reason
+        basis=basis, store="engine", key=f"{store}:{key}", email=email, action=action, reason=reason
     )
 
 
@@ -125,6 +127,7 @@ def _consent(pair: Pair, out: Decisions) -> None:
                     "resubscribe",
                     "the app subscribed a contact who opted out in Constant Contact; only the "
                     "contact can opt back in (Constant Contact's confirmation flow)",
+                    max(a.position, c.position),
                 )
             )
         out.commands.append(_unsubscribe("app", a, c))
@@ -139,6 +142,7 @@ def _consent(pair: Pair, out: Decisions) -> None:
                     "the contact opted back in through Constant Contact after opting out in "
                     "the app; ccsync never re-subscribes anyone: update the app by hand if "
                     "the app should follow",
+                    max(a.position, c.position),
                 )
             )
         else:
@@ -224,6 +228,7 @@ def _lists(c: ContactState, a: ContactState, policy: Policy, out: Decisions) -> 
                     dst.store_id,
                     f"add to list {list_id}",
                     "the contact is unsubscribed; ccsync never adds an opted-out contact to a list",
+                    max(c.position, a.position),
                 )
             )
         else:

@@ -28,6 +28,8 @@ from engine.events import (
     ListObserved,
     PermissionChanged,
     RecordRejected,
+    SyncRunFinished,
+    SyncRunStarted,
     TrackingRecorded,
 )
 from engine.log import Recorded, format_ts
@@ -240,6 +242,18 @@ async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> N
                     "INSERT INTO p_rejected (position, store, record, field, problem, recorded_at) "
                     "VALUES (?,?,?,?,?,?)",
                     (pos, ev.store, ev.key, field, problem, at),
+                )
+            case SyncRunStarted(bound=bound, mode=mode):
+                await conn.execute(
+                    "INSERT OR IGNORE INTO p_runs (run_id, mode, bound, started_position, "
+                    "started_at) VALUES (?,?,?,?,?)",
+                    (ev.key, mode, format_ts(bound), pos, at),
+                )
+            case SyncRunFinished(outcome=outcome, counts=counts, error=error):
+                await conn.execute(
+                    "UPDATE p_runs SET finished_at = ?, outcome = ?, counts = ?, error = ? "
+                    "WHERE run_id = ?",
+                    (at, outcome, _json.encode(counts), error, ev.key),
                 )
             case _:
                 pass

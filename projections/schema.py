@@ -93,6 +93,18 @@ CREATE TABLE IF NOT EXISTS p_rejected (
     problem  TEXT NOT NULL,
     recorded_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS p_runs (
+    run_id      TEXT PRIMARY KEY,
+    mode        TEXT NOT NULL,
+    bound       TEXT NOT NULL,
+    started_position INTEGER NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT,
+    counts      BLOB,
+    error       TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS p_runs_started ON p_runs (started_position);
 CREATE TABLE IF NOT EXISTS p_checkpoint (
     name     TEXT PRIMARY KEY,
     position INTEGER NOT NULL
@@ -109,4 +121,5 @@ TABLES: Final = {
     "p_commands": "command_id",
     "p_decisions": "position",
     "p_rejected": "position",
+    "p_runs": "run_id",
 }

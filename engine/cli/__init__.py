@@ -20,7 +20,11 @@ from engine.errors import CcsyncError, FatalError
 __all__ = ["main"]
 
 # Command groups, in the order `ccsync --help` lists them.
-_COMMAND_MODULES: Final = ("engine.cli.log_cmd", "engine.cli.appdb_cmd")
+_COMMAND_MODULES: Final = (
+    "engine.cli.sync_cmd",
+    "engine.cli.log_cmd",
+    "engine.cli.appdb_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,115 @@
+"""What `ccsync status` and the daemon's /metrics report: read from the log's projections."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from engine.log import EventLog, parse_ts
+
+__all__ = ["CheckpointStatus", "FailedCommand", "RunStatus", "Status", "read_status"]
+
+
+class CheckpointStatus(msgspec.Struct, frozen=True):
+    name: str
+    updated_at: str
+    lag_seconds: float
+
+
+class RunStatus(msgspec.Struct, frozen=True):
+    run_id: str
+    mode: str
+    started_at: str
+    finished_at: str | None
+    outcome: str | None
+    counts: dict[str, int] | None
+    error: str | None
+
+
+class FailedCommand(msgspec.Struct, frozen=True):
+    command_id: str
+    target: str
+    kind: str
+    email: str
+    attempts: int
+    failed_at: str | None
+    error: str | None
+
+
+class Status(msgspec.Struct, kw_only=True):
+    events: int
+    projected: int
+    checkpoints: list[CheckpointStatus]
+    runs: list[RunStatus]
+    commands: dict[str, int]
+    failed: list[FailedCommand]
+    pending: int
+    oldest_unpropagated_optout_seconds: float | None = None
+
+
+async def _has_projections(log: EventLog) -> bool:
+    rows = await log.connection.execute_fetchall(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'p_runs'"
+    )
+    return bool(list(rows))
+
+
+async def read_status(log: EventLog, now: datetime, *, runs: int = 5) -> Status:
+    """A snapshot of the engine's state as the log records it."""
+    head = await log.head()
+    cps = [
+        CheckpointStatus(name, at, (now - parse_ts(at)).total_seconds())
+        for name, (_v, _p, at) in (await log.checkpoints()).items()
+    ]
+    if not await _has_projections(log):
+        return Status(
+            events=head.position,
+            projected=0,
+            checkpoints=cps,
+            runs=[],
+            commands={},
+            failed=[],
+            pending=0,
+        )
+    conn = log.connection
+    proj = list(await conn.execute_fetchall("SELECT position FROM p_checkpoint"))
+    run_rows = await conn.execute_fetchall(
+        "SELECT run_id, mode, started_at, finished_at, outcome, counts, error FROM p_runs "
+        "ORDER BY started_position DESC LIMIT ?",
+        (runs,),
+    )
+    run_list = [
+        RunStatus(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            msgspec.json.decode(r[5], type=dict[str, int]) if r[5] else None,
+            r[6],
+        )
+        for r in run_rows
+    ]
+    counts = {
+        s: n
+        for s, n in await conn.execute_fetchall(
+            "SELECT status, COUNT(*) FROM p_commands GROUP BY status"
+        )
+    }
+    failed = [
+        FailedCommand(*r)
+        for r in await conn.execute_fetchall(
+            "SELECT command_id, target, kind, email, attempts, outcome_at, error FROM p_commands "
+            "WHERE status = 'failed' ORDER BY outcome_position DESC LIMIT 50"
+        )
+    ]
+    return Status(
+        events=head.position,
+        projected=int(proj[0][0]) if proj else 0,
+        checkpoints=cps,
+        runs=run_list,
+        commands=counts,
+        failed=failed,
+        pending=counts.get("issued", 0),
+    )
