@@ -7,13 +7,11 @@ against Constant Contact's swagger file when the test ends.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import pytest
 import pytest_asyncio
 
 from adapters.constant_contact import CtctAdapter, CtctConfig, RateBudget, TokenStore, open_ctct
@@ -115,9 +113,6 @@ def seed_tokens(sim: Simulator, path: Path) -> StoredTokens:
     return tokens
 
 
-SimFactory = Callable[..., Any]
-
-
 @pytest_asyncio.fixture
 async def make_env(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """``env = await make_env(contacts=..., faults=..., **cfg_overrides)``."""
@@ -153,8 +148,3 @@ async def make_env(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         check_against_swagger(env.all_requests())
     for cm in reversed(stack):
         await cm.__aexit__(None, None, None)
-
-
-@pytest.fixture
-def decode_json() -> Iterator[Callable[[bytes], Any]]:
-    yield msgspec.json.decode

@@ -49,9 +49,13 @@ async def test_quota_exhausted_mid_sync_keeps_pages_and_stops_calling(make_env: 
     env: Env = await make_env(contacts=2400, rate_limits=True, sim_kw={"daily_quota": 3})
     async with await env.open() as ctct:
         got: list[Page] = []
-        with pytest.raises(QuotaExhaustedError) as info:
+
+        async def sync() -> None:
             async for page in ctct.observe_contacts(None, env.sim.clock.now()):
                 got.append(page)
+
+        with pytest.raises(QuotaExhaustedError) as info:
+            await sync()
         assert len(got) == 3  # what was fetched was yielded (and committed by the engine)
         status = ctct.budget_status()
         assert status.quota_exhausted_until is not None
