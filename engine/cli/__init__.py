@@ -24,6 +24,7 @@ _COMMAND_MODULES: Final = (
     "engine.cli.sync_cmd",
     "engine.cli.log_cmd",
     "engine.cli.appdb_cmd",
+    "engine.cli.simulator_cmd",
 )
 
 
