@@ -122,10 +122,10 @@ def put_body(
     if email is None:
         raise SkippableRecordError(record, "email_address", "the contact has no email address")
     address: dict[str, Any] = {"address": new_email or email.address}
+    # Permission is sent only to unsubscribe. Echoing the value read by the GET could undo an
+    # opt-out made between our GET and PUT (a re-subscription): leaving it out changes nothing.
     if permission_to_send is not None:
         address["permission_to_send"] = permission_to_send
-    elif email.permission_to_send is not None:
-        address["permission_to_send"] = email.permission_to_send
     reason = opt_out_reason if opt_out_reason is not None else email.opt_out_reason
     if reason:
         address["opt_out_reason"] = reason[:255]

@@ -139,11 +139,15 @@ class CommandWriter:
             found: dict[str, str] = {}
             path: str | None = "/contact_custom_fields"
             params: dict[str, str] = {"limit": "100"}
-            while path is not None:
-                page = await self._client.call("GET", path, _cfields.decode, params=params)
-                found.update((f.custom_field_id, f.name) for f in page.custom_fields)
-                path = page.links.next.href if page.links and page.links.next else None
-                params = {}
+            try:
+                while path is not None:
+                    page = await self._client.call("GET", path, _cfields.decode, params=params)
+                    found.update((f.custom_field_id, f.name) for f in page.custom_fields)
+                    path = page.links.next.href if page.links and page.links.next else None
+                    params = {}
+            except CtctRequestError as exc:
+                # Without definitions, cf: keys go out as given (names work for imports).
+                log.warning("ctct.custom_fields_unavailable", status=exc.status, error=exc.text)
             self._cf_by_id = found
         return self._cf_by_id
 

@@ -100,6 +100,6 @@ def test_put_body_applies_changes_and_clears() -> None:
     assert "job_title" not in body
     assert body["first_name"] == "Ann"
     assert body["email_address"]["address"] == "ann@new.org"
-    assert body["email_address"]["permission_to_send"] == "implicit"
+    assert "permission_to_send" not in body["email_address"]  # an upsert never touches it
     assert body["street_addresses"] == [{"kind": "home", "street": "1 Main", "city": "Boston"}]
     assert body["phone_numbers"] == []
