@@ -117,7 +117,9 @@ async def campaign_report(request: web.Request) -> web.Response:
         records = [r for r in records if r.extra.get("bounce_code") in codes]
     page, rest = _page(records, _position(request, len(records)), limit)
     out: dict[str, Any] = {
-        "tracking_activities": [st.tracking.render(r, report=True) for r in page]
+        "tracking_activities": [st.tracking.render(r, report=True) for r in page],
+        # always present (empty on the last page): OptoutsTrackingActivitiesPage requires it
+        "_links": {},
     }
     if rest > 0:
         extra = "".join(
@@ -157,7 +159,8 @@ async def contact_activity(request: web.Request) -> web.Response:
     out: dict[str, Any] = {
         "tracking_activities": [
             st.tracking.render(r, report=False, names=names_text == "true") for r in page
-        ]
+        ],
+        "_links": {},
     }
     if rest > 0:
         out["_links"] = {

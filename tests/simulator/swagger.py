@@ -12,7 +12,8 @@ Bodies are checked with jsonschema's Draft4Validator (Swagger 2.0 schemas are dr
 checks for ``date-time``, ``date`` and ``uuid``. Requests are checked against the operation's
 parameters: names, types, enums (item by item for csv), minimum/maximum, required ones, and
 the body schema. ``cursor`` is accepted everywhere: the API puts it in ``_links.next.href``
-although the spec does not list it.
+although the spec does not list it. A few self-contradictions of the file (``maxItems: 0``
+where the description says "up to 500") are patched on load; see ``_ERRATA``.
 """
 
 from __future__ import annotations
@@ -234,8 +235,30 @@ def _param_errors(p: Mapping[str, Any], value: str) -> list[str]:
     return errors
 
 
+# Errata: places where the file contradicts its own descriptions. Each one is patched to
+# what the description says, so correct requests are not rejected; nothing else is changed.
+_ERRATA: Final = (
+    # "Include up to 500 contact_id values" / "up to 50 list_id values", but maxItems: 0
+    (("ListActivityRemoveContacts", "properties", "source", "properties", "contact_ids"), 500),
+    (("ListActivityRemoveContacts", "properties", "source", "properties", "list_ids"), 50),
+    (("ListActivityRemoveContacts", "properties", "source", "properties", "tag_ids"), 50),
+    (("ListActivityRemoveContacts", "properties", "list_ids"), 50),
+    (("ListActivityAddContacts", "properties", "source", "properties", "tag_ids"), 50),
+)
+
+
+def _apply_errata(doc: dict[str, Any]) -> None:
+    for path, max_items in _ERRATA:
+        node: Any = doc["definitions"]
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get("maxItems") == 0:
+            node["maxItems"] = max_items
+
+
 @cache
 def _load(path: str) -> SwaggerSpec:
     with open(path, "rb") as fh:
         doc = yaml.load(fh, Loader=yaml.CSafeLoader)
+    _apply_errata(doc)
     return SwaggerSpec(doc)
