@@ -25,6 +25,7 @@ _COMMAND_MODULES: Final = (
     "engine.cli.log_cmd",
     "engine.cli.appdb_cmd",
     "engine.cli.simulator_cmd",
+    "engine.cli.auth_cmd",
 )
 
 
