@@ -115,6 +115,7 @@ class BrowserStdin(io.StringIO):
         opener = urllib.request.build_opener(_NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as info:
             opener.open(url.group(1))
+        info.value.close()  # the 302's connection
         assert info.value.code == 302
         return str(info.value.headers["Location"]) + "\n"
 
