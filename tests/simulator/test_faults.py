@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -79,7 +80,7 @@ async def test_items_repeat_across_page_boundaries(small: Simulator, spec: Swagg
         while "next" in reply.body.get("_links", {}):
             reply = await api.call("GET", reply.body["_links"]["next"]["href"])
             pages.append([c["contact_id"] for c in reply.body["contacts"]])
-    for before, after in zip(pages, pages[1:], strict=False):
+    for before, after in itertools.pairwise(pages):
         assert after[0] == before[-1]  # the boundary item comes again
     flat = [cid for page in pages for cid in page]
     live = {c.contact_id for c in small.account.contacts if c.deleted_at is None}
