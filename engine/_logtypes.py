@@ -53,7 +53,7 @@ class NewEvent(msgspec.Struct, frozen=True):
     event: EventBase
 
 
-class Recorded(msgspec.Struct, frozen=True):
+class Recorded(msgspec.Struct, frozen=True, gc=False):
     """An event as stored: the envelope the log assigned, and the event itself."""
 
     position: int

@@ -15,7 +15,14 @@ import msgspec
 from engine.errors import LogCorruptError, UnknownEventError
 from engine.events import EVENT_TYPES, Event, EventBase
 
-__all__ = ["UPCASTERS", "current_version", "decode_event", "encode_event"]
+__all__ = [
+    "CURRENT_TYPES",
+    "EVENT_DECODER",
+    "UPCASTERS",
+    "current_version",
+    "decode_event",
+    "encode_event",
+]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -42,6 +49,12 @@ UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Event)
+
+# For hot loops (engine.log's replay) that inline decode_event's common case: a row whose
+# (tag, version) is current decodes with EVENT_DECODER and must yield CURRENT_TYPES[tag];
+# anything else goes through decode_event, which upcasts or raises the precise error.
+EVENT_DECODER: Final = _decoder
+CURRENT_TYPES: Final[dict[str, type[EventBase]]] = dict(EVENT_TYPES)
 _dict_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 
 
