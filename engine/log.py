@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -403,8 +403,9 @@ class EventLog:
             rows = await self._fetch(_READ_RANGE, (pos, upper, size))
             if not rows:
                 return
+            gap = None
             if rows[0][0] != pos or rows[-1][0] != pos + len(rows) - 1:
-                _raise_gap(rows, pos)
+                rows, gap = _before_gap(rows, pos)
             # The hot loop of every replay, so decode_event's common case is inlined (about
             # 15% faster); one at a time, as each event is garbage once folded, is faster than
             # building the chunk's list (the cyclic GC never walks a chunk of live objects).
@@ -422,6 +423,8 @@ class EventLog:
                 if ts != last_ts:
                     last_ts, at = ts, parse_ts(ts)
                 yield Recorded(p, eid, s, v, at, event)
+            if gap:
+                raise gap
             pos += len(rows)
 
     async def read_batches(
@@ -436,7 +439,16 @@ class EventLog:
             rows = await self._fetch(_READ_RANGE, (pos, upper, size))
             if not rows:
                 return
-            yield _decode_rows(rows, pos, when)
+            gap = None
+            if rows[0][0] != pos or rows[-1][0] != pos + len(rows) - 1:
+                rows, gap = _before_gap(rows, pos)
+            if rows:
+                yield [
+                    Recorded(p, eid, s, v, when(ts), decode_event(tag, sv, payload, position=p))
+                    for p, eid, s, v, tag, sv, ts, payload in rows
+                ]
+            if gap:
+                raise gap
             pos += len(rows)
 
     async def read_stream(self, stream: str) -> list[Recorded]:
@@ -499,22 +511,16 @@ def _prepare(p: Path, writer: bool) -> WriterLock | None:
     return lock
 
 
-def _decode_rows(rows: list[Any], start: int, when: TimeParser) -> list[Recorded]:
-    """Rows (position order, first at ``start``) as Recorded; LogCorruptError on a gap."""
-    if rows[0][0] != start or rows[-1][0] != start + len(rows) - 1:
-        _raise_gap(rows, start)
-    return [
-        Recorded(p, eid, s, v, when(ts), decode_event(tag, sv, payload, position=p))
-        for p, eid, s, v, tag, sv, ts, payload in rows
-    ]
-
-
-def _raise_gap(rows: Iterable[Sequence[Any]], start: int) -> None:
+def _before_gap(rows: list[Any], start: int) -> tuple[list[Any], LogCorruptError]:
+    """The rows before the first missing position, and the error to raise after them."""
     expect = start
-    for row in rows:
+    for i, row in enumerate(rows):
         if row[0] != expect:
-            raise LogCorruptError(f"gap in the log: expected position {expect}, found {row[0]}")
+            return rows[:i], LogCorruptError(
+                f"gap in the log: expected position {expect}, found {row[0]}"
+            )
         expect += 1
+    raise AssertionError("called without a gap")  # pragma: no cover
 
 
 def _marks(n: int) -> str:

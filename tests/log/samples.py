@@ -47,6 +47,12 @@ RUN = "run-2024-05-01T09:30"
 # data so this file needs no change of import when the vocabulary grows.
 _LATER_TYPES: list[dict[str, object]] = [
     {
+        "type": "command.confirmed",
+        "store": "app",
+        "key": "c0ffee00c0ffee00c0ffee00c0ffee00",
+        "run_id": RUN,
+    },
+    {
         "type": "command.superseded",
         "store": "ctct",
         "key": "c0ffee00c0ffee00c0ffee00c0ffee02",
