@@ -55,6 +55,7 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     auto_process: bool = True  # run queued bulk activities in the background
     activity_chunk: int = 10_000  # items one processing step (or one poll) advances
     campaign_audience: int = 2000  # at most this many sends per seeded campaign
+    prerender: bool = True  # encode every contact's default JSON at start (fast first scan)
     start: datetime | None = None  # the simulator clock's start (default: now)
     frozen_clock: bool = False  # if True the clock moves only by advance()
     host: str = "127.0.0.1"

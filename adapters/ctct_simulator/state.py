@@ -38,6 +38,8 @@ class SimState:
         self.tracking = Tracking(self.account, config.seed)
         self.tracking.seed_campaigns(config.campaigns, config.campaign_audience)
         self.world = World(self.account, self.tracking, config.seed)
+        if config.prerender:
+            self.prerender()
         self.auth = AuthServer(self.clock, config.seed, REDIRECT_URI)
         self.limiter = RateLimiter(config.per_second, config.daily_quota)
         self.token_limiter = RateLimiter(config.token_per_second, 10**12)
@@ -46,6 +48,12 @@ class SimState:
         self.account.skew_ms = int(config.faults.skew_seconds * 1000)
         self.requests: Counter[str] = Counter()
         self.work_ready: Any = None  # an asyncio.Event, set by the server when it starts
+
+    def prerender(self) -> None:
+        """Encode every contact's default (no include) JSON now, so even the first scan of
+        the account is a join of cached bytes rather than a render per contact."""
+        for c in self.account.contacts:
+            c.encoded(0)
 
     def reseed(self, *, contacts: int, seed: int, lists: int, campaigns: int) -> None:
         """Replace the account with a freshly seeded one; client, tokens and clock stay."""
@@ -61,6 +69,8 @@ class SimState:
         self.tracking = Tracking(self.account, seed)
         self.tracking.seed_campaigns(campaigns, config.campaign_audience)
         self.world = World(self.account, self.tracking, seed)
+        if config.prerender:
+            self.prerender()
 
     def set_faults(self, faults: FaultConfig) -> None:
         """Replace the fault settings (and restart their seeded stream)."""

@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     s.add_argument("--rate-limits", action="store_true", help="enforce 4 req/s and the quota")
     s.add_argument("--daily-quota", type=int, default=10_000, help="requests per UTC day")
+    s.add_argument(
+        "--no-prerender",
+        action="store_true",
+        help="start faster; render each contact's JSON on first request instead",
+    )
     s.add_argument("--tick", type=float, default=0.0, help="step the living world every N s")
     s.set_defaults(handler=_serve)
 
@@ -82,6 +87,7 @@ async def _serve(args: argparse.Namespace) -> int:
             faults=FaultConfig(seed=seed, **fault_values),
             host=args.host,
             port=args.port,
+            prerender=not args.no_prerender,
         )
         config.validate()
     except (TypeError, ValueError) as exc:
