@@ -22,7 +22,7 @@ from engine.model import (
 )
 from engine.ports import Rejected
 
-from .schema import Contact, ContactList
+from .schema import Contact, ContactList, EmailAddress
 
 __all__ = [
     "ADDRESS_KINDS",
@@ -45,29 +45,42 @@ _MAX_CORE: Final = 50
 _MAX_PHONE: Final = 25
 _MAX_PART: Final = {"street": 255, "city": 50, "state": 50, "postal_code": 50, "country": 50}
 _MAX_CF: Final = 255
+_PHONE_KEY: Final = {kind: f"phone_{kind}" for kind in PHONE_KINDS}
 _encoder: Final = msgspec.json.Encoder()
 
 
 def utc(ts: datetime | None) -> datetime | None:
     """Aware UTC; a naive time from the API is taken as UTC."""
-    if ts is None:
-        return None
+    if ts is None or ts.tzinfo is UTC:  # the common case: msgspec decodes ``Z`` as UTC
+        return ts
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _check(cid: str, field: str, value: str, limit: int) -> str:
-    if len(value) > limit:
-        raise SkippableRecordError(cid, field, f"{len(value)} characters, the limit is {limit}")
-    return value
+def _too_long(cid: str, field: str, value: str, limit: int) -> SkippableRecordError:
+    return SkippableRecordError(cid, field, f"{len(value)} characters, the limit is {limit}")
 
 
 def _fields(c: Contact) -> dict[str, str]:
+    # The hot path of observation (100,000 calls per full fetch): plain attribute reads and
+    # no loops or sets for what a contact does not have.
     cid = c.contact_id
     out: dict[str, str] = {}
-    for name in CORE_FIELDS:
-        value = getattr(c, name)
-        if value:
-            out[name] = _check(cid, name, value, _MAX_CORE)
+    if v := c.first_name:
+        if len(v) > _MAX_CORE:
+            raise _too_long(cid, "first_name", v, _MAX_CORE)
+        out["first_name"] = v
+    if v := c.last_name:
+        if len(v) > _MAX_CORE:
+            raise _too_long(cid, "last_name", v, _MAX_CORE)
+        out["last_name"] = v
+    if v := c.job_title:
+        if len(v) > _MAX_CORE:
+            raise _too_long(cid, "job_title", v, _MAX_CORE)
+        out["job_title"] = v
+    if v := c.company_name:
+        if len(v) > _MAX_CORE:
+            raise _too_long(cid, "company_name", v, _MAX_CORE)
+        out["company_name"] = v
     if c.birthday_month is not None:
         if not 1 <= c.birthday_month <= 12:
             raise SkippableRecordError(cid, "birthday_month", f"{c.birthday_month} not in 1..12")
@@ -77,56 +90,85 @@ def _fields(c: Contact) -> dict[str, str]:
             raise SkippableRecordError(cid, "birthday_day", f"{c.birthday_day} not in 1..31")
         out["birthday_day"] = str(c.birthday_day)
     if c.anniversary:
-        out["anniversary"] = _check(cid, "anniversary", c.anniversary, 10)
+        if len(c.anniversary) > 10:
+            raise _too_long(cid, "anniversary", c.anniversary, 10)
+        out["anniversary"] = c.anniversary
+    if c.phone_numbers:
+        _phones(c, out)
+    if c.street_addresses:
+        _addresses(c, out)
+    for cf in c.custom_fields:
+        if cf.value:
+            key = f"cf:{cf.custom_field_id}"
+            if len(cf.value) > _MAX_CF:
+                raise _too_long(cid, key, cf.value, _MAX_CF)
+            out[key] = cf.value
+    return out
+
+
+def _phones(c: Contact, out: dict[str, str]) -> None:
+    cid = c.contact_id
     for i, phone in enumerate(c.phone_numbers):
         kind = phone.kind or "other"
         if kind not in PHONE_KINDS:
             raise SkippableRecordError(cid, f"phone_numbers[{i}].kind", f"unknown value {kind!r}")
-        if phone.phone_number:
-            key = f"phone_{kind}"
+        number = phone.phone_number
+        if number:
+            key = _PHONE_KEY[kind]
+            if len(number) > _MAX_PHONE:
+                raise _too_long(cid, key, number, _MAX_PHONE)
             # Up to 3 phones; two of one kind cannot both live in a flat field: the first wins.
-            out.setdefault(key, _check(cid, key, phone.phone_number, _MAX_PHONE))
+            out.setdefault(key, number)
+
+
+def _addresses(c: Contact, out: dict[str, str]) -> None:
+    cid = c.contact_id
+    seen_kinds: set[str] = set()
     for i, addr in enumerate(c.street_addresses):
         kind = addr.kind or "home"
         if kind not in ADDRESS_KINDS:
             raise SkippableRecordError(
                 cid, f"street_addresses[{i}].kind", f"unknown value {kind!r}"
             )
-        if any(f"address_{kind}_{part}" in out for part in ADDRESS_PARTS):
+        if kind in seen_kinds:
             continue
+        seen_kinds.add(kind)
         for part in ADDRESS_PARTS:
             value = getattr(addr, part)
             if value:
                 key = f"address_{kind}_{part}"
-                out[key] = _check(cid, key, value, _MAX_PART[part])
-    for cf in c.custom_fields:
-        if cf.value:
-            key = f"cf:{cf.custom_field_id}"
-            out[key] = _check(cid, key, cf.value, _MAX_CF)
-    return out
+                if len(value) > _MAX_PART[part]:
+                    raise _too_long(cid, key, value, _MAX_PART[part])
+                out[key] = value
 
 
-def _permission(c: Contact) -> PermissionState:
-    e = c.email_address
-    assert e is not None
+def _permission(c: Contact, e: EmailAddress) -> PermissionState:
     status = e.permission_to_send or "not_set"
     if status not in PERMISSIONS:
         raise SkippableRecordError(
             c.contact_id, "email_address.permission_to_send", f"unknown value {status!r}"
         )
-    for name in ("opt_out_source", "opt_in_source"):
-        value = getattr(e, name)
-        if value is not None and value not in _SOURCES:
-            raise SkippableRecordError(
-                c.contact_id, f"email_address.{name}", f"unknown value {value!r}"
-            )
-    if e.opt_out_reason is not None:
-        _check(c.contact_id, "email_address.opt_out_reason", e.opt_out_reason, 255)
-    unsubscribed = status == "unsubscribed"
+    if e.opt_out_source is not None and e.opt_out_source not in _SOURCES:
+        raise SkippableRecordError(
+            c.contact_id, "email_address.opt_out_source", f"unknown value {e.opt_out_source!r}"
+        )
+    if e.opt_in_source is not None and e.opt_in_source not in _SOURCES:
+        raise SkippableRecordError(
+            c.contact_id, "email_address.opt_in_source", f"unknown value {e.opt_in_source!r}"
+        )
+    reason = e.opt_out_reason
+    if reason is not None and len(reason) > 255:
+        raise _too_long(c.contact_id, "email_address.opt_out_reason", reason, 255)
+    if status == "unsubscribed":
+        return PermissionState(
+            status="unsubscribed",
+            source=e.opt_out_source or e.opt_in_source,
+            reason=reason,
+            changed_at=utc(e.updated_at or e.opt_out_date),
+        )
     return PermissionState(
         status=status,  # type: ignore[arg-type]  # checked against PERMISSIONS above
-        source=(e.opt_out_source if unsubscribed else None) or e.opt_in_source,
-        reason=e.opt_out_reason if unsubscribed else None,
+        source=e.opt_in_source,
         changed_at=utc(e.updated_at or e.opt_out_date),
     )
 
@@ -135,21 +177,25 @@ def _to_record(c: Contact) -> ContactRecord:
     e = c.email_address
     if e is None or not e.address:
         raise SkippableRecordError(c.contact_id, "email_address.address", "missing")
-    _check(c.contact_id, "email_address.address", e.address, _MAX_EMAIL)
+    if len(e.address) > _MAX_EMAIL:
+        raise _too_long(c.contact_id, "email_address.address", e.address, _MAX_EMAIL)
     email = normalise_email(e.address)
     if not is_valid_email(email):
         raise SkippableRecordError(
             c.contact_id, "email_address.address", f"not an email address: {e.address!r}"
         )
-    stamps = [t for t in (utc(c.updated_at), utc(e.updated_at)) if t is not None]
+    updated, email_updated = utc(c.updated_at), utc(e.updated_at)
+    if updated is None or (email_updated is not None and email_updated > updated):
+        updated = email_updated
+    lists = c.list_memberships
     return ContactRecord(
         store_id=c.contact_id,
         email=email,
         fields=_fields(c),
-        permission=_permission(c),
-        lists=tuple(sorted(set(c.list_memberships))),
+        permission=_permission(c, e),
+        lists=tuple(sorted(set(lists))) if len(lists) > 1 else tuple(lists),
         deleted=bool(c.deleted_at),
-        updated_at=max(stamps) if stamps else None,
+        updated_at=updated,
     )
 
 

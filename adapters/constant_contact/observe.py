@@ -7,6 +7,8 @@ all decode is decoded record by record, so one bad record is rejected and the re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ from typing import Final
 import msgspec
 import structlog
 
+from engine.errors import CcsyncError
 from engine.model import ContactRecord, ListRecord
 from engine.ports import Page, Rejected
 
@@ -81,32 +84,55 @@ def decode_contacts(body: bytes) -> ContactBatch:
 async def observe_contacts(
     client: CtctClient, cfg: CtctConfig, resume: str | None, bound: datetime
 ) -> AsyncIterator[Page]:
-    """Pages of contacts: a full fetch when ``resume`` is None, else the incremental sweeps."""
+    """Pages of contacts: a full fetch when ``resume`` is None, else the incremental sweeps.
+
+    The next page is requested as soon as its link is known, before this page is normalised
+    and handed over: the server's time to answer overlaps ours to normalise and commit.
+    """
     sweeps = ContactSweeps(resume, bound, overlap=cfg.overlap, page_size=cfg.page_size)
-    while not sweeps.done:
+
+    def fetch() -> asyncio.Task[ContactBatch]:
         path, params = sweeps.request()
-        full, deleted = sweeps.full_scan, sweeps.phase == "deleted"
-        batch = await client.call("GET", path, decode_contacts, params=params)
-        records: list[ContactRecord] = []
-        rejected = list(batch.undecodable)
-        for c in batch.contacts:
-            out = normalise_contact(c, deleted=deleted)
-            if isinstance(out, Rejected):
-                rejected.append(out)
-            else:
-                records.append(out)
-        request = client.describe("GET", path, params)
-        token = sweeps.advance(batch.next)
-        for r in rejected:
-            log.warning("ctct.record_rejected", record=r.record, field=r.field, problem=r.problem)
-        yield Page(
-            request=request,
-            contacts=tuple(records),
-            rejected=tuple(rejected),
-            content_hash=batch.digest,
-            resume=token,
-            full_scan=full,
-        )
+        return asyncio.ensure_future(client.call("GET", path, decode_contacts, params=params))
+
+    pending = fetch() if not sweeps.done else None
+    try:
+        while pending is not None:
+            path, params = sweeps.request()
+            full, deleted = sweeps.full_scan, sweeps.phase == "deleted"
+            batch = await pending
+            pending = None
+            token = sweeps.advance(batch.next)
+            if not sweeps.done:
+                pending = fetch()
+            records: list[ContactRecord] = []
+            rejected = list(batch.undecodable)
+            for c in batch.contacts:
+                out = normalise_contact(c, deleted=deleted)
+                if type(out) is ContactRecord:
+                    records.append(out)
+                else:
+                    assert isinstance(out, Rejected)
+                    rejected.append(out)
+                    log.warning(
+                        "ctct.record_rejected",
+                        record=out.record,
+                        field=out.field,
+                        problem=out.problem,
+                    )
+            yield Page(
+                request=client.describe("GET", path, params),
+                contacts=tuple(records),
+                rejected=tuple(rejected),
+                content_hash=batch.digest,
+                resume=token,
+                full_scan=full,
+            )
+    finally:
+        if pending is not None:  # the consumer stopped early: drop the page fetched ahead
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, CcsyncError):
+                await pending
 
 
 async def observe_lists(client: CtctClient) -> tuple[str, list[ListRecord]]:

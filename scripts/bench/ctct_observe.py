@@ -1,0 +1,228 @@
+"""Benchmark: observing Constant Contact contacts through the adapter, against the simulator.
+
+1. Throughput (rate limits off): the adapter's full fetch of N contacts into normalised
+   ContactRecords, beside a bare aiohttp + msgspec page loop over the same pages (same query,
+   same simulator, same run). Each is run ``--repeat`` times, alternating; the best is kept.
+2. Request counts (rate limits on, 4/s enforced by the simulator and paced by the adapter):
+   a full sync must cost ceil(N/500) contact pages + 1 lists request; an incremental sync after
+   k changes must cost pages in proportion to k (three sweeps) + 1 lists request.
+
+    .venv/bin/python scripts/bench/ctct_observe.py [--contacts 100000] [--repeat 2]
+                                                  [--skip-rate-limited]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from adapters.constant_contact import CtctConfig, RateBudget, StoredTokens, TokenStore, open_ctct
+from adapters.constant_contact.paging import INCLUDE
+from engine.logging import configure_logging
+
+# -- the baseline: what a bare client does per page -------------------------------------------
+
+
+class _Email(msgspec.Struct):
+    address: str
+    permission_to_send: str | None = None
+    updated_at: datetime | None = None
+
+
+class _Contact(msgspec.Struct):
+    contact_id: str
+    email_address: _Email | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    updated_at: datetime | None = None
+    list_memberships: list[str] = []
+
+
+class _Next(msgspec.Struct):
+    href: str
+
+
+class _Links(msgspec.Struct):
+    next: _Next | None = None
+
+
+class _Page(msgspec.Struct):
+    contacts: list[_Contact] = []
+    _links: _Links | None = None
+
+
+async def bare_loop(sim: Sim, token: str) -> int:
+    """GET every page, decode with msgspec, follow _links.next: nothing else."""
+    decoder = msgspec.json.Decoder(_Page)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    count = 0
+    async with aiohttp.ClientSession(headers=headers) as session:
+        url: str | None = f"{sim.base_url}/contacts?status=all&include={INCLUDE}&limit=500"
+        while url is not None:
+            async with session.get(url) as resp:
+                body = await resp.read()
+            page = decoder.decode(body)
+            count += len(page.contacts)
+            nxt = page._links.next if page._links else None
+            url = f"{sim.root_url}{nxt.href}" if nxt else None
+    return count
+
+
+class Sim:
+    """A simulator in its own process (``ccsync simulator serve``), so server and client each
+    have a core, as they would in production; driven through its admin API."""
+
+    def __init__(self, contacts: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "simulator", "serve", "--port", "0",
+             "--contacts", str(contacts), "--campaigns", "0", "--seed", "7"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.info: dict[str, str] = {}
+        while "contacts" not in self.info:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the simulator did not start")
+            key, _, value = line.partition(":")
+            self.info[key.strip()] = value.strip()
+        self.base_url = self.info["base_url"]
+        self.root_url = self.base_url.removesuffix("/v3")
+
+    async def admin(self, method: str, path: str, body: object) -> None:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(method, f"{self.root_url}/__admin/{path}", json=body) as resp,
+        ):
+            resp.raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def config(sim: Sim, token_file: Path, rps: float) -> CtctConfig:
+    return CtctConfig.from_toml(
+        {
+            "client_id": sim.info["client_id"],
+            "base_url": sim.base_url,
+            "token_url": sim.info["token_url"],
+            "token_file": str(token_file),
+            "requests_per_second": rps,
+            "tracking": False,
+        },
+        env={"CCSYNC_CTCT_CLIENT_SECRET": sim.info["client_secret"]},
+    )
+
+
+async def adapter_full(cfg: CtctConfig, bound: datetime) -> tuple[int, int, str]:
+    """Full fetch through the adapter; (records + rejected, requests, last resume token)."""
+    async with await open_ctct(cfg, RateBudget(cfg.requests_per_second, 10_000)) as ctct:
+        n = 0
+        token = ""
+        async for page in ctct.observe_contacts(None, bound):
+            n += len(page.contacts) + len(page.rejected)
+            token = page.resume
+        await ctct.observe_lists()
+        return n, ctct.requests_made, token
+
+
+async def adapter_incremental(
+    cfg: CtctConfig, resume: str, bound: datetime
+) -> tuple[int, int, str]:
+    async with await open_ctct(cfg, RateBudget(cfg.requests_per_second, 10_000)) as ctct:
+        n = 0
+        async for page in ctct.observe_contacts(resume, bound):
+            n += len(page.contacts) + len(page.rejected)
+            resume = page.resume
+        await ctct.observe_lists()
+        assert ctct.client.retries_made == 0, "the adapter was throttled: pacing is wrong"
+        return n, ctct.requests_made, resume
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    configure_logging(level="warning")  # as in production: no per-request debug lines
+    sim = Sim(args.contacts)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="ctct-bench-"))
+        token_file = tmp / "tokens.json"
+        access = sim.info["access_token"]
+        TokenStore(token_file).save(
+            StoredTokens(access_token=access, refresh_token=sim.info["refresh_token"])
+        )
+        print(f"machine: {machine()}")
+        print(f"simulator: {sim.info['contacts']}, rate limits off, its own process")
+
+        fast = config(sim, token_file, 1000)
+        best_bare = best_adapter = math.inf
+        n_total = 0
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            n_total = await bare_loop(sim, access)
+            best_bare = min(best_bare, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            got, _, _ = await adapter_full(fast, datetime.now(UTC))
+            best_adapter = min(best_adapter, time.perf_counter() - t0)
+            assert got == n_total, (got, n_total)
+        bare_rate, adapter_rate = n_total / best_bare, n_total / best_adapter
+        print(f"bare aiohttp+msgspec loop : {best_bare:7.2f} s  {bare_rate:9,.0f} contacts/s")
+        print(f"adapter -> ContactRecord  : {best_adapter:7.2f} s  {adapter_rate:9,.0f} contacts/s")
+        print(f"ratio adapter/bare        : {adapter_rate / bare_rate:7.2%} (target >= 50%)")
+
+        if args.skip_rate_limited:
+            return
+        await sim.admin("PUT", "rate_limits", {"enabled": True})
+        paced = config(sim, token_file, 4)
+        t0 = time.perf_counter()
+        got, requests, token = await adapter_full(paced, datetime.now(UTC))
+        pages = math.ceil(n_total / 500)
+        print(
+            f"full sync, rate limits on: {requests} requests in {time.perf_counter() - t0:.1f} s "
+            f"for {got} contacts (ceil(N/500) = {pages} pages + 1 lists = {pages + 1})"
+        )
+        for k in args.changes:
+            await sim.admin("POST", "world/step", {"n": k})
+            got, requests, token = await adapter_incremental(paced, token, datetime.now(UTC))
+            print(
+                f"incremental after {k:5d} world changes: {requests} requests for {got} records "
+                f"(3 sweeps x ceil(changed/500) pages + 1 lists)"
+            )
+    finally:
+        sim.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--changes", type=int, nargs="*", default=[50, 2000])
+    parser.add_argument("--skip-rate-limited", action="store_true")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
