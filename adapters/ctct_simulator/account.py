@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from adapters.ctct_simulator.clock import SimClock
 from adapters.ctct_simulator.contact import Contact
 from adapters.ctct_simulator.errors import Conflict, Invalid, NotFound
+
+if TYPE_CHECKING:
+    from adapters.ctct_simulator.tracking import Campaign
 
 __all__ = [
     "CORE_FIELDS",
@@ -82,6 +85,7 @@ class Account:
         self.by_email: dict[str, Contact] = {}
         self.lists: dict[str, ContactList] = {}
         self.custom_fields: dict[str, str] = {}  # name -> custom_field_id
+        self.campaigns: dict[str, Campaign] = {}  # campaign_id -> Campaign (filled by Tracking)
         self.skew_ms = 0  # fault: writes stamp updated_at in the past
         self.resubscribe_sent: dict[str, tuple[str, ...]] = {}  # contact_id -> list_ids
         self.on_change: Callable[[Contact], None] | None = None

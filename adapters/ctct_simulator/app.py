@@ -23,6 +23,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _log = structlog.get_logger("ccsync.simulator")
 UNAUTHORIZED = {"error_key": "unauthorized", "error_message": "Unauthorized"}
 THROTTLED = {"error_key": "throttled", "error_message": "Too Many Requests"}
+_CAMPAIGN_PATHS = ("/v3/emails", "/v3/reports/email_reports")
 QUOTA = {"error_key": "quota_exceeded", "error_message": "Limit Exceeded"}
 
 
@@ -75,6 +76,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     grant = st.auth.check(header[7:]) if header.startswith("Bearer ") else None
     if grant is None:
         return json_response(UNAUTHORIZED, 401)
+    needed = "campaign_data" if request.path.startswith(_CAMPAIGN_PATHS) else "contact_data"
+    if needed not in grant.scope.split():
+        denied = [
+            {"error_key": "forbidden", "error_message": f"The token lacks the {needed} scope."}
+        ]
+        return json_response(denied, 403)
     if st.rate_limits:
         verdict = st.limiter.check(grant.client_id, st.clock.now_ms())
         if verdict != "ok":

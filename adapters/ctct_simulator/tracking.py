@@ -98,7 +98,7 @@ class Tracking:
     def __init__(self, account: Account, seed: int) -> None:
         self.account = account
         self._rng = random.Random(f"tracking:{seed}")
-        self.campaigns: dict[str, Campaign] = {}
+        self.campaigns = account.campaigns  # one dict: sim.account.campaigns reads it too
         self.activity_names: dict[str, str] = {}  # campaign_activity_id -> campaign name
         self.records: dict[str, dict[str, list[TrackingRecord]]] = {}  # activity -> kind -> list
         self.by_contact: dict[str, list[TrackingRecord]] = {}

@@ -139,12 +139,20 @@ class World:
         if kind == "delete":
             account.delete_contact(c.contact_id)
             return WorldEvent(kind=kind, contact_id=c.contact_id)
-        # "open": engagement with the latest campaign
+        # "open": a recipient of the latest campaign opens it (late opens keep arriving)
         activity = self._latest_activity()
-        if activity is None or c.permission == "unsubscribed":
+        if activity is None:
             return None
-        self.tracking.record(activity, c, "em_opens", {"device_type": DEVICES[rng.randrange(3)]})
-        return WorldEvent(kind=kind, contact_id=c.contact_id, detail=activity)
+        sends = self.tracking.records[activity]["em_sends"]
+        if not sends:
+            return None
+        reader = account.by_id[sends[rng.randrange(len(sends))].contact_id]
+        if reader.deleted_at is not None:
+            return None
+        self.tracking.record(
+            activity, reader, "em_opens", {"device_type": DEVICES[rng.randrange(3)]}
+        )
+        return WorldEvent(kind=kind, contact_id=reader.contact_id, detail=activity)
 
     def _latest_activity(self) -> str | None:
         if not self.tracking.campaigns:

@@ -180,3 +180,14 @@ async def test_token_endpoint_allows_one_request_per_second() -> None:
         sim.clock.advance(seconds=1)
         status, _ = await _token(session, sim, {**form, "refresh_token": second})
         assert status == 200
+
+
+@pytest.mark.asyncio
+async def test_scopes_gate_campaign_data(
+    sim: Simulator, session: aiohttp.ClientSession, spec: SwaggerSpec
+) -> None:
+    narrow = sim.issue_tokens("contact_data offline_access").access_token
+    api = SpecClient(session, sim.root_url, spec, narrow)
+    assert (await api.get("/v3/contacts")).status == 200
+    reply = await api.get("/v3/emails")
+    assert reply.status == 403 and "campaign_data" in reply.body[0]["error_message"]

@@ -94,3 +94,16 @@ async def test_world_changes_are_visible_through_the_api(sim: Simulator, api: Sp
             assert e.contact_id in changed, e
         if e.kind == "unsubscribe":
             assert e.contact_id in opted, e
+
+
+@pytest.mark.asyncio
+async def test_account_exposes_campaigns_and_world_opens_come_from_recipients(
+    sim: Simulator,
+) -> None:
+    assert len(sim.account.campaigns) == 2
+    events = sim.world.step(200)
+    recipients = {
+        r.contact_id for records in sim.tracking.records.values() for r in records["em_sends"]
+    }
+    opens = [e for e in events if e.kind == "open"]
+    assert opens and all(e.contact_id in recipients for e in opens)
