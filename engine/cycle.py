@@ -81,7 +81,7 @@ class SyncEngine:
         self._started = False
 
     async def start(self) -> None:
-        """Catch projections up and retry commands a crash left without an outcome."""
+        """Catch projections up with the log (after a crash they may be a batch behind)."""
         await self.projector.start()
         self._started = True
 
@@ -99,20 +99,22 @@ class SyncEngine:
             mode="full-compare" if full_compare else "incremental",
         )
         await self.log.append([NewEvent(content_id(started), started)])
-        t0 = time.perf_counter()
         try:
-            recovered = await self.outbox.pending(bound)
-            if recovered:
-                _log.info("sync.recovering_commands", count=len(recovered))
-                self._count(summary, await self.outbox.run(recovered, run_id, bound, retry=True))
             t1 = time.perf_counter()
             await self._observe(run_id, bound, summary)
             t2 = time.perf_counter()
-            decisions = await self._reconcile(full_compare)
-            cmds = [*decisions.commands, *await self._tracking_commands()]
-            summary.blocked = len(decisions.blocked)
+            unsettled = await self.outbox.unsettled(bound)
+            decisions = await self._reconcile(full_compare, [c.email for _, c in unsettled])
+            cmds = [
+                *decisions.commands,
+                *await self.outbox.failed_tracking(bound),
+                *await self._tracking_commands(),
+            ]
             head = (await self.log.head()).position
-            extra = [NewEvent(content_id(e), e) for e in (*decisions.links, *decisions.blocked)]
+            # A pair can be reached twice (touched, and through an unsettled command).
+            links = {content_id(e): e for e in decisions.links}
+            blocked = {content_id(e): e for e in decisions.blocked}
+            extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
             t3 = time.perf_counter()
             stats = await self.outbox.run(
                 cmds,
@@ -120,11 +122,14 @@ class SyncEngine:
                 bound,
                 extra=extra,
                 checkpoints={RECONCILER: str(head), TRACKING_FORWARDED: str(head)},
+                unsettled=unsettled,
             )
             self._count(summary, stats)
+            summary.blocked = sum(
+                1 for e in extra[len(decisions.links) :] if e.id in stats.new_extra
+            )
             t4 = time.perf_counter()
             summary.durations = {
-                "recover": t1 - t0,
                 "observe": t2 - t1,
                 "reconcile": t3 - t2,
                 "execute": t4 - t3,
@@ -199,12 +204,12 @@ class SyncEngine:
         )
         return msgspec.structs.replace(self.policy, lists=links)
 
-    async def _reconcile(self, full_compare: bool) -> Decisions:
+    async def _reconcile(self, full_compare: bool, emails: Sequence[str]) -> Decisions:
         since_text = await self.log.checkpoint(RECONCILER)
         since = None if full_compare else int(since_text or 0)
         policy = await self.resolved_policy()
         out = Decisions()
-        async for pairs in touched_pairs(self.log.connection, since):
+        async for pairs in touched_pairs(self.log.connection, since, emails):
             d = reconcile(pairs, policy)
             out.commands += d.commands
             out.blocked += d.blocked

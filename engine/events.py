@@ -24,8 +24,10 @@ __all__ = [
     "EVENT_TYPES",
     "CheckpointAdvanced",
     "CommandApplied",
+    "CommandConfirmed",
     "CommandFailed",
     "CommandIssued",
+    "CommandSuperseded",
     "ContactChanged",
     "ContactDeleted",
     "ContactObserved",
@@ -237,6 +239,23 @@ class CommandFailed(EventBase, frozen=True, kw_only=True, tag="command.failed"):
     attempt: int = 1
 
 
+class CommandConfirmed(EventBase, frozen=True, kw_only=True, tag="command.confirmed"):
+    """Observation after the command was applied shows the target store in the state it asked
+    for: deciding again on the current state of both stores no longer produces it."""
+
+    entity: ClassVar[str] = "command"
+    run_id: str
+
+
+class CommandSuperseded(EventBase, frozen=True, kw_only=True, tag="command.superseded"):
+    """A command left without success is no longer wanted: deciding again on the current
+    state of both stores did not produce it (the store caught up, or things moved on)."""
+
+    entity: ClassVar[str] = "command"
+    run_id: str
+    reason: str
+
+
 class IdentityLinked(EventBase, frozen=True, kw_only=True, tag="identity.linked"):
     """The engine paired a Constant Contact contact with an app contact (by normalised email).
 
@@ -280,6 +299,8 @@ Event = (
     | CommandIssued
     | CommandApplied
     | CommandFailed
+    | CommandConfirmed
+    | CommandSuperseded
     | IdentityLinked
     | DecisionBlocked
 )

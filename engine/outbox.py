@@ -17,7 +17,14 @@ import structlog
 
 from engine.commands import Command, Outcome, command_id, command_kind
 from engine.errors import CcsyncError, FatalError, RetriableError
-from engine.events import CommandApplied, CommandFailed, CommandIssued, content_id
+from engine.events import (
+    CommandApplied,
+    CommandConfirmed,
+    CommandFailed,
+    CommandIssued,
+    CommandSuperseded,
+    content_id,
+)
 from engine.log import EventLog, NewEvent, parse_ts
 from engine.model import Store
 from engine.ports import CommandSink
@@ -28,6 +35,14 @@ __all__ = ["Outbox", "OutboxStats", "backoff"]
 _log: Final = structlog.get_logger("ccsync.outbox")
 BACKOFF_BASE: Final = timedelta(minutes=1)
 BACKOFF_MAX: Final = timedelta(hours=6)
+
+
+def _due(outcome_at: str | None, attempts: int, now: datetime) -> bool:
+    """Whether a command with this outcome time may be sent again at ``now``."""
+    if outcome_at is None:
+        return True
+    at = parse_ts(outcome_at)
+    return at < now and at + backoff(attempts) <= now
 
 
 def backoff(attempts: int) -> timedelta:
@@ -41,6 +56,8 @@ class OutboxStats(msgspec.Struct):
     applied: int = 0
     failed: int = 0
     skipped: int = 0  # decided again, but already applied (or waiting for its retry time)
+    confirmed: int = 0  # applied earlier, and observation now shows the stores agree
+    new_extra: frozenset[str] = frozenset()  # ids of the extra events that were new to the log
 
 
 class Outbox:
@@ -66,18 +83,38 @@ class Outbox:
                 out[cid] = (status, attempts, at)
         return out
 
-    async def pending(self, now: datetime) -> list[Command]:
-        """Commands to send again: issued without outcome (a crash), or failed and due."""
+    async def unsettled(self, now: datetime) -> list[tuple[str, Command]]:
+        """Commands whose effect is not yet confirmed by observation: applied before ``now``
+        (the next observation should show it), issued without an outcome (a crash), or failed
+        and past their backoff. The cycle decides their contacts again rather than resending
+        them blindly: a stale command must not act on a contact whose state has moved (an
+        opted-out contact must not be added to a list because a failed add is retried)."""
         rows = await self.log.connection.execute_fetchall(
-            "SELECT command, status, attempts, outcome_at FROM p_commands "
-            "WHERE status IN ('issued', 'failed') ORDER BY issued_position"
+            "SELECT command_id, command, status, attempts, outcome_at FROM p_commands "
+            "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
+            "ORDER BY issued_position"
         )
         out = []
-        for blob, status, attempts, at in rows:
-            if status == "failed" and at and parse_ts(at) + backoff(attempts) > now:
-                continue
-            out.append(msgspec.json.decode(blob, type=Command))
+        for cid, blob, status, attempts, at in rows:
+            if (
+                status == "issued"
+                or (status == "applied" and parse_ts(at) < now)
+                or (status == "failed" and _due(at, attempts, now))
+            ):
+                out.append((cid, msgspec.json.decode(blob, type=Command)))
         return out
+
+    async def failed_tracking(self, now: datetime) -> list[Command]:
+        """Tracking records that failed and are due again (they are data: resent as they are)."""
+        rows = await self.log.connection.execute_fetchall(
+            "SELECT command, status, attempts, outcome_at FROM p_commands "
+            "WHERE status IN ('issued', 'failed') AND kind = 'tracking.record'"
+        )
+        return [
+            msgspec.json.decode(blob, type=Command)
+            for blob, status, attempts, at in rows
+            if status == "issued" or _due(at, attempts, now)
+        ]
 
     async def run(
         self,
@@ -87,27 +124,43 @@ class Outbox:
         *,
         extra: Sequence[NewEvent] = (),
         checkpoints: Mapping[str, str] | None = None,
-        retry: bool = False,
+        unsettled: Sequence[tuple[str, Command]] = (),
     ) -> OutboxStats:
-        """Issue and execute ``commands``; ``extra`` events and ``checkpoints`` are appended
-        atomically with the issue records (e.g. the reconciler's decisions and checkpoint).
+        """Issue and execute ``commands`` (this cycle's decisions); ``extra`` events and
+        ``checkpoints`` are appended atomically with the issue records.
 
-        ``retry`` sends commands that are issued or failed already (the start-up recovery).
+        A decided command is sent unless it was applied, or failed, within its backoff; one
+        applied before this cycle that is decided again (the store never reflected it) is sent
+        again after its backoff. ``unsettled`` commands that were not decided again are
+        recorded as confirmed (applied, or issued before a crash: the stores now agree) or
+        superseded (failed, and no longer wanted).
         """
         stats = OutboxStats()
-        unique = list({command_id(c): c for c in commands}.items())
-        known = await self._known([cid for cid, _ in unique])
+        decided = {command_id(c): c for c in commands}
+        settled = []
+        known_unsettled = await self._known([cid for cid, _ in unsettled])
+        for cid, cmd in unsettled:
+            if cid in decided:
+                continue
+            ev_s: CommandConfirmed | CommandSuperseded
+            if known_unsettled.get(cid, ("",))[0] == "failed":
+                ev_s = CommandSuperseded(
+                    store=cmd.target,
+                    key=cid,
+                    run_id=run_id,
+                    reason="not decided again on the stores' current state",
+                )
+            else:
+                ev_s = CommandConfirmed(store=cmd.target, key=cid, run_id=run_id)
+                stats.confirmed += 1
+            settled.append(NewEvent(content_id(ev_s), ev_s))
+        known = await self._known(list(decided))
         todo: list[tuple[str, Command]] = []
-        for cid, cmd in unique:
+        for cid, cmd in decided.items():
             status = known.get(cid)
             if status is not None:
                 state, attempts, at = status
-                if state == "applied":
-                    stats.skipped += 1
-                    continue
-                if not retry and (
-                    state == "issued" or (at and parse_ts(at) + backoff(attempts) > now)
-                ):
+                if state in ("applied", "failed") and not _due(at, attempts, now):
                     stats.skipped += 1
                     continue
             todo.append((cid, cmd))
@@ -122,8 +175,9 @@ class Outbox:
             )
             issued.append(NewEvent(content_id(issue), issue))
             stats.issued[issue.kind] = stats.issued.get(issue.kind, 0) + 1
-        if issued or extra or checkpoints:
-            await self.log.append([*extra, *issued], checkpoints=checkpoints)
+        if issued or extra or checkpoints or settled:
+            result = await self.log.append([*extra, *settled, *issued], checkpoints=checkpoints)
+            stats.new_extra = frozenset(result.new_ids) & {e.id for e in extra}
             await self.projector.catch_up()
         if not todo:
             return stats

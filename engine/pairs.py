@@ -59,7 +59,16 @@ async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) ->
     candidates = await _by_email(conn, sorted({s.email for s in unlinked}))
     cand_c = [s.store_id for s in candidates if s.store == "ctct"]
     cand_a = [s.store_id for s in candidates if s.store == "app"]
-    taken = set(await _links(conn, "ctct_id", cand_c)) | set(await _links(conn, "app_id", cand_a))
+    # A candidate is taken when it is paired with a live contact; a pair whose other side was
+    # deleted yields to a live contact that now holds the address (its opt-out must reach it).
+    cand_links = {**await _links(conn, "ctct_id", cand_c), **await _links(conn, "app_id", cand_a)}
+    their_c = await load_contacts(conn, "ctct", [v for k, v in cand_links.items() if k in cand_a])
+    their_a = await load_contacts(conn, "app", [v for k, v in cand_links.items() if k in cand_c])
+    taken = {
+        k
+        for k, v in cand_links.items()
+        if (p := (their_a.get(v) if k in cand_c else their_c.get(v))) is not None and not p.deleted
+    }
     free: dict[tuple[str, str], ContactState] = {}
     for s in candidates:
         if s.store_id not in taken:
@@ -67,20 +76,20 @@ async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) ->
 
     pairs: dict[tuple[str | None, str | None], Pair] = {}
     for s in touched:
-        if s.store == "ctct":
-            c: ContactState | None = s
-            app_id = c2a.get(s.store_id)
-            a = partners_app.get(app_id) if app_id else free.get(("app", s.email))
-            linked = app_id is not None
-        else:
-            a = s
-            ctct_id = a2c.get(s.store_id)
-            c = partners_ctct.get(ctct_id) if ctct_id else free.get(("ctct", s.email))
-            linked = ctct_id is not None
+        other = "app" if s.store == "ctct" else "ctct"
+        partner_id = (c2a if s.store == "ctct" else a2c).get(s.store_id)
+        partners = partners_app if s.store == "ctct" else partners_ctct
+        partner = partners.get(partner_id) if partner_id else None
+        linked = partner is not None
+        live = free.get((other, s.email))
+        if partner is None or (partner.deleted and live is not None and not s.deleted):
+            # Unpaired, or the partner was deleted and the address lives on in another
+            # contact of that store: pair with that one (a new link replaces the old).
+            partner, linked = live, False
+        c, a = (s, partner) if s.store == "ctct" else (partner, s)
         key = (c.store_id if c else None, a.store_id if a else None)
         if key not in pairs:
-            email = (a or c).email if (a or c) else s.email  # type: ignore[union-attr]
-            pairs[key] = Pair(email=email, ctct=c, app=a, linked=linked)
+            pairs[key] = Pair(email=s.email, ctct=c, app=a, linked=linked)
     return list(pairs.values())
 
 

@@ -91,7 +91,7 @@ def reconcile(pairs: Iterable[Pair], policy: Policy) -> Decisions:
 
 def reconcile_pair(pair: Pair, policy: Policy, out: Decisions) -> None:
     c, a = pair.ctct, pair.app
-    if c is not None and a is not None and not pair.linked and c.email == a.email:
+    if c is not None and a is not None and not pair.linked:
         out.links.append(
             IdentityLinked(store="ctct", key=c.store_id, app_id=a.store_id, email=c.email)
         )

@@ -18,8 +18,10 @@ import msgspec
 
 from engine.events import (
     CommandApplied,
+    CommandConfirmed,
     CommandFailed,
     CommandIssued,
+    CommandSuperseded,
     ContactObserved,
     DecisionBlocked,
     IdentityLinked,
@@ -205,10 +207,26 @@ async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> N
                         conn, ev.store, msgspec.structs.replace(old_list, deleted=True), pos
                     )
             case IdentityLinked(app_id=app_id, email=email):
+                # A new pair replaces any earlier pair of either contact (a re-link after the
+                # old partner was deleted and the address came back on another contact).
                 await conn.execute(
-                    "INSERT OR IGNORE INTO p_links (ctct_id, app_id, email, position) "
-                    "VALUES (?,?,?,?)",
+                    "DELETE FROM p_links WHERE ctct_id = ? OR app_id = ?", (ev.key, app_id)
+                )
+                await conn.execute(
+                    "INSERT INTO p_links (ctct_id, app_id, email, position) VALUES (?,?,?,?)",
                     (ev.key, app_id, email, pos),
+                )
+            case CommandConfirmed():
+                await conn.execute(
+                    "UPDATE p_commands SET status = 'confirmed', confirmed_at = ? "
+                    "WHERE command_id = ?",
+                    (at, ev.key),
+                )
+            case CommandSuperseded(reason=reason):
+                await conn.execute(
+                    "UPDATE p_commands SET status = 'superseded', outcome_position = ?, "
+                    "outcome_at = ?, error = ? WHERE command_id = ?",
+                    (pos, at, reason, ev.key),
                 )
             case CommandIssued(kind=kind, command=cmd):
                 await conn.execute(

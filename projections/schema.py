@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS p_commands (
     outcome_position INTEGER,
     outcome_at  TEXT,
     error       TEXT,
-    retriable   INTEGER
+    retriable   INTEGER,
+    confirmed_at TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS p_commands_status ON p_commands (status);
 CREATE INDEX IF NOT EXISTS p_commands_email ON p_commands (email);
