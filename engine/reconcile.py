@@ -244,16 +244,12 @@ def _lists(c: ContactState, a: ContactState, policy: Policy, out: Decisions) -> 
 
 
 def _mapped_lists(src: ContactState, policy: Policy) -> tuple[str, ...]:
+    """The other store's ids of every mapped list ``src`` is in: a contact created in the other
+    store brings all its memberships (that store had no say about this contact yet)."""
     member = set(src.lists)
     if src.store == "app":
-        return tuple(
-            sorted(
-                link.ctct for link in policy.lists if link.source == "app" and link.app in member
-            )
-        )
-    return tuple(
-        sorted(link.app for link in policy.lists if link.source == "ctct" and link.ctct in member)
-    )
+        return tuple(sorted(link.ctct for link in policy.lists if link.app in member))
+    return tuple(sorted(link.app for link in policy.lists if link.ctct in member))
 
 
 def _profile_fields(src: ContactState, policy: Policy) -> dict[str, str | None]:
