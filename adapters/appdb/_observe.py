@@ -14,7 +14,7 @@ each page's events and hands it back. Rules, also in docs/appdb.md:
   skipped (the change row's ``writer`` is ``ccsync``). On PostgreSQL only changes of
   transactions older than every running one are read, so a slow transaction is waited for,
   never skipped. Rows up to the token handed back are pruned from the change table.
-* **Column.** Rows with ``updated_at >= last bound - overlap`` and ``< bound``, in
+* **Column.** Rows with ``updated_at >= last bound - overlap`` and ``<= bound``, in
   (updated_at, key) order. ccsync's own writes leave updated_at alone (unless the app's own
   trigger moves it), so they are not read back as changes.
 """
@@ -242,7 +242,7 @@ class Observer:
         after_ts, after_key = tok.after_ts, tok.after_key
         n = self._cfg.page_size
         while True:
-            conds = [f"{u} < ?"]
+            conds = [f"{u} <= ?"]
             params: list[Any] = [self._d.time_param(bound)]
             if after_ts is not None and after_key is not None:
                 conds.append(f"({u}, {k}) > (?, ?)")

@@ -1,0 +1,200 @@
+"""Contract: applying commands (run on the fake, SQLite and PostgreSQL, triggers and column)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from engine.commands import (
+    AddToList,
+    DeleteContact,
+    RecordTracking,
+    RemoveFromList,
+    Unsubscribe,
+    UpsertContact,
+    command_id,
+)
+from engine.model import TrackingActivity
+from tests.appdb.conftest import Factory
+from tests.appdb.harness import Harness, Mirror
+
+
+@pytest.mark.asyncio
+async def test_upsert_changes_only_the_given_fields(harness: Harness) -> None:
+    await harness.app.update("1", notes="the app's own note")
+    before = await harness.app.row("1")
+    assert before is not None
+    cmd = UpsertContact(
+        target="app", email="x@example.org", store_id="1", fields={"first_name": "Zoë"}
+    )
+    [outcome] = await harness.db.apply([cmd])
+    assert outcome.ok and outcome.command_id == command_id(cmd) and outcome.store_id == "1"
+    after = await harness.app.row("1")
+    assert after == {**before, "first_name": "Zoë"}
+
+
+@pytest.mark.asyncio
+async def test_upsert_none_clears_a_field(harness: Harness) -> None:
+    cmd = UpsertContact(
+        target="app", email="x@example.org", store_id="2", fields={"last_name": None}
+    )
+    assert (await harness.db.apply([cmd]))[0].ok
+    row = await harness.app.row("2")
+    assert row is not None and row["last_name"] is None
+
+
+@pytest.mark.asyncio
+async def test_upsert_creates_a_new_contact_with_its_lists(harness: Harness) -> None:
+    create = UpsertContact(
+        target="app", email="fresh@example.org", fields={"first_name": "Fresh"}, lists=("1", "3")
+    )
+    join = AddToList(target="app", email="fresh@example.org", list_id="2")
+    created, joined = await harness.db.apply([create, join])
+    assert created.ok and created.store_id and joined.ok and joined.store_id == created.store_id
+    row = await harness.app.row(created.store_id)
+    assert row is not None
+    assert (row["email"], row["first_name"], row["lists"]) == (
+        "fresh@example.org",
+        "Fresh",
+        ("1", "2", "3"),
+    )
+
+
+@pytest.mark.asyncio
+async def test_upsert_by_email_finds_the_existing_row(harness: Harness) -> None:
+    row = await harness.app.row("5")
+    assert row is not None
+    cmd = UpsertContact(target="app", email=row["email"].upper(), fields={"first_name": "ByMail"})
+    cmd = UpsertContact(target="app", email=row["email"].casefold(), fields=cmd.fields)
+    [outcome] = await harness.db.apply([cmd])
+    assert outcome.ok and outcome.store_id == "5"
+    assert (await harness.app.live())["5"][1] == "ByMail"
+
+
+@pytest.mark.asyncio
+async def test_new_email_renames_the_contact(harness: Harness) -> None:
+    cmd = UpsertContact(
+        target="app", email="old@example.org", store_id="6", fields={}, new_email="New@Example.org"
+    )
+    assert (await harness.db.apply([cmd]))[0].ok
+    row = await harness.app.row("6")
+    assert row is not None and row["email"] == "new@example.org"
+
+
+@pytest.mark.asyncio
+async def test_unsubscribe_records_the_reason(harness: Harness) -> None:
+    cmd = Unsubscribe(
+        target="app",
+        email="x@example.org",
+        store_id="7",
+        reason="too many emails",
+        opted_out_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    assert (await harness.db.apply([cmd]))[0].ok
+    row = await harness.app.row("7")
+    assert row is not None and row["unsubscribed"] and row["reason"] == "too many emails"
+
+
+@pytest.mark.asyncio
+async def test_membership_add_and_remove_are_idempotent(harness: Harness) -> None:
+    add = AddToList(target="app", email="x@example.org", store_id="8", list_id="2")
+    assert all(o.ok for o in await harness.db.apply([add, add]))
+    assert all(o.ok for o in await harness.db.apply([add]))
+    row = await harness.app.row("8")
+    assert row is not None and "2" in row["lists"]
+    remove = RemoveFromList(target="app", email="x@example.org", store_id="8", list_id="2")
+    assert all(o.ok for o in await harness.db.apply([remove, remove]))
+    row = await harness.app.row("8")
+    assert row is not None and "2" not in row["lists"]
+
+
+@pytest.mark.asyncio
+async def test_soft_delete_keeps_the_row_and_observes_it_deleted(harness: Harness) -> None:
+    mirror = Mirror()
+    await mirror.sync(harness.db)
+    [outcome] = await harness.db.apply([DeleteContact(target="app", email="x@e.org", store_id="9")])
+    assert outcome.ok
+    row = await harness.app.row("9")
+    assert row is not None and row["deleted"]
+    assert "9" not in await harness.app.live()
+    again = await harness.db.apply([DeleteContact(target="app", email="gone@e.org")])
+    assert again[0].ok and again[0].detail == "already absent"
+
+
+@pytest.mark.asyncio
+async def test_hard_delete_removes_the_row(make_harness: Factory) -> None:
+    h = await make_harness(delete_mode="hard")
+    [outcome] = await h.db.apply([DeleteContact(target="app", email="x@e.org", store_id="9")])
+    assert outcome.ok
+    assert await h.app.row("9") is None
+
+
+@pytest.mark.asyncio
+async def test_tracking_is_idempotent_per_contact_campaign_kind_and_time(harness: Harness) -> None:
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    acts = tuple(
+        TrackingActivity(
+            contact_id="ct-1",
+            email="x@example.org",
+            campaign_activity_id="ca-9",
+            kind=kind,  # type: ignore[arg-type]
+            created_time=at,
+            campaign_name="Spring",
+            details={"link_url": "https://example.org"} if kind == "click" else {},
+        )
+        for kind in ("send", "open", "click")
+    )
+    before = await harness.app.activities()
+    cmd = RecordTracking(target="app", email="x@example.org", store_id="1", activities=acts)
+    assert (await harness.db.apply([cmd]))[0].ok
+    assert await harness.app.activities() == before + 3
+    # The same activities again (a retried command, an overlapping tracking page): no new rows.
+    dupe = RecordTracking(target="app", email="x@example.org", store_id="1", activities=acts[:2])
+    assert all(o.ok for o in await harness.db.apply([cmd, dupe]))
+    assert await harness.app.activities() == before + 3
+
+
+@pytest.mark.asyncio
+async def test_a_bad_command_fails_alone(harness: Harness) -> None:
+    cmds = [
+        UpsertContact(
+            target="app", email="a@example.org", store_id="999999", fields={"first_name": "X"}
+        ),
+        UpsertContact(
+            target="app", email="b@example.org", store_id="1", fields={}, new_email="nope"
+        ),
+        Unsubscribe(target="app", email="nobody@example.org"),
+        UpsertContact(
+            target="app", email="c@example.org", store_id="2", fields={"first_name": "Fine"}
+        ),
+        AddToList(target="app", email="x@example.org", store_id="3", list_id="424242"),
+    ]
+    outcomes = await harness.db.apply(cmds)
+    assert [o.ok for o in outcomes] == [False, False, False, True, False]
+    assert "999999" in (outcomes[0].error or "")
+    assert "new_email" in (outcomes[1].error or "")
+    assert "nobody@example.org" in (outcomes[2].error or "")
+    assert "424242" in (outcomes[4].error or "")
+    assert not any(o.retriable for o in outcomes)
+    assert (await harness.app.live())["2"][1] == "Fine"
+
+
+@pytest.mark.asyncio
+async def test_own_writes_are_not_observed_back(harness: Harness) -> None:
+    mirror = Mirror()
+    await mirror.sync(harness.db)
+    await harness.db.apply(
+        [
+            UpsertContact(
+                target="app", email="x@e.org", store_id="3", fields={"first_name": "Ours"}
+            ),
+            Unsubscribe(target="app", email="x@e.org", store_id="4"),
+            AddToList(target="app", email="x@e.org", store_id="5", list_id="3"),
+        ]
+    )
+    await harness.app.update("6", first_name="Theirs")
+    pages = await mirror.sync(harness.db)
+    seen = {c.store_id for p in pages for c in p.contacts}
+    assert "6" in seen
+    assert not seen & {"3", "4", "5"}
