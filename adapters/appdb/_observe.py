@@ -130,7 +130,7 @@ class Observer:
                 _, rejected = self._rows.convert(nulls, {})
             first = False
             if after is None:
-                sql = f"{self._rows.select} ORDER BY {key} LIMIT ?"
+                sql = f"{self._rows.select} WHERE {key} IS NOT NULL ORDER BY {key} LIMIT ?"
                 params: list[Any] = [self._cfg.page_size]
             else:
                 sql = f"{self._rows.select} WHERE {key} > ? ORDER BY {key} LIMIT ?"

@@ -67,7 +67,7 @@ class PermissionMap(msgspec.Struct, frozen=True, kw_only=True):
     column: str
     kind: Literal["text", "boolean"] = "text"
     # text: app value -> engine permission; boolean: "true"/"false"/"null" -> permission
-    values: dict[str, Permission] = {}
+    values: dict[str, str] = {}  # checked against PERMISSIONS by validate(), naming the key
     unsubscribed_value: str | None = None  # what Unsubscribe writes (text columns)
     null: Permission = "not_set"  # what a NULL status means
     reason_column: str | None = None
@@ -259,9 +259,12 @@ def _identifiers(cfg: AppDbConfig) -> list[tuple[str, str]]:
 
 def _key_of(exc: msgspec.ValidationError) -> str:
     # msgspec says "... - at `$.contacts.email`": turn the path into our dotted config key.
-    match = re.search(r"at `\$(.*?)`", str(exc))
-    if not match:
-        return "appdb"
-    path = re.sub(r"\[(\d+)\]", r".\1", match.group(1))
+    text = str(exc)
+    match = re.search(r"at `\$(.*?)`", text)
+    path = match.group(1) if match else ""
+    path = re.sub(r"\[(\d+)\]", r".\1", path)
     path = re.sub(r"\[['\"]?(.*?)['\"]?\]", r".\1", path)
+    missing = re.search(r"missing required field `(.*?)`", text)
+    if missing:
+        path += "." + missing.group(1)
     return "appdb" + path
