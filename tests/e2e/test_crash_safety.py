@@ -75,8 +75,8 @@ def app_state(config: Path) -> tuple[dict[str, tuple[object, ...]], int]:
             "FROM contacts c"
         ).fetchall()
         activities = conn.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT contact_id || kind || campaign_activity_id || occurred_at)"
-            " FROM activities"
+            "SELECT COUNT(*), COUNT(DISTINCT contact_id || kind || campaign_activity_id "
+            "|| occurred_at) FROM activities"
         ).fetchone()
     out: dict[str, tuple[object, ...]] = {}
     for email, *rest in rows:
