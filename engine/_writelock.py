@@ -26,6 +26,7 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock or raise LogLockedError naming the holder; never waits."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -36,14 +37,17 @@ class WriterLock:
                 f"the log {self.path.with_suffix('')} is open for writing by {holder}; "
                 "only one writer may hold it (stop that process, or use a read-only command)"
             ) from None
-        os.ftruncate(fd, 0)
         started = datetime.now(UTC).isoformat(timespec="seconds")
         cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
-        info = f"pid {os.getpid()} on {socket.gethostname()} since {started} ({cmd})"
-        os.pwrite(fd, info.encode(), 0)
+        info = f"pid {os.getpid()} on {socket.gethostname()} since {started} ({cmd})".encode()
+        # Write, then cut the previous holder's longer text: a would-be writer reading at the
+        # same moment sees our pid, never an empty file.
+        os.pwrite(fd, info, 0)
+        os.ftruncate(fd, len(info))
         self._fd = fd
 
     def release(self) -> None:
+        """Let the next writer in (safe to call twice)."""
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -25,6 +25,7 @@ def _log_path(args: argparse.Namespace) -> Path:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``ccsync log verify|anchor|stats|show``."""
     p = sub.add_parser("log", help="inspect and verify the event log")
     logsub = p.add_subparsers(dest="log_command", metavar="ACTION", required=True)
 
@@ -74,7 +75,8 @@ async def _verify(args: argparse.Namespace) -> int:
         assert head is not None
         print(f"ok: {report.checked} events, head position {head.position} hash {head.hash}")
         return 0
-    print(f"FAILED: first bad position {report.first_bad}", file=sys.stderr)
+    where = report.first_bad if report.first_bad is not None else "none (see below)"
+    print(f"FAILED: first bad position {where}", file=sys.stderr)
     for problem in report.problems:
         print(f"  {problem}", file=sys.stderr)
     return 1
@@ -92,11 +94,8 @@ async def _stats(args: argparse.Namespace) -> int:
     path = _log_path(args)
     async with await EventLog.open(path, writer=False) as log:
         head = await log.head()
-        conn = log.connection
-        rows = await conn.execute_fetchall("SELECT type, COUNT(*) FROM events GROUP BY type")
-        streams = next(
-            iter(await conn.execute_fetchall("SELECT COUNT(DISTINCT stream) FROM events"))
-        )[0]
+        rows = await log._fetch("SELECT type, COUNT(*) FROM events GROUP BY type", ())
+        [(streams,)] = await log._fetch("SELECT COUNT(DISTINCT stream) FROM events", ())
         checkpoints = await log.checkpoints()
     size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
     out: dict[str, Any] = {
@@ -106,7 +105,7 @@ async def _stats(args: argparse.Namespace) -> int:
         "file_bytes": size,
         "streams": streams,
         "head": {"position": head.position, "hash": head.hash, "recorded_at": head.recorded_at},
-        "by_type": dict(sorted(rows)),  # type: ignore[arg-type]
+        "by_type": dict(sorted(rows)),
         "checkpoints": {k: {"position": v[1], "updated_at": v[2]} for k, v in checkpoints.items()},
     }
     print(msgspec.json.format(msgspec.json.encode(out)).decode())
@@ -127,7 +126,12 @@ async def _show(args: argparse.Namespace) -> int:
 
         if args.stream:
             for r in await log.read_stream(args.stream):
-                if args.start <= r.position and (args.stop is None or r.position <= args.stop):
+                if (
+                    args.start <= r.position
+                    and (args.stop is None or r.position <= args.stop)
+                    and (args.since is None or r.recorded_at >= args.since)
+                    and (args.until is None or r.recorded_at < args.until)
+                ):
                     emit(r)
         else:
             start = max(args.start, await log.position_at(args.since)) if args.since else args.start

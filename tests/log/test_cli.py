@@ -210,6 +210,8 @@ def _shown(built: Path, *filters: str) -> list[dict[str, object]]:
         (("--from", "6", "--to", "8"), [6, 7, 8]),
         (("--stream", "app:contact:c1"), [2, 7, 12, 17]),
         (("--stream", "app:contact:c1", "--from", "7", "--to", "12"), [7, 12]),
+        (("--stream", "app:contact:c1", "--since", "2024-05-01T09:32:00Z"), [12, 17]),
+        (("--stream", "app:contact:c1", "--until", "2024-05-01T09:31:00Z"), [2]),
         (("--type", "membership.added"), [1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 16, 17, 18]),
         (("--type", "contact.observed", "--type", "contact.changed"), [4, 9]),
         (
