@@ -68,6 +68,7 @@ _READ_RANGE: Final = (
     "ORDER BY position LIMIT ?"
 )
 _INSERT: Final = f"INSERT INTO events ({_ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)"
+WAL_CHECKPOINT_PAGES: Final = 10_000
 _MAX_VARS: Final = 900  # under SQLite's oldest host-parameter limit (999)
 
 
@@ -178,6 +179,10 @@ class EventLog:
         if writer:
             await c.execute("PRAGMA journal_mode = WAL")
             await c.execute(f"PRAGMA synchronous = {durability.upper()}")
+            # Checkpoint the WAL every ~40 MB rather than SQLite's 4 MB: each checkpoint is an
+            # fsync and a rewrite of the same hot index pages, and at the default they halved
+            # append throughput. Commits stay as durable as `durability` says.
+            await c.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             await c.executescript(SCHEMA)
             await c.execute(
                 "INSERT OR IGNORE INTO log_meta (key, value) VALUES ('log_id', ?), ('format', ?)",
