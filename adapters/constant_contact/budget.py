@@ -65,9 +65,9 @@ class Budget(Protocol):
 class RateBudget:
     """In-process ``Budget``: a sliding one-second window plus a daily counter.
 
-    At most ``per_second`` requests start within any one second; waiters are served in arrival
-    order (one lock), so concurrent tasks share the rate fairly. Clock and sleep are injectable
-    so tests drive time explicitly.
+    At most ``per_second`` requests start within any one second (plus ``margin``); waiters are
+    served in arrival order (one lock), so concurrent tasks share the rate fairly. Clock and
+    sleep are injectable so tests drive time explicitly.
     """
 
     def __init__(
@@ -78,14 +78,17 @@ class RateBudget:
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        margin: float = 0.15,
     ) -> None:
         if per_second <= 0:
             raise ConfigError("ctct.requests_per_second", "must be positive")
         if daily <= 0:
             raise ConfigError("ctct.daily_budget", "must be positive")
-        # A fractional rate (0.5/s) becomes one request per 2 s window.
+        # A fractional rate (0.5/s) becomes one request per 2 s window. The server counts
+        # arrivals, not our start times: ``margin`` (seconds) widens the window so that send
+        # jitter cannot squeeze N+1 arrivals into one server-side second.
         self._slots = max(1, int(per_second))
-        self._window = self._slots / per_second
+        self._window = self._slots / per_second + margin
         self._daily = daily
         self._monotonic = monotonic
         self._now = now
@@ -123,7 +126,8 @@ class RateBudget:
         async with self._lock:
             while True:
                 now = self._monotonic()
-                while self._starts and now - self._starts[0] >= self._window:
+                # (1 µs of slack: float rounding must not leave a waiter sleeping 0 s forever)
+                while self._starts and now - self._starts[0] >= self._window - 1e-6:
                     self._starts.popleft()
                 if len(self._starts) < self._slots:
                     break

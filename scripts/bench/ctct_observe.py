@@ -127,8 +127,8 @@ def config(sim: Sim, token_file: Path, rps: float) -> CtctConfig:
     )
 
 
-async def adapter_full(cfg: CtctConfig, bound: datetime) -> tuple[int, int, str]:
-    """Full fetch through the adapter; (records + rejected, requests, last resume token)."""
+async def adapter_full(cfg: CtctConfig, bound: datetime) -> tuple[int, int, str, int]:
+    """Full fetch through the adapter; (records + rejected, requests, resume token, retries)."""
     async with await open_ctct(cfg, RateBudget(cfg.requests_per_second, 10_000)) as ctct:
         n = 0
         token = ""
@@ -136,20 +136,19 @@ async def adapter_full(cfg: CtctConfig, bound: datetime) -> tuple[int, int, str]
             n += len(page.contacts) + len(page.rejected)
             token = page.resume
         await ctct.observe_lists()
-        return n, ctct.requests_made, token
+        return n, ctct.requests_made, token, ctct.client.retries_made
 
 
 async def adapter_incremental(
     cfg: CtctConfig, resume: str, bound: datetime
-) -> tuple[int, int, str]:
+) -> tuple[int, int, str, int]:
     async with await open_ctct(cfg, RateBudget(cfg.requests_per_second, 10_000)) as ctct:
         n = 0
         async for page in ctct.observe_contacts(resume, bound):
             n += len(page.contacts) + len(page.rejected)
             resume = page.resume
         await ctct.observe_lists()
-        assert ctct.client.retries_made == 0, "the adapter was throttled: pacing is wrong"
-        return n, ctct.requests_made, resume
+        return n, ctct.requests_made, resume, ctct.client.retries_made
 
 
 def machine() -> str:
@@ -185,7 +184,7 @@ async def main_async(args: argparse.Namespace) -> None:
             n_total = await bare_loop(sim, access)
             best_bare = min(best_bare, time.perf_counter() - t0)
             t0 = time.perf_counter()
-            got, _, _ = await adapter_full(fast, datetime.now(UTC))
+            got, _, _, _ = await adapter_full(fast, datetime.now(UTC))
             best_adapter = min(best_adapter, time.perf_counter() - t0)
             assert got == n_total, (got, n_total)
         bare_rate, adapter_rate = n_total / best_bare, n_total / best_adapter
@@ -198,18 +197,21 @@ async def main_async(args: argparse.Namespace) -> None:
         await sim.admin("PUT", "rate_limits", {"enabled": True})
         paced = config(sim, token_file, 4)
         t0 = time.perf_counter()
-        got, requests, token = await adapter_full(paced, datetime.now(UTC))
+        got, requests, token, retried = await adapter_full(paced, datetime.now(UTC))
         pages = math.ceil(n_total / 500)
         print(
-            f"full sync, rate limits on: {requests} requests in {time.perf_counter() - t0:.1f} s "
-            f"for {got} contacts (ceil(N/500) = {pages} pages + 1 lists = {pages + 1})"
+            f"full sync, rate limits on: {requests} requests ({retried} retried 429s) in "
+            f"{time.perf_counter() - t0:.1f} s for {got} contacts "
+            f"(ceil(N/500) = {pages} pages + 1 lists = {pages + 1})"
         )
         for k in args.changes:
             await sim.admin("POST", "world/step", {"n": k})
-            got, requests, token = await adapter_incremental(paced, token, datetime.now(UTC))
+            got, requests, token, retried = await adapter_incremental(
+                paced, token, datetime.now(UTC)
+            )
             print(
-                f"incremental after {k:5d} world changes: {requests} requests for {got} records "
-                f"(3 sweeps x ceil(changed/500) pages + 1 lists)"
+                f"incremental after {k:5d} world changes: {requests} requests ({retried} retried "
+                f"429s) for {got} records (3 sweeps x ceil(changed/500) pages + 1 lists)"
             )
     finally:
         sim.stop()

@@ -50,8 +50,8 @@ async def test_no_second_holds_more_than_four_requests_across_tasks() -> None:
     for i, t in enumerate(ft.starts):
         in_window = [s for s in ft.starts[i:] if s < t + 1.0]
         assert len(in_window) <= 4
-    # and it is not needlessly slow: 30 requests at 4/s fit in under 8 simulated seconds
-    assert ft.starts[-1] - ft.starts[0] < 8
+    # and it is not needlessly slow: 30 requests at 4/s (+ the jitter margin) take < 9 s
+    assert ft.starts[-1] - ft.starts[0] < 9
 
 
 @pytest.mark.asyncio

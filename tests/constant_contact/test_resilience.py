@@ -8,9 +8,10 @@ from typing import Any
 
 import msgspec
 import pytest
+import structlog
 
 from adapters.constant_contact import CtctRequestError, RateBudget, StoredTokens, open_ctct
-from adapters.ctct_simulator import Simulator
+from adapters.ctct_simulator import FaultConfig, Simulator
 from engine.errors import AuthorizationError, QuotaExhaustedError
 from engine.ports import Page
 
@@ -124,3 +125,19 @@ async def test_other_4xx_is_fatal_for_the_request_with_the_api_text(make_env: An
     assert info.value.status == 404
     assert "not_found" in info.value.text
     assert ctct.requests_made == 1  # not retried
+
+
+async def test_tokens_never_reach_a_log_line_or_a_page(make_env: Any) -> None:
+    env: Env = await make_env(contacts=600, faults=FaultConfig(error_rate=0.3, seed=5))
+    with structlog.testing.capture_logs() as logs:
+        async with await env.open() as ctct:
+            pages: list[Page] = []
+            async for page in ctct.observe_contacts(None, env.sim.clock.now()):
+                pages.append(page)
+                env.sim.clock.advance(timedelta(hours=25))  # force a refresh on the next page
+    secrets = msgspec.json.decode(env.token_file.read_bytes(), type=StoredTokens)
+    assert any(e["event"] == "ctct.token_refreshed" for e in logs)
+    assert any(e["event"] == "ctct.retry" for e in logs)
+    text = repr(logs) + repr(pages)
+    for secret in (secrets.access_token, secrets.refresh_token, env.sim.client_secret):
+        assert secret and secret not in text
