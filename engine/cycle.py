@@ -79,6 +79,15 @@ class SyncEngine:
         self.outbox = Outbox(log, self.projector, {"ctct": ctct, "app": app})
         self._requests_made = requests_made or (lambda: 0)
         self._started = False
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Finish the page in hand, then end the cycle without reconciling (SIGTERM)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     async def start(self) -> None:
         """Catch projections up with the log (after a crash they may be a batch behind)."""
@@ -103,6 +112,11 @@ class SyncEngine:
             t1 = time.perf_counter()
             await self._observe(run_id, bound, summary)
             t2 = time.perf_counter()
+            if self._stop.is_set():
+                # Every observed page is committed with its checkpoint; deciding on a partial
+                # observation is safe but pointless: the next cycle goes on from here.
+                summary.outcome = "interrupted"
+                return summary
             unsettled = await self.outbox.unsettled(bound)
             decisions = await self._reconcile(full_compare, [c.email for _, c in unsettled])
             cmds = [
@@ -171,13 +185,19 @@ class SyncEngine:
         async def one(store: Store) -> None:
             src = self.stores[store]
             lists = await observe_lists(self.log, self.projector, store, src, run_id)
-            contacts = await observe_contacts(self.log, self.projector, src, run_id, bound)
+            if self._stop.is_set():
+                return
+            contacts = await observe_contacts(
+                self.log, self.projector, src, run_id, bound, self._stop
+            )
             self._add(summary, f"{store}.lists", lists)
             self._add(summary, f"{store}.contacts", contacts)
 
         await asyncio.gather(one("ctct"), one("app"))
-        if self.tracking is not None:
-            tr = await observe_tracking(self.log, self.projector, self.tracking, run_id, bound)
+        if self.tracking is not None and not self._stop.is_set():
+            tr = await observe_tracking(
+                self.log, self.projector, self.tracking, run_id, bound, self._stop
+            )
             self._add(summary, "ctct.tracking", tr)
 
     @staticmethod

@@ -204,7 +204,7 @@ class SyncRunFinished(EventBase, frozen=True, kw_only=True, tag="sync.run_finish
     """A sync cycle ended, with its outcome and counts."""
 
     entity: ClassVar[str] = "run"
-    outcome: Literal["ok", "partial", "failed"]
+    outcome: Literal["ok", "partial", "failed", "interrupted"]
     counts: dict[str, int] = {}
     error: str | None = None
 

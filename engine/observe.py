@@ -8,6 +8,7 @@ up before the next page, so a contact seen twice is diffed against what was just
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -46,6 +47,7 @@ class ObserveStats(msgspec.Struct):
     items: int = 0
     events: int = 0
     rejected: int = 0
+    interrupted: bool = False  # a stop was requested: observation ended after a whole page
 
 
 def checkpoint_name(store: Store, what: str) -> str:
@@ -109,7 +111,12 @@ def _newer(a: ContactRecord, b: ContactRecord) -> bool:
 
 
 async def observe_contacts(
-    log: EventLog, projector: Projector, source: ContactSource, run_id: str, bound: datetime
+    log: EventLog,
+    projector: Projector,
+    source: ContactSource,
+    run_id: str,
+    bound: datetime,
+    stop: asyncio.Event | None = None,
 ) -> ObserveStats:
     """Observe every page of changed contacts up to ``bound``; returns what was seen."""
     store = source.store
@@ -149,6 +156,9 @@ async def observe_contacts(
             new_events=len(result.new),
             rejected=len(page.rejected),
         )
+        if stop is not None and stop.is_set():
+            stats.interrupted = True  # the page in hand is committed; the rest waits
+            break
     return stats
 
 
@@ -182,7 +192,12 @@ async def observe_lists(
 
 
 async def observe_tracking(
-    log: EventLog, projector: Projector, source: TrackingSource, run_id: str, bound: datetime
+    log: EventLog,
+    projector: Projector,
+    source: TrackingSource,
+    run_id: str,
+    bound: datetime,
+    stop: asyncio.Event | None = None,
 ) -> ObserveStats:
     """Record new tracking activity (sends, opens, clicks, bounces, forwards, opt-outs)."""
     store: Store = "ctct"
@@ -211,4 +226,7 @@ async def observe_tracking(
         stats.pages += 1
         stats.items += len(page.activities)
         stats.events += len(result.new) - 2
+        if stop is not None and stop.is_set():
+            stats.interrupted = True
+            break
     return stats
