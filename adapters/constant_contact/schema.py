@@ -9,7 +9,7 @@ Decoders are built once here and reused.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -46,33 +46,43 @@ class Links(msgspec.Struct, frozen=True, gc=False):
     next: Href | None = None
 
 
+# Limits and enumerations of the v3 swagger, checked by the decoder itself (in C): a record that
+# breaks one fails to decode, and observation rejects that record by contact_id and field.
+Source = Literal["Contact", "Account"]
+PermissionToSend = Literal[
+    "explicit", "implicit", "not_set", "pending_confirmation", "temp_hold", "unsubscribed"
+]
+Str50 = Annotated[str, msgspec.Meta(max_length=50)]
+Str255 = Annotated[str, msgspec.Meta(max_length=255)]
+
+
 class EmailAddress(msgspec.Struct, frozen=True, gc=False):
-    address: str
-    permission_to_send: str | None = None
+    address: Annotated[str, msgspec.Meta(max_length=80)]
+    permission_to_send: PermissionToSend | None = None
     updated_at: datetime | None = None
-    opt_in_source: str | None = None
-    opt_out_source: str | None = None
+    opt_in_source: Source | None = None
+    opt_out_source: Source | None = None
     opt_out_date: datetime | None = None
-    opt_out_reason: str | None = None
+    opt_out_reason: Str255 | None = None
 
 
 class CustomField(msgspec.Struct, frozen=True, gc=False):
     custom_field_id: str
-    value: str | None = None
+    value: Str255 | None = None
 
 
 class PhoneNumber(msgspec.Struct, frozen=True, gc=False):
-    phone_number: str | None = None
-    kind: str | None = None
+    phone_number: Annotated[str, msgspec.Meta(max_length=25)] | None = None
+    kind: Literal["home", "work", "mobile", "other"] | None = None
 
 
 class StreetAddress(msgspec.Struct, frozen=True, gc=False):
-    kind: str | None = None
-    street: str | None = None
-    city: str | None = None
-    state: str | None = None
-    postal_code: str | None = None
-    country: str | None = None
+    kind: Literal["home", "work", "other"] | None = None
+    street: Str255 | None = None
+    city: Str50 | None = None
+    state: Str50 | None = None
+    postal_code: Str50 | None = None
+    country: Str50 | None = None
 
 
 class Contact(msgspec.Struct, frozen=True, gc=False):
@@ -84,13 +94,13 @@ class Contact(msgspec.Struct, frozen=True, gc=False):
 
     contact_id: str
     email_address: EmailAddress | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    job_title: str | None = None
-    company_name: str | None = None
-    birthday_month: int | None = None
-    birthday_day: int | None = None
-    anniversary: str | None = None
+    first_name: Str50 | None = None
+    last_name: Str50 | None = None
+    job_title: Str50 | None = None
+    company_name: Str50 | None = None
+    birthday_month: Annotated[int, msgspec.Meta(ge=1, le=12)] | None = None
+    birthday_day: Annotated[int, msgspec.Meta(ge=1, le=31)] | None = None
+    anniversary: Annotated[str, msgspec.Meta(max_length=10)] | None = None
     updated_at: datetime | None = None
     deleted_at: str | None = None  # a date (no time) per the spec; kept as text
     custom_fields: list[CustomField] = []

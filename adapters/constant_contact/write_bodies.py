@@ -150,12 +150,14 @@ def put_body(
             else:
                 core[field] = value
     body.update({k: v for k, v in core.items() if v is not None})
-    phones = {p.kind or "other": p.phone_number for p in current.phone_numbers if p.phone_number}
+    phones: dict[str, str] = {}
+    for p in current.phone_numbers:
+        if p.phone_number:
+            phones.setdefault(p.kind or "other", p.phone_number)
     addrs: dict[str, dict[str, str]] = {}
     for a in current.street_addresses:
-        kind = a.kind or "home"
         parts = {p: getattr(a, p) for p in ADDRESS_PARTS if getattr(a, p)}
-        addrs.setdefault(kind, parts)
+        addrs.setdefault(a.kind or "home", parts)
     cfs = {f.custom_field_id: f.value for f in current.custom_fields if f.value}
     for field, value in changes.items():
         if field.startswith("phone_") and field[6:] in PHONE_KINDS:

@@ -38,7 +38,7 @@ from engine.commands import (
 from engine.errors import RetriableError, SkippableRecordError
 from engine.model import normalise_email
 
-from .client import CtctClient, CtctRequestError
+from .client import CtctClient, CtctRequestError, CtctResponseError
 from .config import CtctConfig
 from .paging import INCLUDE
 from .schema import CONTACT, Activity, Contact, ContactsPage, CustomFieldsPage
@@ -126,6 +126,8 @@ class CommandWriter:
             return await work
         except CtctRequestError as exc:
             return _failed(cmd, exc.text, retriable=exc.status == 409)
+        except CtctResponseError as exc:  # e.g. the stored contact breaks a documented limit
+            return _failed(cmd, str(exc))
         except SkippableRecordError as exc:
             return _failed(cmd, str(exc))
         except RetriableError as exc:

@@ -127,9 +127,11 @@ def config(sim: Sim, token_file: Path, rps: float) -> CtctConfig:
     )
 
 
-async def adapter_full(cfg: CtctConfig, bound: datetime) -> tuple[int, int, str, int]:
+async def adapter_full(
+    cfg: CtctConfig, bound: datetime, budget: RateBudget | None = None
+) -> tuple[int, int, str, int]:
     """Full fetch through the adapter; (records + rejected, requests, resume token, retries)."""
-    async with await open_ctct(cfg, RateBudget(cfg.requests_per_second, 10_000)) as ctct:
+    async with await open_ctct(cfg, budget) as ctct:
         n = 0
         token = ""
         async for page in ctct.observe_contacts(None, bound):
@@ -140,9 +142,9 @@ async def adapter_full(cfg: CtctConfig, bound: datetime) -> tuple[int, int, str,
 
 
 async def adapter_incremental(
-    cfg: CtctConfig, resume: str, bound: datetime
+    cfg: CtctConfig, resume: str, bound: datetime, budget: RateBudget
 ) -> tuple[int, int, str, int]:
-    async with await open_ctct(cfg, RateBudget(cfg.requests_per_second, 10_000)) as ctct:
+    async with await open_ctct(cfg, budget) as ctct:
         n = 0
         async for page in ctct.observe_contacts(resume, bound):
             n += len(page.contacts) + len(page.rejected)
@@ -196,8 +198,9 @@ async def main_async(args: argparse.Namespace) -> None:
             return
         await sim.admin("PUT", "rate_limits", {"enabled": True})
         paced = config(sim, token_file, 4)
+        budget = RateBudget(4, 10_000)  # one per application key, shared by every run
         t0 = time.perf_counter()
-        got, requests, token, retried = await adapter_full(paced, datetime.now(UTC))
+        got, requests, token, retried = await adapter_full(paced, datetime.now(UTC), budget)
         pages = math.ceil(n_total / 500)
         print(
             f"full sync, rate limits on: {requests} requests ({retried} retried 429s) in "
@@ -207,7 +210,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for k in args.changes:
             await sim.admin("POST", "world/step", {"n": k})
             got, requests, token, retried = await adapter_incremental(
-                paced, token, datetime.now(UTC)
+                paced, token, datetime.now(UTC), budget
             )
             print(
                 f"incremental after {k:5d} world changes: {requests} requests ({retried} retried "

@@ -10,7 +10,6 @@ import pytest
 
 from adapters.constant_contact.normalise import normalise_contact
 from adapters.constant_contact.observe import decode_contacts
-from adapters.constant_contact.schema import Contact
 from engine.model import ContactRecord
 from engine.ports import Rejected
 
@@ -45,7 +44,11 @@ FULL: dict[str, Any] = {
 
 
 def rec(data: dict[str, Any]) -> ContactRecord | Rejected:
-    return normalise_contact(msgspec.convert(data, Contact))
+    """As observation sees it: one page decoded, then its records normalised."""
+    batch = decode_contacts(msgspec.json.encode({"contacts": [data]}))
+    if batch.undecodable:
+        return batch.undecodable[0]
+    return normalise_contact(batch.contacts[0])
 
 
 def test_full_contact_maps_to_flat_fields_and_permission() -> None:
