@@ -26,6 +26,7 @@ _COMMAND_MODULES: Final = (
     "engine.cli.appdb_cmd",
     "engine.cli.simulator_cmd",
     "engine.cli.auth_cmd",
+    "engine.cli.daemon_cmd",
 )
 
 
