@@ -106,9 +106,12 @@ class _Batch:
             (RecordTracking, self._tracking),
             (DeleteContact, self._deletes),
         ]
+        buckets: dict[type, list[int]] = {}
+        for i, cmd in enumerate(self.cmds):
+            kind = AddToList if type(cmd) is RemoveFromList else type(cmd)
+            buckets.setdefault(kind, []).append(i)
         for kind, handler in phases:
-            kinds: tuple[type, ...] = (kind, RemoveFromList) if kind is AddToList else (kind,)
-            idx = [i for i, cmd in enumerate(self.cmds) if isinstance(cmd, kinds)]
+            idx = buckets.get(kind)
             if idx:
                 await self._resolve(idx)
                 await handler(idx)
@@ -134,11 +137,12 @@ class _Batch:
 
     async def _resolve(self, idx: Sequence[int]) -> None:
         c, d = self.c, self.d
-        given = sorted({self.cmds[i].store_id or "" for i in idx if self.cmds[i].store_id})
+        cmds = self.cmds
+        given = list(dict.fromkeys(sid for i in idx if (sid := cmds[i].store_id)))
         found: set[str] = set()
         for part in _chunks(given, 5000):
             cond, params = d.key_in(c.table, c.key, part)
-            found.update(as_text(r[0]) or "" for r in await d.fetch(_sel(c, cond), params))
+            found.update(str(r[0]) for r in await d.fetch(_sel(c, cond), params))
         emails = sorted(
             {self.cmds[i].email for i in idx if not self.cmds[i].store_id} - set(self.by_email)
         )
@@ -182,13 +186,13 @@ class _Batch:
         for i in self._pending(idx):
             cmd = self.cmds[i]
             assert isinstance(cmd, UpsertContact)
-            values: dict[str, Any] = {}
-            unmapped = sorted(f for f in cmd.fields if f not in c.fields)
-            if unmapped:
+            mapped = c.fields
+            if mapped.keys() >= cmd.fields.keys():
+                values: dict[str, Any] = {mapped[f]: v for f, v in cmd.fields.items()}
+            else:
+                unmapped = sorted(f for f in cmd.fields if f not in mapped)
                 self.details[i] = f"not mapped in the app, left alone: {', '.join(unmapped)}"
-            for field, value in cmd.fields.items():
-                if field in c.fields:
-                    values[c.fields[field]] = value
+                values = {mapped[f]: v for f, v in cmd.fields.items() if f in mapped}
             if cmd.new_email is not None:
                 new = normalise_email(cmd.new_email)
                 if not is_valid_email(new):
@@ -197,10 +201,8 @@ class _Batch:
                 values[c.email] = new
             if i in self.keys:
                 if values:
-                    cols = tuple(sorted(values))
-                    updates.setdefault(cols, []).append(
-                        (self.keys[i], *(values[col] for col in cols))
-                    )
+                    # Grouped by column list as given: commands built alike share one statement.
+                    updates.setdefault(tuple(values), []).append((self.keys[i], *values.values()))
                 if cmd.new_email is not None:
                     self.by_email.pop(cmd.email, None)
                     self.by_email[normalise_email(cmd.new_email)] = self.keys[i]

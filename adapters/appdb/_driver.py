@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 __all__ = ["Driver", "Row", "as_text", "parse_time", "quote"]
 
@@ -44,20 +44,25 @@ def as_text(value: object) -> str | None:
 
 def parse_time(value: object) -> datetime | None:
     """A timestamp column's value as an aware UTC datetime (naive values are taken as UTC)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        ts = value
-    elif isinstance(value, str):
+    # Called once or twice per observed row: the common cases come first and cheaply.
+    if type(value) is str:
         try:
-            ts = datetime.fromisoformat(value)
+            ts = _fromiso(value)
         except ValueError:
             return None
-    elif isinstance(value, int | float):
-        ts = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, datetime):
+        ts = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
     else:
         return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    tz = ts.tzinfo
+    if tz is UTC:
+        return ts
+    return ts.replace(tzinfo=UTC) if tz is None else ts.astimezone(UTC)
+
+
+_fromiso: Final = datetime.fromisoformat
 
 
 class Driver(Protocol):
@@ -119,6 +124,10 @@ class Driver(Protocol):
 
     def split_agg(self, value: object) -> tuple[str, ...]:
         """The Python value of a ``list_agg`` column as a sorted tuple of texts."""
+        ...
+
+    def cast_key(self, table: str, column: str, expr: str) -> str:
+        """SQL casting ``expr`` (a key as the change table holds it) to the key's type."""
         ...
 
     def time_param(self, ts: datetime) -> Any:

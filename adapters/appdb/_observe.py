@@ -21,8 +21,10 @@ each page's events and hands it back. Rules, also in docs/appdb.md:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
@@ -121,112 +123,118 @@ class Observer:
     async def _scan(self, tok: Token, dups: dict[str, list[str]]) -> AsyncIterator[Page]:
         c = self._cfg.contacts
         key = f"c.{quote(c.key)}"
-        after = tok.after_key
-        first = True
-        while True:
-            rejected: list[Rejected] = []
-            if first and after is None:
-                nulls = await self._d.fetch(f"{self._rows.select} WHERE {key} IS NULL LIMIT 100")
-                _, rejected = self._rows.convert(nulls, {})
-            first = False
+        n = self._cfg.page_size
+        rejected: list[Rejected] = []
+        if tok.after_key is None:
+            nulls = await self._d.fetch(f"{self._rows.select} WHERE {key} IS NULL LIMIT 100")
+            _, rejected = self._rows.convert(nulls, {})
+
+        def query(after: str | None) -> Awaitable[list[Row]]:
             if after is None:
                 sql = f"{self._rows.select} WHERE {key} IS NOT NULL ORDER BY {key} LIMIT ?"
-                params: list[Any] = [self._cfg.page_size]
-            else:
-                sql = f"{self._rows.select} WHERE {key} > ? ORDER BY {key} LIMIT ?"
-                params = [self._d.key_param(c.table, c.key, after), self._cfg.page_size]
-            rows = await self._d.fetch(sql, params)
-            records, bad = self._rows.convert(rows, dups)
-            done = len(rows) < self._cfg.page_size
-            request = f"appdb scan {c.table} key>{after or ''} limit {self._cfg.page_size}"
-            if rows:
-                after = as_text(rows[-1][0])
-            next_tok = (
-                tok.then
-                if done and tok.then
-                else _encode(Token(mode="scan", after_key=after, then=tok.then))
-            )
-            yield _page(request, records, [*rejected, *bad], rows, next_tok, full_scan=True)
-            if done:
-                return
+                return self._d.fetch(sql, [n])
+            sql = f"{self._rows.select} WHERE {key} > ? ORDER BY {key} LIMIT ?"
+            return self._d.fetch(sql, [self._d.key_param(c.table, c.key, after), n])
+
+        after = tok.after_key
+        async with _ReadAhead(query(after)) as ahead:
+            while True:
+                rows = await ahead.take()
+                done = len(rows) < n
+                request = f"appdb scan {c.table} key>{after or ''} limit {n}"
+                if rows:
+                    after = as_text(rows[-1][0])
+                if not done:
+                    ahead.start(query(after))
+                records, bad = self._rows.convert(rows, dups)
+                next_tok = (
+                    tok.then
+                    if done and tok.then
+                    else _encode(Token(mode="scan", after_key=after, then=tok.then))
+                )
+                yield _page(request, records, [*rejected, *bad], rows, next_tok, full_scan=True)
+                rejected = []
+                if done:
+                    return
 
     # --- change table ---------------------------------------------------------------------
 
     async def _changes_pages(self, tok: Token, dups: dict[str, list[str]]) -> AsyncIterator[Page]:
+        c = self._cfg.contacts
         pg = self._d.dialect == "postgres"
         # The engine handed this token back, so it has stored everything up to it: prune.
         if pg:
             await self._d.execute(
                 f"DELETE FROM {self._changes} WHERE (txid, seq) <= (?, ?)", (tok.xid, tok.seq)
             )
-            (limit,) = (
-                await self._d.fetch("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            )[0]
+            sql = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
         else:
             await self._d.execute(f"DELETE FROM {self._changes} WHERE seq <= ?", (tok.seq,))
-            (limit,) = (await self._d.fetch(f"SELECT coalesce(max(seq), 0) FROM {self._changes}"))[
-                0
-            ]
-        xid, seq = tok.xid, tok.seq
-        n = self._cfg.page_size
-        while True:
-            if pg:
-                changes = await self._d.fetch(
-                    f"SELECT txid, seq, key, op, email, writer FROM {self._changes} "
-                    "WHERE (txid, seq) > (?, ?) AND txid < ? ORDER BY txid, seq LIMIT ?",
-                    (xid, seq, int(limit), n),
-                )
-            else:
-                changes = await self._d.fetch(
-                    f"SELECT 0, seq, key, op, email, writer FROM {self._changes} "
-                    "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                    (seq, int(limit), n),
-                )
-            if changes:
-                xid, seq = int(changes[-1][0]), int(changes[-1][1])
-            records, rejected, rows = await self._rows_for(changes, dups)
-            request = (
-                f"appdb changes {self._cfg.change_table} after=({tok.xid},{tok.seq}) limit {n}"
+            sql = f"SELECT coalesce(max(seq), 0) FROM {self._changes}"
+        limit = int((await self._d.fetch(sql))[0][0])
+        # One query a page: the changes ccsync did not write, each joined to the row as it is
+        # now (no row: deleted). ccsync's own changes are skipped here and pruned later.
+        join = (
+            f"FROM {self._changes} AS ch LEFT JOIN {quote(c.table)} AS c "
+            f"ON c.{quote(c.key)} = {self._d.cast_key(c.table, c.key, 'ch.key')}"
+        )
+        if pg:
+            head = (
+                f"SELECT ch.txid, ch.seq, ch.key, ch.op, ch.email, {self._rows.select_list} {join}"
             )
-            resume = _encode(Token(mode="changes", xid=xid, seq=seq))
-            yield _page(request, records, rejected, [*changes, *rows], resume, full_scan=False)
-            if len(changes) < n:
-                return
-            tok = Token(mode="changes", xid=xid, seq=seq)
+            where = "(ch.txid, ch.seq) > (?, ?) AND ch.txid < ? ORDER BY ch.txid, ch.seq"
+        else:
+            head = f"SELECT 0, ch.seq, ch.key, ch.op, ch.email, {self._rows.select_list} {join}"
+            where = "ch.seq > ? AND ch.seq <= ? ORDER BY ch.seq"
+        n = self._cfg.page_size
 
-    async def _rows_for(
-        self, changes: Sequence[Row], dups: dict[str, list[str]]
-    ) -> tuple[list[ContactRecord], list[Rejected], list[Row]]:
+        def query(xid: int, seq: int) -> Awaitable[list[Row]]:
+            args = (xid, seq, limit, n) if pg else (seq, limit, n)
+            return self._d.fetch(f"{head} WHERE ch.writer <> 'ccsync' AND {where} LIMIT ?", args)
+
+        xid, seq = tok.xid, tok.seq
+        async with _ReadAhead(query(xid, seq)) as ahead:
+            while True:
+                rows = await ahead.take()
+                done = len(rows) < n
+                request = f"appdb changes {self._cfg.change_table} after=({xid},{seq}) limit {n}"
+                if rows:
+                    xid, seq = int(rows[-1][0]), int(rows[-1][1])
+                if done:
+                    # Everything up to the run's limit is read (ccsync's own changes included).
+                    xid, seq = (limit - 1, _MAX_SEQ) if pg else (0, limit)
+                else:
+                    ahead.start(query(xid, seq))
+                records, rejected = self._changed(rows, dups)
+                resume = _encode(Token(mode="changes", xid=xid, seq=seq))
+                yield _page(request, records, rejected, rows, resume, full_scan=False)
+                if done:
+                    return
+
+    def _changed(
+        self, rows: Sequence[Row], dups: dict[str, list[str]]
+    ) -> tuple[list[ContactRecord], list[Rejected]]:
         c = self._cfg.contacts
-        by_key: dict[str, tuple[str, str | None]] = {}  # key -> (last op, email at that op)
-        app_keys: set[str] = set()
+        latest: dict[str, Row] = {}  # key -> its last change in the page, with the row
         rejected: list[Rejected] = []
-        for _xid, _seq, key, op, email, writer in changes:
+        for row in rows:
+            key = row[2]
             if key is None:
-                raw = _enc.encode({"op": op, "email": email}).decode()
+                raw = _enc.encode({"op": row[3], "email": row[4]}).decode()
                 rejected.append(
                     Rejected(record="(null key)", field=c.key, problem="key is NULL", raw=raw)
                 )
                 continue
-            k = as_text(key) or ""
-            by_key.pop(k, None)  # keep the order of last change
-            by_key[k] = (str(op), email if op == "D" else by_key.get(k, ("", None))[1] or email)
-            if writer != "ccsync":
-                app_keys.add(k)
-        keys = [k for k in by_key if k in app_keys]
-        if not keys:
-            return [], rejected, []
-        cond, params = self._d.key_in(c.table, c.key, keys)
-        rows = await self._d.fetch(f"{self._rows.select} WHERE c.{cond}", params)
-        records, bad = self._rows.convert(rows, dups)
-        seen = {as_text(r[0]) for r in rows}
-        for k in keys:
-            if k not in seen:
-                email = by_key[k][1]
-                records.append(
-                    ContactRecord(store_id=k, email=normalise_email(email or ""), deleted=True)
-                )
-        return records, [*rejected, *bad], rows
+            k = key if type(key) is str else str(key)
+            latest.pop(k, None)  # keep the order of last change
+            latest[k] = row
+        present = [r[5:] for r in latest.values() if r[5] is not None]
+        records, bad = self._rows.convert(present, dups)
+        for k, r in latest.items():
+            if r[5] is None:
+                email = normalise_email(r[4] or "")
+                records.append(ContactRecord(store_id=k, email=email, deleted=True))
+        return records, [*rejected, *bad]
 
     # --- updated-at column ----------------------------------------------------------------
 
@@ -239,42 +247,78 @@ class Observer:
         since = parse_time(tok.since)
         start = since - timedelta(seconds=self._cfg.overlap_seconds) if since else None
         u, k = f"c.{quote(c.updated_at)}", f"c.{quote(c.key)}"
-        after_ts, after_key = tok.after_ts, tok.after_key
         n = self._cfg.page_size
-        while True:
+        pg = self._d.dialect == "postgres"
+
+        def query(after_ts: str | None, after_key: str | None) -> Awaitable[list[Row]]:
             conds = [f"{u} <= ?"]
             params: list[Any] = [self._d.time_param(bound)]
             if after_ts is not None and after_key is not None:
                 conds.append(f"({u}, {k}) > (?, ?)")
-                ts: Any = after_ts
-                if self._d.dialect == "postgres":
-                    ts = parse_time(after_ts)
+                # SQLite compares its text timestamps as text, in the app's own format.
+                ts: Any = parse_time(after_ts) if pg else after_ts
                 params += [ts, self._d.key_param(c.table, c.key, after_key)]
             elif start is not None:
                 conds.append(f"{u} >= ?")
                 params.append(self._d.time_param(start))
             sql = f"{self._rows.select} WHERE {' AND '.join(conds)} ORDER BY {u}, {k} LIMIT ?"
-            rows = await self._d.fetch(sql, [*params, n])
-            records, rejected = self._rows.convert(rows, dups)
-            done = len(rows) < n
-            request = f"appdb column {c.table}.{c.updated_at} from={after_ts or start} limit {n}"
-            if rows:
-                # The raw text on SQLite: its timestamps compare as text, in the app's format.
-                after_ts = as_text(rows[-1][self._rows.updated_index])
-                after_key = as_text(rows[-1][0])
-            if done:
-                nxt = Token(mode="column", since=bound.isoformat(), last_scan=tok.last_scan)
-            else:
-                nxt = Token(
-                    mode="column",
-                    since=tok.since,
-                    after_ts=after_ts,
-                    after_key=after_key,
-                    last_scan=tok.last_scan,
+            return self._d.fetch(sql, [*params, n])
+
+        after_ts, after_key = tok.after_ts, tok.after_key
+        async with _ReadAhead(query(after_ts, after_key)) as ahead:
+            while True:
+                rows = await ahead.take()
+                done = len(rows) < n
+                request = (
+                    f"appdb column {c.table}.{c.updated_at} from={after_ts or start} limit {n}"
                 )
-            yield _page(request, records, rejected, rows, _encode(nxt), full_scan=False)
-            if done:
-                return
+                if rows:
+                    after_ts = as_text(rows[-1][self._rows.updated_index])
+                    after_key = as_text(rows[-1][0])
+                if not done:
+                    ahead.start(query(after_ts, after_key))
+                records, rejected = self._rows.convert(rows, dups)
+                if done:
+                    nxt = Token(mode="column", since=bound.isoformat(), last_scan=tok.last_scan)
+                else:
+                    nxt = Token(
+                        mode="column",
+                        since=tok.since,
+                        after_ts=after_ts,
+                        after_key=after_key,
+                        last_scan=tok.last_scan,
+                    )
+                yield _page(request, records, rejected, rows, _encode(nxt), full_scan=False)
+                if done:
+                    return
+
+
+class _ReadAhead:
+    """One query in flight while the caller works on the previous page's rows.
+
+    The database (SQLite's thread, PostgreSQL's server) reads page k+1 while we convert page
+    k and the engine stores it; leaving early cancels the read.
+    """
+
+    def __init__(self, first: Awaitable[list[Row]]) -> None:
+        self._task: asyncio.Future[list[Row]] | None = asyncio.ensure_future(first)
+
+    def start(self, query: Awaitable[list[Row]]) -> None:
+        self._task = asyncio.ensure_future(query)
+
+    async def take(self) -> list[Row]:
+        assert self._task is not None
+        task, self._task = self._task, None
+        return await task
+
+    async def __aenter__(self) -> _ReadAhead:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
 
 
 def _page(

@@ -7,6 +7,7 @@ PostgreSQL's own input functions doing the parsing.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -54,6 +55,9 @@ class PostgresDriver:
         self._conn = conn
         self._types: dict[str, dict[str, str]] = {}
         self.writer_table: str | None = None
+        # Observation reads one page ahead while the caller works on the last one; asyncpg
+        # allows one operation at a time per connection, so operations take turns.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, dsn: str, schema: str | None) -> PostgresDriver:
@@ -86,26 +90,30 @@ class PostgresDriver:
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
-            rows = await self._conn.fetch(_numbered(sql), *params)
+            async with self._lock:
+                rows = await self._conn.fetch(_numbered(sql), *params)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "query") from None
         return [tuple(r) for r in rows]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         try:
-            await self._conn.execute(_numbered(sql), *params)
+            async with self._lock:
+                await self._conn.execute(_numbered(sql), *params)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "statement") from None
 
     async def executescript(self, sql: str) -> None:
         try:
-            await self._conn.execute(sql)
+            async with self._lock:
+                await self._conn.execute(sql)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "script") from None
 
     async def _status(self, sql: str, params: Sequence[Any]) -> str:
         try:
-            return str(await self._conn.execute(sql, *params))
+            async with self._lock:
+                return str(await self._conn.execute(sql, *params))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "batch") from None
 
@@ -113,19 +121,22 @@ class PostgresDriver:
     async def transaction(self, *, mark_writer: bool) -> AsyncIterator[None]:
         tx = self._conn.transaction()
         try:
-            await tx.start()
-            if mark_writer:
-                # Transaction-local: the change triggers read it, and it ends with the commit.
-                await self._conn.execute("SELECT set_config('ccsync.writer', 'ccsync', true)")
+            async with self._lock:
+                await tx.start()
+                if mark_writer:
+                    # Transaction-local: the change triggers read it; it ends with the commit.
+                    await self._conn.execute("SELECT set_config('ccsync.writer', 'ccsync', true)")
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "begin") from None
         try:
             yield
         except BaseException:
-            await tx.rollback()
+            async with self._lock:
+                await tx.rollback()
             raise
         try:
-            await tx.commit()
+            async with self._lock:
+                await tx.commit()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "commit") from None
 
@@ -141,6 +152,9 @@ class PostgresDriver:
     def key_in(self, table: str, column: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{quote(column)} = ANY(?::text[]::{self._type(table, column)}[])", [list(keys)]
 
+    def cast_key(self, table: str, column: str, expr: str) -> str:
+        return f"{expr}::{self._type(table, column)}"
+
     def time_param(self, ts: datetime) -> Any:
         return ts.astimezone(UTC)
 
@@ -148,7 +162,8 @@ class PostgresDriver:
         self, table: str, columns: Sequence[str], rows: Sequence[Row]
     ) -> tuple[str, list[list[str | None]]]:
         arrays: list[list[str | None]] = [
-            [as_text(row[i]) for row in rows] for i in range(len(columns))
+            [v if v is None or type(v) is str else as_text(v) for v in col]
+            for col in zip(*rows, strict=True)
         ]
         args = ", ".join(f"${i + 1}::text[]" for i in range(len(columns)))
         names = ", ".join(f"c{i}" for i in range(len(columns)))
@@ -180,7 +195,8 @@ class PostgresDriver:
             f"FROM {src} RETURNING {ret}"
         )
         try:
-            return [tuple(r) for r in await self._conn.fetch(sql, *arrays)]
+            async with self._lock:
+                return [tuple(r) for r in await self._conn.fetch(sql, *arrays)]
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "insert") from None
 

@@ -57,7 +57,8 @@ class ContactRows:
         if cfg.memberships is not None:
             m = cfg.memberships
             select.append(driver.list_agg(m.table, m.list, m.contact, f"c.{quote(c.key)}"))
-        self.select = f"SELECT {', '.join(select)} FROM {quote(c.table)} AS c"
+        self.select_list = ", ".join(select)  # the contact columns, for joins
+        self.select = f"SELECT {self.select_list} FROM {quote(c.table)} AS c"
 
     async def duplicates(self) -> dict[str, list[str]]:
         """Lower-cased emails that more than one live row holds, with those rows' keys."""
@@ -98,60 +99,77 @@ class ContactRows:
         self, rows: Sequence[Row], dups: dict[str, list[str]]
     ) -> tuple[list[ContactRecord], list[Rejected]]:
         """Rows as records, and the rows refused (one Rejected each)."""
+        # The hot loop of observation: locals, cached PermissionStates, no per-row lookups.
         c = self._cfg.contacts
         perm = c.permission
         records: list[ContactRecord] = []
         rejected: list[Rejected] = []
-        names = self._field_names
-        i_fields = self._i_fields
-        n_fields = len(names)
+        pairs = list(enumerate(self._field_names, self._i_fields))
+        i_del, i_perm, i_upd = self._i_deleted, self._i_perm, self._i_updated
+        i_reason, i_source, i_changed = self._i_reason, self._i_source, self._i_changed
+        plain_perm = i_reason < 0 and i_source < 0 and i_changed < 0
+        perms: dict[str, PermissionState] = {}
+        split = self._driver.split_agg if self._has_lists else None
+        record = ContactRecord
+        not_set = PermissionState(status="not_set")
         for row in rows:
             key = row[0]
             if key is None:
                 rejected.append(self._reject(row, "(null key)", c.key, "key is NULL"))
                 continue
-            store_id = as_text(key) or ""
+            store_id = key if type(key) is str else str(key)
             raw_email = row[1]
-            email = normalise_email(raw_email) if isinstance(raw_email, str) else ""
-            deleted = self._i_deleted >= 0 and _truthy(row[self._i_deleted])
-            if not is_valid_email(email) and not deleted:
-                problem = "email is NULL" if raw_email is None else "invalid email address"
-                rejected.append(self._reject(row, store_id, c.email, problem))
-                continue
-            if not deleted and dups:
-                others = dups.get(raw_email.strip().lower() if isinstance(raw_email, str) else "")
-                if others:
-                    rest = ", ".join(k for k in others if k != store_id)
-                    problem = f"email shared with row(s) {rest}; fix one of them in the app"
+            email = normalise_email(raw_email) if type(raw_email) is str else ""
+            deleted = i_del >= 0 and _truthy(row[i_del])
+            if not deleted:
+                if not is_valid_email(email):
+                    problem = "email is NULL" if raw_email is None else "invalid email address"
                     rejected.append(self._reject(row, store_id, c.email, problem))
                     continue
-            permission = PermissionState(status="not_set")
+                if dups:
+                    others = dups.get(raw_email.strip().lower())
+                    if others:
+                        rest = ", ".join(k for k in others if k != store_id)
+                        problem = f"email shared with row(s) {rest}; fix one of them in the app"
+                        rejected.append(self._reject(row, store_id, c.email, problem))
+                        continue
+            permission = not_set
             if perm is not None:
-                status = self._status(row[self._i_perm])
+                status = self._status(row[i_perm])
                 if status is None:
-                    problem = f"unknown status value {as_text(row[self._i_perm])!r}"
+                    problem = f"unknown status value {as_text(row[i_perm])!r}"
                     rejected.append(self._reject(row, store_id, perm.column, problem))
                     continue
-                permission = PermissionState(
-                    status=status,  # type: ignore[arg-type]
-                    reason=as_text(row[self._i_reason]) if self._i_reason >= 0 else None,
-                    source=as_text(row[self._i_source]) if self._i_source >= 0 else None,
-                    changed_at=parse_time(row[self._i_changed]) if self._i_changed >= 0 else None,
-                )
+                reason = as_text(row[i_reason]) if i_reason >= 0 else None
+                source = as_text(row[i_source]) if i_source >= 0 else None
+                changed = parse_time(row[i_changed]) if i_changed >= 0 else None
+                if plain_perm or (reason is None and source is None and changed is None):
+                    permission = perms.get(status) or perms.setdefault(
+                        status,
+                        PermissionState(status=status),  # type: ignore[arg-type]
+                    )
+                else:
+                    permission = PermissionState(
+                        status=status,  # type: ignore[arg-type]
+                        reason=reason,
+                        source=source,
+                        changed_at=changed,
+                    )
             fields: dict[str, str] = {}
-            for j in range(n_fields):
-                value = row[i_fields + j]
-                if value is not None and value != "":
-                    fields[names[j]] = value if isinstance(value, str) else as_text(value) or ""
+            for j, name in pairs:
+                value = row[j]
+                if value is None or value == "":
+                    continue
+                fields[name] = value if type(value) is str else as_text(value) or ""
             records.append(
-                ContactRecord(
+                record(
                     store_id=store_id,
                     email=email,
                     fields=fields,
                     permission=permission,
-                    lists=self._driver.split_agg(row[-1]) if self._has_lists else (),
+                    lists=split(row[-1]) if split is not None else (),
                     deleted=deleted,
-                    updated_at=parse_time(row[self._i_updated]) if self._i_updated >= 0 else None,
+                    updated_at=parse_time(row[i_upd]) if i_upd >= 0 else None,
                 )
             )
         return records, rejected
@@ -167,7 +185,7 @@ class ContactRows:
             return p.values.get("false", "unsubscribed")
         if value is None:
             return p.null
-        return p.values.get(as_text(value) or "")
+        return p.values.get(value if type(value) is str else as_text(value) or "")
 
     def _reject(self, row: Row, record: str, field: str, problem: str) -> Rejected:
         raw = {col: as_text(v) for col, v in zip(self.columns, row, strict=False)}

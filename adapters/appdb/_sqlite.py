@@ -127,15 +127,19 @@ class SqliteDriver:
         params = [self.key_param(table, column, k) for k in keys]
         return f"{quote(column)} IN ({', '.join('?' * len(params))})", params
 
+    def cast_key(self, table: str, column: str, expr: str) -> str:
+        return expr  # the change table keeps the key in its own type
+
     def time_param(self, ts: datetime) -> Any:
         return sqlite_time(ts)
 
     async def update_rows(
         self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
     ) -> None:
-        sets = ", ".join(f"{quote(c)} = ?" for c in columns)
-        sql = f"UPDATE {quote(table)} SET {sets} WHERE {quote(key)} = ?"
-        await self._executemany(sql, [(*row[1:], row[0]) for row in rows])
+        # Numbered parameters take each row as it comes, (key, *values), without re-packing.
+        sets = ", ".join(f"{quote(c)} = ?{i + 2}" for i, c in enumerate(columns))
+        sql = f"UPDATE {quote(table)} SET {sets} WHERE {quote(key)} = ?1"
+        await self._executemany(sql, rows)
 
     async def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
