@@ -22,6 +22,7 @@ __all__ = ["main"]
 # Command groups, in the order `ccsync --help` lists them.
 _COMMAND_MODULES: Final = (
     "engine.cli.sync_cmd",
+    "engine.cli.audit_cmd",
     "engine.cli.log_cmd",
     "engine.cli.appdb_cmd",
     "engine.cli.simulator_cmd",

@@ -1,0 +1,385 @@
+"""Compliance queries over the log's projections: each opt-out's history, and violations.
+
+An *origin* is an opt-out made in one store (by the contact, or the account). Its history: when
+it happened at the source, when ccsync first saw it, the Unsubscribe command that carried it to
+the other store, when that was applied, and when re-observation of the other store confirmed it.
+An opt-out that the other store shows after such a command is that confirmation, not an origin.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Literal
+
+import aiosqlite
+import msgspec
+
+from engine.events import (
+    CommandApplied,
+    CommandConfirmed,
+    CommandFailed,
+    CommandIssued,
+    CommandSuperseded,
+    ContactChanged,
+    ContactDeleted,
+    ContactObserved,
+    ContactRestored,
+    DecisionBlocked,
+    EventBase,
+    IdentityLinked,
+    MembershipAdded,
+    MembershipRemoved,
+    PermissionChanged,
+    TrackingRecorded,
+)
+from engine.log import EventLog, format_ts, parse_ts
+
+__all__ = [
+    "HistoryLine",
+    "OptOut",
+    "Violation",
+    "audit_optouts",
+    "contact_history",
+    "find_violations",
+    "oldest_unpropagated_optout",
+]
+
+State = Literal["confirmed", "applied", "pending", "failed", "already", "no-contact"]
+
+
+class OptOut(msgspec.Struct, kw_only=True):
+    """One opt-out and how it reached the other store."""
+
+    email: str
+    store: str  # where it happened
+    happened_at: str | None  # the source's own time
+    source: str | None  # Contact (their own action) or Account
+    reason: str | None
+    campaign_activity_id: str | None
+    seen_at: str  # when ccsync first recorded it
+    seen_position: int
+    state: State = "pending"
+    command_id: str | None = None
+    issued_at: str | None = None
+    applied_at: str | None = None
+    confirmed_at: str | None = None
+    error: str | None = None
+    latency_seconds: float | None = None  # from happening (or ccsync's start) to confirmation
+
+
+class Violation(msgspec.Struct, kw_only=True):
+    kind: Literal["not-propagated", "late", "send-after-optout"]
+    email: str
+    detail: str
+    at: str | None = None
+
+
+class _Perm(msgspec.Struct, array_like=True):
+    position: int
+    store: str
+    email: str
+    source: str | None
+    reason: str | None
+    source_time: str | None
+    campaign_activity_id: str | None
+    recorded_at: str
+
+
+class _Cmd(msgspec.Struct, array_like=True):
+    email: str
+    command_id: str
+    target: str
+    status: str
+    issued_position: int
+    issued_at: str
+    outcome_at: str | None
+    confirmed_at: str | None
+    error: str | None
+
+
+async def _rows(
+    conn: aiosqlite.Connection, sql: str, args: tuple[object, ...] = ()
+) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in await conn.execute_fetchall(sql, args)]
+
+
+async def first_run_started(log: EventLog) -> str | None:
+    rows = await _rows(log.connection, "SELECT MIN(started_at) FROM p_runs")
+    return str(rows[0][0]) if rows and rows[0][0] else None
+
+
+async def audit_optouts(
+    log: EventLog, *, email: str | None = None, since: datetime | None = None
+) -> list[OptOut]:
+    """Every opt-out origin (optionally of one email, or seen since a time), oldest first."""
+    conn = log.connection
+    where, args = "new_status = 'unsubscribed'", []
+    if email:
+        where += " AND email = ?"
+        args.append(email)
+    perm_rows = await _rows(
+        conn,
+        "SELECT position, store, email, source, reason, source_time, campaign_activity_id, "
+        f"recorded_at FROM p_permissions WHERE {where} ORDER BY position",
+        tuple(args),
+    )
+    cmd_rows = await _rows(
+        conn,
+        "SELECT email, command_id, target, status, issued_position, issued_at, outcome_at, "
+        "confirmed_at, error FROM p_commands WHERE kind = 'contact.unsubscribe'"
+        + (" AND email = ?" if email else "")
+        + " ORDER BY issued_position",
+        (email,) if email else (),
+    )
+    perms = msgspec.convert(perm_rows, list[_Perm])
+    cmds: dict[str, list[_Cmd]] = defaultdict(list)
+    for c in msgspec.convert(cmd_rows, list[_Cmd]):
+        cmds[c.email].append(c)
+    present = await _present(conn)
+    start = await first_run_started(log)
+    origins: list[OptOut] = []
+    open_by_email: dict[str, list[OptOut]] = defaultdict(list)
+    for p in perms:
+        pending = [
+            o
+            for o in open_by_email[p.email]
+            if o.store != p.store
+            and o.command_id is not None
+            and o.confirmed_at is None
+            and any(
+                c.command_id == o.command_id and c.issued_position < p.position
+                for c in cmds[p.email]
+            )
+        ]
+        if pending:
+            o = pending[0]
+            o.confirmed_at = p.recorded_at
+            o.state = "confirmed"
+            o.latency_seconds = _latency(o, start)
+            continue
+        o = OptOut(
+            email=p.email,
+            store=p.store,
+            happened_at=p.source_time,
+            source=p.source,
+            reason=p.reason,
+            campaign_activity_id=p.campaign_activity_id,
+            seen_at=p.recorded_at,
+            seen_position=p.position,
+        )
+        other = "app" if p.store == "ctct" else "ctct"
+        carrier = next(
+            (c for c in cmds[p.email] if c.target == other and c.issued_position > p.position),
+            None,
+        )
+        if carrier is not None:
+            o.command_id, o.issued_at = carrier.command_id, carrier.issued_at
+            o.error = carrier.error if carrier.status == "failed" else None
+            if carrier.status in ("applied", "confirmed"):
+                o.applied_at, o.state = carrier.outcome_at, "applied"
+            elif carrier.status == "failed":
+                o.state = "failed"
+        elif (other, p.email) not in present:
+            o.state = "no-contact"
+        elif await _already(conn, other, p.email, p.position):
+            o.state = "already"
+        origins.append(o)
+        open_by_email[p.email].append(o)
+    if since is not None:
+        origins = [o for o in origins if parse_ts(o.seen_at) >= since]
+    return origins
+
+
+async def _present(conn: aiosqlite.Connection) -> set[tuple[str, str]]:
+    return {(str(s), str(e)) for s, e in await _rows(conn, "SELECT store, email FROM p_contacts")}
+
+
+async def _already(conn: aiosqlite.Connection, store: str, email: str, before: int) -> bool:
+    rows = await _rows(
+        conn,
+        "SELECT new_status FROM p_permissions WHERE store = ? AND email = ? AND position < ? "
+        "ORDER BY position DESC LIMIT 1",
+        (store, email, before),
+    )
+    return bool(rows) and rows[0][0] == "unsubscribed"
+
+
+def _effective_start(o: OptOut, start: str | None) -> datetime:
+    """Propagation is owed from when it happened, or from ccsync's first run if later."""
+    t = parse_ts(o.happened_at) if o.happened_at else parse_ts(o.seen_at)
+    if start is not None:
+        t = max(t, parse_ts(start))
+    return t
+
+
+def _latency(o: OptOut, start: str | None) -> float | None:
+    if o.confirmed_at is None:
+        return None
+    return (parse_ts(o.confirmed_at) - _effective_start(o, start)).total_seconds()
+
+
+async def find_violations(log: EventLog, now: datetime, bound: timedelta) -> list[Violation]:
+    """Opt-outs not propagated within ``bound``, and sends recorded after an opt-out."""
+    start = await first_run_started(log)
+    out: list[Violation] = []
+    origins = await audit_optouts(log)
+    for o in origins:
+        if o.state in ("already", "no-contact"):
+            continue
+        begin = _effective_start(o, start)
+        if o.confirmed_at is None and now - begin > bound:
+            out.append(
+                Violation(
+                    kind="not-propagated",
+                    email=o.email,
+                    at=o.seen_at,
+                    detail=f"opted out in {o.store} at {o.happened_at or o.seen_at}; "
+                    f"not confirmed in the other store after {now - begin} "
+                    f"(state {o.state}{': ' + o.error if o.error else ''})",
+                )
+            )
+        elif o.confirmed_at is not None and parse_ts(o.confirmed_at) - begin > bound:
+            out.append(
+                Violation(
+                    kind="late",
+                    email=o.email,
+                    at=o.confirmed_at,
+                    detail=f"opted out in {o.store} at {o.happened_at or o.seen_at}; "
+                    f"confirmed only at {o.confirmed_at}",
+                )
+            )
+    out += await _sends_after_optout(log, origins)
+    return out
+
+
+async def _sends_after_optout(log: EventLog, origins: list[OptOut]) -> list[Violation]:
+    conn = log.connection
+    out: list[Violation] = []
+    by_email: dict[str, list[OptOut]] = defaultdict(list)
+    for o in origins:
+        by_email[o.email].append(o)
+    for email, opts in by_email.items():
+        sends = await _rows(
+            conn,
+            "SELECT created_time, campaign_activity_id FROM p_tracking "
+            "WHERE email = ? AND kind = 'send' ORDER BY created_time",
+            (email,),
+        )
+        if not sends:
+            continue
+        optins = await _rows(
+            conn,
+            "SELECT source_time FROM p_permissions WHERE email = ? AND new_status IN "
+            "('explicit', 'implicit') AND source_time IS NOT NULL",
+            (email,),
+        )
+        for sent_at, campaign in sends:
+            for o in opts:
+                t = o.happened_at or o.seen_at
+                if str(sent_at) > t and not any(t < str(r[0]) < str(sent_at) for r in optins):
+                    out.append(
+                        Violation(
+                            kind="send-after-optout",
+                            email=email,
+                            at=str(sent_at),
+                            detail=f"campaign activity {campaign} sent at {sent_at}, "
+                            f"after the opt-out in {o.store} at {t}",
+                        )
+                    )
+                    break
+    return out
+
+
+async def oldest_unpropagated_optout(log: EventLog, now: datetime) -> float | None:
+    """Seconds since the oldest opt-out that the other store does not yet confirm (None: none)."""
+    start = await first_run_started(log)
+    ages = [
+        (now - _effective_start(o, start)).total_seconds()
+        for o in await audit_optouts(log)
+        if o.confirmed_at is None and o.state in ("pending", "applied", "failed")
+    ]
+    return max(ages) if ages else None
+
+
+class HistoryLine(msgspec.Struct, kw_only=True):
+    """One recorded fact about a person, from either store or from the engine."""
+
+    position: int
+    recorded_at: str
+    store: str
+    type: str
+    summary: str
+
+
+def _summarise(event: EventBase) -> str:
+    match event:
+        case ContactObserved(contact=c):
+            lists = ",".join(c.lists) or "-"
+            return f"first seen: {c.email} permission={c.permission.status} lists={lists}"
+        case ContactChanged(changes=changes):
+            return "; ".join(f"{k}: {v.old!r} -> {v.new!r}" for k, v in changes.items())
+        case PermissionChanged(old=old, new=new):
+            by = f" by {new.source}" if new.source else ""
+            why = f" ({new.reason})" if new.reason else ""
+            return f"permission {old.status if old else '-'} -> {new.status}{by}{why}"
+        case MembershipAdded(list_id=lst) | MembershipRemoved(list_id=lst):
+            verb = "joined" if isinstance(event, MembershipAdded) else "left"
+            return f"{verb} list {lst}"
+        case ContactDeleted() | ContactRestored():
+            return "deleted" if isinstance(event, ContactDeleted) else "restored"
+        case TrackingRecorded(activity=a):
+            return f"{a.kind} in campaign activity {a.campaign_activity_id} at {a.created_time}"
+        case CommandIssued(kind=kind, command=cmd):
+            shown = {k: v for k, v in cmd.items() if k not in ("kind", "target", "basis")}
+            return f"command {event.key[:12]} issued: {kind} {shown}"
+        case CommandApplied() | CommandConfirmed():
+            verb = "applied" if isinstance(event, CommandApplied) else "confirmed by observation"
+            return f"command {event.key[:12]} {verb}"
+        case CommandFailed(error=error):
+            return f"command {event.key[:12]} failed: {error}"
+        case CommandSuperseded(reason=reason):
+            return f"command {event.key[:12]} superseded: {reason}"
+        case DecisionBlocked(action=action, reason=reason):
+            return f"blocked: {action}: {reason}"
+        case IdentityLinked(app_id=app_id):
+            return f"paired Constant Contact {event.key} with app contact {app_id}"
+        case _:
+            return event.__struct_config__.tag  # type: ignore[return-value]
+
+
+async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
+    """Everything recorded about one address, across both stores, in log order."""
+    conn = log.connection
+    ids = await _rows(conn, "SELECT store, store_id FROM p_contacts WHERE email = ?", (email,))
+    links = await _rows(
+        conn,
+        "SELECT ctct_id, app_id FROM p_links WHERE email = ? OR ctct_id IN "
+        "(SELECT store_id FROM p_contacts WHERE store = 'ctct' AND email = ?) OR app_id IN "
+        "(SELECT store_id FROM p_contacts WHERE store = 'app' AND email = ?)",
+        (email, email, email),
+    )
+    streams = {f"{s}:contact:{i}" for s, i in ids}
+    for c, a in links:
+        streams |= {f"ctct:contact:{c}", f"app:contact:{a}", f"ctct:link:{c}"}
+    streams |= {f"ctct:tracking:{i}" for s, i in ids if s == "ctct"}
+    cids = await _rows(conn, "SELECT command_id, target FROM p_commands WHERE email = ?", (email,))
+    streams |= {f"{t}:command:{c}" for c, t in cids}
+    decisions = await _rows(conn, "SELECT store_key FROM p_decisions WHERE email = ?", (email,))
+    streams |= {f"engine:decision:{k}" for (k,) in decisions}
+    out: list[HistoryLine] = []
+    for stream in sorted(streams):
+        for r in await log.read_stream(stream):
+            if isinstance(r.event, DecisionBlocked) and r.event.email != email:
+                continue
+            out.append(
+                HistoryLine(
+                    position=r.position,
+                    recorded_at=format_ts(r.recorded_at),
+                    store=r.event.store,
+                    type=str(r.event.__struct_config__.tag),
+                    summary=_summarise(r.event),
+                )
+            )
+    out.sort(key=lambda h: h.position)
+    return out

@@ -1,0 +1,115 @@
+"""`ccsync audit` as an auditor uses it: a scripted opt-out's whole history, and violations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.ctct_simulator import Simulator, SimulatorConfig
+from engine.cli._demo_setup import prepare_folder
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CCSYNC_CONFIG": str(config)}
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def sync(config: Path) -> None:
+    done = cli(config, "sync")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[tuple[Path, Simulator]]:
+    sim = Simulator.start_in_thread(SimulatorConfig(contacts=200, seed=21, lists=4, campaigns=2))
+    try:
+        yield asyncio.run(prepare_folder(tmp_path, sim, app_contacts=20, seed=2)), sim
+    finally:
+        sim.stop()
+
+
+def test_audit_of_a_scripted_opt_out_names_its_times_and_command(
+    folder: tuple[Path, Simulator],
+) -> None:
+    config, sim = folder
+    sync(config)
+    person = sim.call(
+        lambda: next(
+            c for c in sim.account.contacts if not c.deleted and c.permission != "unsubscribed"
+        )
+    )
+    sim.call(lambda: sim.account.unsubscribe(person.contact_id, reason="moved away"))
+    opted_out_at = datetime.fromtimestamp(person.opt_out_date / 1000).astimezone()
+    sync(config)  # sees the opt-out, unsubscribes the app
+    sync(config)  # re-observes the app: confirmed
+
+    done = cli(config, "audit", "opt-outs", "--email", person.email.upper(), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)
+    assert row["store"] == "ctct"
+    assert row["source"] == "Contact"
+    assert row["reason"] == "moved away"
+    happened = datetime.fromisoformat(row["happened_at"].replace("Z", "+00:00"))
+    assert abs(happened - opted_out_at) < timedelta(milliseconds=2)
+    assert row["state"] == "confirmed"
+    assert row["seen_at"] <= row["applied_at"] <= row["confirmed_at"]
+    assert row["latency_seconds"] > 0
+    status = cli(config, "status", "--json")
+    commands = json.loads(status.stdout)["commands"]
+    assert commands.get("confirmed", 0) >= 1
+    history = cli(config, "audit", "contact", person.email)
+    assert history.returncode == 0
+    assert row["command_id"][:12] in history.stdout
+    assert (
+        "permission explicit -> unsubscribed" in history.stdout
+        or "-> unsubscribed" in history.stdout
+    )
+
+
+def test_violations_find_a_send_after_an_opt_out_and_nothing_else(
+    folder: tuple[Path, Simulator],
+) -> None:
+    config, _sim = folder
+    sync(config)
+    clean = cli(config, "audit", "opt-outs", "--violations", "--format", "json")
+    assert clean.returncode == 0, clean.stdout
+    assert json.loads(clean.stdout) == []
+    log = sqlite3.connect(config.parent / "ccsync.db")
+    email, sent_at = log.execute(
+        "SELECT email, created_time FROM p_tracking WHERE kind = 'send' ORDER BY email LIMIT 1"
+    ).fetchone()
+    log.close()
+    # Plant it: the app says this person opted out a day before Constant Contact mailed them.
+    before = datetime.fromisoformat(sent_at.replace("Z", "+00:00")) - timedelta(days=1)
+    with sqlite3.connect(config.parent / "app.db") as app:
+        changed = app.execute(
+            "UPDATE contacts SET email_status = 'unsubscribed', status_changed_at = ?, "
+            "updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE lower(email) = ?",
+            (before.isoformat(), email),
+        ).rowcount
+    assert changed == 1
+    sync(config)
+    sync(config)
+    found = cli(config, "audit", "opt-outs", "--violations", "--format", "json")
+    assert found.returncode == 1
+    violations = json.loads(found.stdout)
+    # Every send the planted opt-out precedes is one violation; nothing else is flagged.
+    assert violations
+    assert {(v["kind"], v["email"]) for v in violations} == {("send-after-optout", email)}
+    assert all(v["at"] > before.isoformat() for v in violations)
