@@ -26,6 +26,7 @@ from engine.outbox import Outbox, OutboxStats
 from engine.pairs import touched_pairs
 from engine.policy import ListLink, Policy
 from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource
+from engine.progress import Progress
 from engine.reconcile import Decisions, reconcile
 from projections.projector import Projector
 from projections.runner import decode_list
@@ -69,6 +70,7 @@ class SyncEngine:
         tracking: TrackingSource | None = None,
         clock: Callable[[], datetime] | None = None,
         requests_made: Callable[[], int] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.log = log
         self.stores: dict[Store, SyncStore] = {"ctct": ctct, "app": app}
@@ -78,6 +80,7 @@ class SyncEngine:
         self.projector = Projector(log)
         self.outbox = Outbox(log, self.projector, {"ctct": ctct, "app": app})
         self._requests_made = requests_made or (lambda: 0)
+        self.progress = progress
         self._started = False
         self._stop = asyncio.Event()
 
@@ -112,6 +115,8 @@ class SyncEngine:
             t1 = time.perf_counter()
             await self._observe(run_id, bound, summary)
             t2 = time.perf_counter()
+            if self.progress is not None:
+                self.progress.done()
             if self._stop.is_set():
                 # Every observed page is committed with its checkpoint; deciding on a partial
                 # observation is safe but pointless: the next cycle goes on from here.
@@ -170,9 +175,13 @@ class SyncEngine:
                 },
                 error=summary.error,
             )
-            await asyncio.shield(self.log.append([NewEvent(content_id(fin), fin)]))
+            await asyncio.shield(self._finish(fin))
             _log.info("sync.cycle_finished", **msgspec.to_builtins(summary))
         return summary
+
+    async def _finish(self, fin: SyncRunFinished) -> None:
+        await self.log.append([NewEvent(content_id(fin), fin)])
+        await self.projector.catch_up()
 
     @staticmethod
     def _count(summary: CycleSummary, stats: OutboxStats) -> None:
@@ -188,7 +197,7 @@ class SyncEngine:
             if self._stop.is_set():
                 return
             contacts = await observe_contacts(
-                self.log, self.projector, src, run_id, bound, self._stop
+                self.log, self.projector, src, run_id, bound, self._stop, self.progress
             )
             self._add(summary, f"{store}.lists", lists)
             self._add(summary, f"{store}.contacts", contacts)

@@ -28,6 +28,7 @@ from engine.events import (
 from engine.log import EventLog, NewEvent
 from engine.model import ContactRecord, Store
 from engine.ports import ContactSource, ListSource, Rejected, TrackingSource
+from engine.progress import Progress
 from projections.projector import Projector
 from projections.runner import decode_list, load_contacts
 
@@ -117,6 +118,7 @@ async def observe_contacts(
     run_id: str,
     bound: datetime,
     stop: asyncio.Event | None = None,
+    progress: Progress | None = None,
 ) -> ObserveStats:
     """Observe every page of changed contacts up to ``bound``; returns what was seen."""
     store = source.store
@@ -156,6 +158,8 @@ async def observe_contacts(
             new_events=len(result.new),
             rejected=len(page.rejected),
         )
+        if progress is not None:
+            progress.update(f"{store} contacts", len(page.contacts))
         if stop is not None and stop.is_set():
             stats.interrupted = True  # the page in hand is committed; the rest waits
             break

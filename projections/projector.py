@@ -11,6 +11,7 @@ import aiosqlite
 
 from engine.errors import FatalError
 from engine.log import EventLog, Recorded
+from engine.progress import Progress
 from projections.runner import apply_batch, ensure_schema, projected_position
 from projections.schema import TABLES
 
@@ -47,7 +48,9 @@ class Projector:
                 pos = batch[-1].position
 
 
-async def rebuild(log: EventLog, out: Path, stop: int | None = None) -> int:
+async def rebuild(
+    log: EventLog, out: Path, stop: int | None = None, progress: Progress | None = None
+) -> int:
     """Fold the log from position 1 up to (not including) ``stop`` into a new file ``out``.
 
     Returns the last position folded. ``out`` must not exist: a rebuild never overwrites.
@@ -66,10 +69,15 @@ async def rebuild(log: EventLog, out: Path, stop: int | None = None) -> int:
             batch.append(r)
             if len(batch) >= _BATCH:
                 last = await _commit(conn, batch)
+                if progress is not None:
+                    progress.update("events replayed", len(batch))
                 batch = []
         if batch:
             last = await _commit(conn, batch)
         await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if progress is not None:
+        progress.update("events replayed", len(batch))
+        progress.done()
     return last
 
 

@@ -16,6 +16,7 @@ from engine.cli._common import add_config_arg, settings_from_args, table
 from engine.cli.log_cmd import _parse_time
 from engine.errors import ConfigError
 from engine.log import EventLog, parse_ts
+from engine.progress import Progress
 from engine.status import read_status
 from projections.projector import compare_projections, rebuild
 from projections.runner import projected_position
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 async def _sync(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     async with wire(settings) as w:
+        w.engine.progress = Progress()
         summary = await w.engine.cycle(full_compare=args.full_compare)
     print(msgspec.json.encode(summary).decode())
     return 0 if summary.outcome == "ok" else 1
@@ -103,7 +105,7 @@ async def _replay(args: argparse.Namespace) -> int:
             live = await projected_position(log.connection)
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "rebuilt.db"
-                await rebuild(log, out, stop=live + 1)
+                await rebuild(log, out, stop=live + 1, progress=Progress())
                 diffs = await compare_projections(settings.log_path, out)
             if diffs:
                 print(
@@ -119,7 +121,7 @@ async def _replay(args: argparse.Namespace) -> int:
             stop = args.to_position + 1
         else:
             stop = await log.position_at(args.as_of)
-        last = await rebuild(log, args.out, stop=stop)
+        last = await rebuild(log, args.out, stop=stop, progress=Progress())
         print(f"rebuilt state up to position {last} into {args.out}")
         if args.diff:
             diffs = await compare_projections(settings.log_path, args.out)
