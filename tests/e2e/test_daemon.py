@@ -16,18 +16,23 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.constant_contact import StoredTokens
+from adapters.constant_contact.tokens import write_private_file
 from adapters.ctct_simulator import FaultConfig, Simulator, SimulatorConfig
 from engine.cli._demo_setup import prepare_folder
 
 _T = TypeVar("_T")
 DEADLINE = 30.0  # seconds; generous for a loaded 2-core machine, never reached when all is well
 POLL = 0.05
+BIG, PAGES = 2000, 40  # the interrupted initial sync: contacts in Constant Contact, pages
 
 
 class Daemon:
@@ -243,14 +248,14 @@ def test_daemon_reports_a_failing_store_and_recovers_when_it_returns(
 def test_sigterm_during_a_big_initial_sync_stops_promptly_and_a_restart_finishes_it(
     tmp_path: Path, daemons: list[Daemon]
 ) -> None:
-    big = Simulator.start_in_thread(SimulatorConfig(contacts=5000, seed=9, lists=4, campaigns=1))
+    big = Simulator.start_in_thread(SimulatorConfig(contacts=BIG, seed=9, lists=4, campaigns=1))
     try:
         config = configure(
             asyncio.run(prepare_folder(tmp_path, big, app_contacts=30, seed=5, tracking=False)),
             interval=600,
-            page_size=100,
+            page_size=BIG // PAGES,
         )
-        big.set_faults(FaultConfig(latency_ms=150))  # 50 pages: several seconds of initial sync
+        big.set_faults(FaultConfig(latency_ms=150))  # seconds of initial sync
         d = Daemon(config)
         daemons.append(d)
         wait_for(
@@ -262,7 +267,7 @@ def test_sigterm_during_a_big_initial_sync_stops_promptly_and_a_restart_finishes
 
         assert d.stop(signal.SIGTERM) == 0
         fetched = big.call(lambda: big.requests["GET /v3/contacts"])
-        assert fetched < 50, "the daemon fetched every page instead of stopping"
+        assert fetched < PAGES, "the daemon fetched every page instead of stopping"
         assert_log_sound(config, replay=True)
         (last,) = runs(config)
         assert last["outcome"] == "interrupted"
@@ -273,7 +278,45 @@ def test_sigterm_during_a_big_initial_sync_stops_promptly_and_a_restart_finishes
         daemons.append(again)
         assert again.proc.wait(timeout=120) == 0, again.stderr_path.read_text()[-3000:]
         refetched = big.call(lambda: big.requests["GET /v3/contacts"]) - fetched
-        assert refetched <= 50 - fetched + 2, "the restart did not go on from the checkpoint"
+        assert refetched <= PAGES - fetched + 2, "the restart did not go on from the checkpoint"
         assert [r["outcome"] for r in runs(config)] == ["ok", "interrupted"]
     finally:
         big.stop()
+
+
+def test_a_spent_daily_quota_waits_for_its_reset_and_the_wait_ends_on_sigterm(
+    tmp_path: Path, sim: Simulator, daemons: list[Daemon]
+) -> None:
+    config = configure(
+        asyncio.run(prepare_folder(tmp_path, sim, app_contacts=10, seed=6)), daily_budget=3
+    )
+    d = Daemon(config)
+    daemons.append(d)
+
+    h = d.wait_health(lambda code, h: h["cycles"] >= 1 and h["next_cycle_at"], "the quota wait")
+    (failed,) = d.events("daemon.cycle_failed")
+    assert failed["error_type"] == "QuotaExhaustedError"
+    # The next cycle waits for the reset (00:00 UTC), not for the 1 s interval.
+    assert h["status"] == "failing"
+    next_at = datetime.fromisoformat(h["next_cycle_at"])
+    assert next_at >= datetime.fromisoformat(failed["resume_at"]) > datetime.now(UTC)
+    assert d.stop(signal.SIGTERM) == 0
+    assert len(d.events("sync.cycle_finished")) == 1
+    assert_log_sound(config)
+
+
+def test_revoked_authorisation_stops_the_daemon_with_exit_2_and_says_what_to_do(
+    tmp_path: Path, sim: Simulator, daemons: list[Daemon]
+) -> None:
+    config = configure(asyncio.run(prepare_folder(tmp_path, sim, app_contacts=10, seed=6)))
+    revoked = StoredTokens.issued("not-a-token", "not-a-refresh-token", 3600, datetime.now(UTC))
+    write_private_file(config.parent / "tokens.json", msgspec.json.encode(revoked))
+    d = Daemon(config)
+    daemons.append(d)
+
+    assert d.proc.wait(timeout=DEADLINE) == 2
+    (failed,) = d.events("daemon.cycle_failed")
+    assert failed["fatal"] is True and failed["error_type"] == "AuthorizationError"
+    assert "ccsync auth login" in failed["action"]
+    assert d.events("daemon.stopped")[0]["exit_code"] == 2
+    assert_log_sound(config)
