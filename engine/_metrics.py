@@ -92,6 +92,9 @@ class _ScrapeCollector(Collector):
     def __init__(self, api: Callable[[], ApiUsage | None]) -> None:
         self.snapshot: LogSnapshot | None = None
         self._api = api
+        # (age in seconds or None when nothing is pending, monotonic time it was measured at)
+        self.optout_age: tuple[float | None, float] | None = None
+        self.optout_bound = 0.0
 
     def collect(self) -> Iterator[Metric]:
         api = self._api()
@@ -118,6 +121,19 @@ class _ScrapeCollector(Collector):
                 "ccsync_api_quota_exhausted_until_timestamp_seconds",
                 "When the spent daily quota resets (0: not exhausted)",
                 value=until.timestamp() if until is not None else 0.0,
+            )
+        if self.optout_age is not None:
+            age, at = self.optout_age
+            # Measured after the last cycle; until the next one changes it, the age just grows.
+            yield GaugeMetricFamily(
+                "ccsync_oldest_unpropagated_optout_seconds",
+                "Age of the oldest opt-out the other store does not yet confirm (0: none)",
+                value=0.0 if age is None else age + time.monotonic() - at,
+            )
+            yield GaugeMetricFamily(
+                "ccsync_optout_bound_seconds",
+                "How soon an opt-out must propagate ([sync] opt_out_bound_seconds)",
+                value=self.optout_bound,
             )
         snap = self.snapshot
         if snap is None:
@@ -229,6 +245,11 @@ class DaemonMetrics:
     def _ended(self, seconds: float, now: datetime) -> None:
         self.duration.set(seconds)
         self.finished.set(now.timestamp())
+
+    def set_optout_age(self, seconds: float | None, bound: float) -> None:
+        """The oldest unpropagated opt-out's age (None: none), as measured now."""
+        self._scrape.optout_age = (seconds, time.monotonic())
+        self._scrape.optout_bound = bound
 
     async def render(self, reader: EventLog | None) -> bytes:
         """The Prometheus text exposition, with a fresh (at most 1 s old) log snapshot."""
