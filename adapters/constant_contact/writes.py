@@ -16,8 +16,6 @@ polled to completion and its failures come back on the commands they concern.
 from __future__ import annotations
 
 import asyncio
-import re
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
@@ -33,35 +31,24 @@ from engine.commands import (
     RemoveFromList,
     Unsubscribe,
     UpsertContact,
-    command_id,
 )
 from engine.errors import RetriableError, SkippableRecordError
 from engine.model import normalise_email
 
+from .activities import ActivityRunner, failed, succeeded
 from .client import CtctClient, CtctRequestError, CtctResponseError
 from .config import CtctConfig
 from .paging import INCLUDE
-from .schema import CONTACT, Activity, Contact, ContactsPage, CustomFieldsPage
+from .schema import CONTACT, Contact, ContactsPage, CustomFieldsPage
 from .write_bodies import encode_row, import_batches, import_row, put_body
 
 __all__ = ["CommandWriter"]
 
 log = structlog.get_logger("ccsync.ctct")
 MAX_IDS: Final = 500
-_DONE: Final = frozenset(("completed", "failed", "cancelled", "timed_out"))
-_ROW_RE: Final = re.compile(r"^row (\d+):")
-_activity: Final = msgspec.json.Decoder(Activity)
 _contacts: Final = msgspec.json.Decoder(ContactsPage)
 _cfields: Final = msgspec.json.Decoder(CustomFieldsPage)
 _enc: Final = msgspec.json.Encoder()
-
-
-def _ok(cmd: Command, detail: str | None = None, store_id: str | None = None) -> Outcome:
-    return Outcome(command_id=command_id(cmd), ok=True, detail=detail, store_id=store_id)
-
-
-def _failed(cmd: Command, error: str, *, retriable: bool = False) -> Outcome:
-    return Outcome(command_id=command_id(cmd), ok=False, error=error, retriable=retriable)
 
 
 class CommandWriter:
@@ -76,7 +63,7 @@ class CommandWriter:
     ) -> None:
         self._client = client
         self._cfg = cfg
-        self._sleep = sleep
+        self._activities = ActivityRunner(client, cfg, sleep=sleep)
         self._cf_by_id: dict[str, str] | None = None
 
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
@@ -87,7 +74,7 @@ class CommandWriter:
         deletes: list[tuple[int, DeleteContact]] = []
         for i, cmd in enumerate(commands):
             if cmd.target != "ctct":
-                out[i] = _failed(cmd, f"command targets {cmd.target!r}, not Constant Contact")
+                out[i] = failed(cmd, f"command targets {cmd.target!r}, not Constant Contact")
             elif isinstance(cmd, UpsertContact):
                 (puts if self._needs_put(cmd) else imports).append((i, cmd))
             elif isinstance(cmd, Unsubscribe):
@@ -98,7 +85,7 @@ class CommandWriter:
             elif isinstance(cmd, DeleteContact):
                 deletes.append((i, cmd))
             else:
-                out[i] = _failed(cmd, "tracking is recorded in the app, not in Constant Contact")
+                out[i] = failed(cmd, "tracking is recorded in the app, not in Constant Contact")
         if imports:
             out.update(await self._imports(imports))
         for i, cmd in puts:
@@ -125,13 +112,13 @@ class CommandWriter:
         try:
             return await work
         except CtctRequestError as exc:
-            return _failed(cmd, exc.text, retriable=exc.status == 409)
+            return failed(cmd, exc.text, retriable=exc.status == 409)
         except CtctResponseError as exc:  # e.g. the stored contact breaks a documented limit
-            return _failed(cmd, str(exc))
+            return failed(cmd, str(exc))
         except SkippableRecordError as exc:
-            return _failed(cmd, str(exc))
+            return failed(cmd, str(exc))
         except RetriableError as exc:
-            return _failed(cmd, str(exc), retriable=True)
+            return failed(cmd, str(exc), retriable=True)
 
     # -- reads used by writes ---------------------------------------------------------------
 
@@ -173,12 +160,12 @@ class CommandWriter:
     async def _put(self, cmd: Command) -> Outcome:
         current = await self._find(cmd)
         if current is None:
-            return _failed(cmd, f"no contact {cmd.store_id or cmd.email} in Constant Contact")
+            return failed(cmd, f"no contact {cmd.store_id or cmd.email} in Constant Contact")
         cid = current.contact_id
         if isinstance(cmd, Unsubscribe):
             email = current.email_address
             if email is not None and email.permission_to_send == "unsubscribed":
-                return _ok(cmd, "already unsubscribed", store_id=cid)
+                return succeeded(cmd, "already unsubscribed", store_id=cid)
             # Reviving a deleted contact requires update_source=Account (pitfall 4).
             source = "Contact" if cmd.source == "Contact" and not current.deleted_at else "Account"
             body = put_body(
@@ -196,7 +183,7 @@ class CommandWriter:
             )
             detail = None
         await self._client.call("PUT", f"/contacts/{cid}", CONTACT.decode, body=_enc.encode(body))
-        return _ok(cmd, detail, store_id=cid)
+        return succeeded(cmd, detail, store_id=cid)
 
     async def _ids_for_custom_fields(self, fields: dict[str, str | None]) -> dict[str, str | None]:
         if not any(f.startswith("cf:") for f in fields):
@@ -220,7 +207,7 @@ class CommandWriter:
         for i, cmd in items:
             lists = cmd.lists or ((self._cfg.import_list_id,) if self._cfg.import_list_id else ())
             if not lists:
-                out[i] = _failed(
+                out[i] = failed(
                     cmd,
                     "contacts_json_import needs a list: give the contact lists or set "
                     "ctct.import_list_id",
@@ -229,7 +216,7 @@ class CommandWriter:
             try:
                 row = import_row(cmd.store_id or cmd.email, cmd.email, cmd.fields, names)
             except SkippableRecordError as exc:
-                out[i] = _failed(cmd, str(exc))
+                out[i] = failed(cmd, str(exc))
                 continue
             groups[tuple(sorted(lists))].append((i, cmd, encode_row(row)))
         for lists, group in groups.items():
@@ -243,7 +230,7 @@ class CommandWriter:
                     + b"}"
                 )
                 cmds = [(i, cmd) for i, cmd, _ in chosen]
-                out.update(await self._run_activity("contacts_json_import", body, cmds))
+                out.update(await self._activities.run("contacts_json_import", body, cmds))
         return out
 
     async def _bulk_ids(
@@ -271,99 +258,18 @@ class CommandWriter:
             else:
                 payload = {"source": {"contact_ids": ids}, "list_ids": [list_id]}
             cmds = [(i, cmd) for i, cmd, _ in chunk]
-            out.update(await self._run_activity(kind, _enc.encode(payload), cmds))
+            out.update(await self._activities.run(kind, _enc.encode(payload), cmds))
         return out
 
     async def _guard_find(self, cmd: Command) -> str | Outcome:
         try:
             found = await self._find(cmd)
         except CtctRequestError as exc:
-            return _failed(cmd, exc.text)
+            return failed(cmd, exc.text)
         except RetriableError as exc:
-            return _failed(cmd, str(exc), retriable=True)
+            return failed(cmd, str(exc), retriable=True)
         if found is None:
             if isinstance(cmd, DeleteContact | RemoveFromList):
-                return _ok(cmd, "no such contact in Constant Contact")
-            return _failed(cmd, f"no contact {cmd.email} in Constant Contact")
+                return succeeded(cmd, "no such contact in Constant Contact")
+            return failed(cmd, f"no contact {cmd.email} in Constant Contact")
         return found.contact_id
-
-    async def _run_activity(
-        self, kind: str, body: bytes, cmds: Sequence[tuple[int, Command]]
-    ) -> dict[int, Outcome]:
-        """POST one activity, poll it to an end state, and spread its result over ``cmds``."""
-        try:
-            act = await self._client.call(
-                "POST", f"/activities/{kind}", _activity.decode, body=body
-            )
-            act = await self._poll(act)
-        except CtctRequestError as exc:
-            return {i: _failed(c, exc.text, retriable=exc.status == 429) for i, c in cmds}
-        except RetriableError as exc:
-            return {i: _failed(c, str(exc), retriable=True) for i, c in cmds}
-        log.info("ctct.activity_done", kind=kind, state=act.state, items=len(cmds))
-        if act.state != "completed":
-            errors = "; ".join(_text(e) for e in act.activity_errors) or act.state
-            return {
-                i: _failed(c, f"{kind} activity {act.state}: {errors}", retriable=True)
-                for i, c in cmds
-            }
-        return _spread(act, cmds, by_row=kind == "contacts_json_import")
-
-    async def _poll(self, act: Activity) -> Activity:
-        deadline = time.monotonic() + self._cfg.activity_timeout
-        while act.state not in _DONE:
-            if time.monotonic() > deadline:
-                raise RetriableError(
-                    f"activity {act.activity_id} still {act.state} after "
-                    f"{self._cfg.activity_timeout:.0f}s"
-                )
-            if self._cfg.activity_poll_interval > 0:
-                await self._sleep(self._cfg.activity_poll_interval)
-            act = await self._client.call("GET", f"/activities/{act.activity_id}", _activity.decode)
-        return act
-
-
-def _text(error: str | dict[str, str]) -> str:
-    return error if isinstance(error, str) else error.get("message", str(error))
-
-
-def _spread(
-    act: Activity, cmds: Sequence[tuple[int, Command]], *, by_row: bool
-) -> dict[int, Outcome]:
-    """Per-command outcomes: errors that name a contact's email or id fail that command."""
-    errors = [_text(e) for e in act.activity_errors]
-    lowered = [e.casefold() for e in errors]
-    # Import errors name the row ("row 3: email: ..."), 1-based in import_data order.
-    rows = [int(m.group(1)) if (m := _ROW_RE.match(e)) else None for e in errors]
-    out: dict[int, Outcome] = {}
-    unclaimed = list(errors)
-    for pos, (i, cmd) in enumerate(cmds, start=1):
-        keys = [k.casefold() for k in (cmd.email, cmd.store_id) if k]
-        mine = [
-            errors[n]
-            for n, e in enumerate(lowered)
-            if (by_row and rows[n] == pos) or (rows[n] is None and any(k in e for k in keys))
-        ]
-        if mine:
-            out[i] = _failed(cmd, "; ".join(mine))
-            for claimed in mine:
-                if claimed in unclaimed:
-                    unclaimed.remove(claimed)
-        else:
-            out[i] = _ok(cmd, store_id=cmd.store_id)
-    status = act.status
-    skipped = status.cannot_add_to_list_count if status else None
-    notes = []
-    if skipped:
-        notes.append(
-            f"{skipped} contact(s) not added to lists: unsubscribed contacts stay off lists"
-        )
-    if unclaimed:
-        notes.append("activity errors: " + "; ".join(unclaimed))
-    if notes:
-        detail = "; ".join(notes)
-        out = {
-            i: (o if not o.ok else msgspec.structs.replace(o, detail=detail))
-            for i, o in out.items()
-        }
-    return out
