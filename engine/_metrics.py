@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from engine.audit import oldest_unpropagated_optout
 from engine.cycle import CycleSummary
 from engine.log import EventLog
 from engine.status import read_status
@@ -56,7 +57,6 @@ class LogSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     events: int = 0
     projected: int = 0
     lag: dict[str, float] = {}  # checkpoint name -> seconds since it last advanced
-    commands: dict[tuple[str, str, str], int] = {}  # (target, kind, status) -> count
     failed: int = 0
     pending: int = 0
 
@@ -70,17 +70,10 @@ def _store_of(checkpoint: str) -> str:
 async def read_snapshot(log: EventLog, now: datetime) -> LogSnapshot:
     """Read the scrape-time figures from ``log`` (a reader connection)."""
     status = await read_status(log, now, runs=0)
-    commands: dict[tuple[str, str, str], int] = {}
-    if status.projected:
-        rows = await log.connection.execute_fetchall(
-            "SELECT target, kind, status, COUNT(*) FROM p_commands GROUP BY target, kind, status"
-        )
-        commands = {(str(r[0]), str(r[1]), str(r[2])): int(r[3]) for r in rows}
     return LogSnapshot(
         events=status.events,
         projected=status.projected,
         lag={c.name: max(0.0, c.lag_seconds) for c in status.checkpoints},
-        commands=commands,
         failed=status.commands.get("failed", 0),
         pending=status.pending,
     )
@@ -95,6 +88,7 @@ class _ScrapeCollector(Collector):
         # (age in seconds or None when nothing is pending, monotonic time it was measured at)
         self.optout_age: tuple[float | None, float] | None = None
         self.optout_bound = 0.0
+        self.commands: dict[tuple[str, str, str], int] | None = None  # (target, kind, status)
 
     def collect(self) -> Iterator[Metric]:
         api = self._api()
@@ -135,6 +129,15 @@ class _ScrapeCollector(Collector):
                 "How soon an opt-out must propagate ([sync] opt_out_bound_seconds)",
                 value=self.optout_bound,
             )
+        if self.commands is not None:
+            cmds = GaugeMetricFamily(
+                "ccsync_commands",
+                "Commands in the log by target store, kind and status, as of the last cycle",
+                labels=["target", "kind", "status"],
+            )
+            for (target, kind, status), n in sorted(self.commands.items()):
+                cmds.add_metric([target, kind, status], n)
+            yield cmds
         snap = self.snapshot
         if snap is None:
             return
@@ -150,14 +153,6 @@ class _ScrapeCollector(Collector):
         for name, seconds in sorted(snap.lag.items()):
             lag.add_metric([name, _store_of(name)], seconds)
         yield lag
-        cmds = GaugeMetricFamily(
-            "ccsync_commands",
-            "Commands recorded in the log, by target store, kind and status",
-            labels=["target", "kind", "status"],
-        )
-        for (target, kind, status), n in sorted(snap.commands.items()):
-            cmds.add_metric([target, kind, status], n)
-        yield cmds
         yield GaugeMetricFamily(
             "ccsync_commands_failed", "Commands whose last attempt failed", value=snap.failed
         )
@@ -246,14 +241,26 @@ class DaemonMetrics:
         self.duration.set(seconds)
         self.finished.set(now.timestamp())
 
-    def set_optout_age(self, seconds: float | None, bound: float) -> None:
-        """The oldest unpropagated opt-out's age (None: none), as measured now."""
-        self._scrape.optout_age = (seconds, time.monotonic())
+    async def measure_cycle_end(self, reader: EventLog, now: datetime, bound: float) -> None:
+        """Read what only a cycle changes and costs a scan: commands by kind, opt-out age.
+
+        Both take tens of milliseconds on a log of some 20,000 contacts (see
+        scripts/bench/daemon_metrics.py), too much for every scrape, and cheap once a cycle.
+        """
+        rows = await reader.connection.execute_fetchall(
+            "SELECT target, kind, status, COUNT(*) FROM p_commands GROUP BY target, kind, status"
+        )
+        self._scrape.commands = {(str(r[0]), str(r[1]), str(r[2])): int(r[3]) for r in rows}
+        age = await oldest_unpropagated_optout(reader, now)
+        # The age grows with the clock until the next cycle changes it.
+        self._scrape.optout_age = (age, time.monotonic())
         self._scrape.optout_bound = bound
 
-    async def render(self, reader: EventLog | None) -> bytes:
-        """The Prometheus text exposition, with a fresh (at most 1 s old) log snapshot."""
-        if reader is not None and time.monotonic() - self._refreshed >= _MIN_REFRESH_SECONDS:
+    async def render(
+        self, reader: EventLog | None, *, max_age: float = _MIN_REFRESH_SECONDS
+    ) -> bytes:
+        """The Prometheus text exposition, with a log snapshot at most ``max_age`` s old."""
+        if reader is not None and time.monotonic() - self._refreshed >= max_age:
             self._scrape.snapshot = await read_snapshot(reader, datetime.now(UTC))
             self._refreshed = time.monotonic()
         out: bytes = generate_latest(self.registry)

@@ -32,7 +32,6 @@ import structlog
 
 from engine._daemon_http import Health, start_http
 from engine._metrics import ApiUsage, DaemonMetrics
-from engine.audit import oldest_unpropagated_optout
 from engine.cycle import CycleSummary, SyncEngine
 from engine.errors import (
     AuthorizationError,
@@ -233,7 +232,7 @@ class Daemon:
             self.metrics.in_cycle.set(0)
         seconds = time.monotonic() - began
         await self._settle(engine)
-        await self._measure_optouts(reader)
+        await self._measure(reader)
         self.cycles += 1
         if summary is not None:
             self._last = _LastCycle(summary.run_id, summary.outcome, started, seconds)
@@ -263,14 +262,12 @@ class Daemon:
         except CcsyncError as exc:
             _log.warning("daemon.catch_up_failed", error=str(exc))
 
-    async def _measure_optouts(self, reader: EventLog) -> None:
-        # Once per cycle, not per scrape: it reads every opt-out, and only a cycle changes them.
+    async def _measure(self, reader: EventLog) -> None:
+        bound = self.settings.opt_out_bound_seconds
         try:
-            age = await oldest_unpropagated_optout(reader, self._clock())
+            await self.metrics.measure_cycle_end(reader, self._clock(), bound)
         except (CcsyncError, sqlite3.Error) as exc:  # e.g. no projections yet after a failure
-            _log.warning("daemon.optout_age_failed", error=str(exc))
-            return
-        self.metrics.set_optout_age(age, self.settings.opt_out_bound_seconds)
+            _log.warning("daemon.measure_failed", error=str(exc))
 
 
 async def _last_run_id(reader: EventLog) -> str | None:
