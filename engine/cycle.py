@@ -36,6 +36,7 @@ __all__ = ["CycleSummary", "SyncEngine", "SyncStore"]
 _log: Final = structlog.get_logger("ccsync.cycle")
 RECONCILER: Final = "reconciler"
 TRACKING_FORWARDED: Final = "tracking.forwarded"
+FLUSH_AT: Final = 40_000
 
 
 class SyncStore(ContactSource, ListSource, CommandSink, Protocol):
@@ -123,35 +124,27 @@ class SyncEngine:
                 summary.outcome = "interrupted"
                 return summary
             unsettled = await self.outbox.unsettled(bound)
-            decisions = await self._reconcile(full_compare, [c.email for _, c in unsettled])
-            cmds = [
-                *decisions.commands,
+            head = (await self.log.head()).position
+            t3 = time.perf_counter()
+            decided = await self._reconcile_and_execute(
+                full_compare, unsettled, run_id, bound, summary
+            )
+            tracking = [
                 *await self.outbox.failed_tracking(bound),
                 *await self._tracking_commands(),
             ]
-            head = (await self.log.head()).position
-            # A pair can be reached twice (touched, and through an unsettled command).
-            links = {content_id(e): e for e in decisions.links}
-            blocked = {content_id(e): e for e in decisions.blocked}
-            extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
-            t3 = time.perf_counter()
-            stats = await self.outbox.run(
-                cmds,
+            if tracking:
+                self._count(summary, await self.outbox.execute(tracking, run_id, bound))
+            await self.outbox.settle(
+                unsettled,
+                decided,
                 run_id,
-                bound,
-                extra=extra,
                 checkpoints={RECONCILER: str(head), TRACKING_FORWARDED: str(head)},
-                unsettled=unsettled,
-            )
-            self._count(summary, stats)
-            summary.blocked = sum(
-                1 for e in extra[len(decisions.links) :] if e.id in stats.new_extra
             )
             t4 = time.perf_counter()
             summary.durations = {
                 "observe": t2 - t1,
-                "reconcile": t3 - t2,
-                "execute": t4 - t3,
+                "reconcile_execute": t4 - t3,
             }
         except Exception as exc:
             summary.outcome, summary.error = "failed", str(exc)
@@ -233,17 +226,49 @@ class SyncEngine:
         )
         return msgspec.structs.replace(self.policy, lists=links)
 
-    async def _reconcile(self, full_compare: bool, emails: Sequence[str]) -> Decisions:
+    async def _reconcile_and_execute(
+        self,
+        full_compare: bool,
+        unsettled: Sequence[tuple[str, Command]],
+        run_id: str,
+        bound: datetime,
+        summary: CycleSummary,
+    ) -> set[str]:
+        """Decide for every touched pair, executing in batches of about FLUSH_AT commands
+        (bounded memory; Constant Contact's imports take up to 40,000 contacts each).
+        Returns the ids of the unsettled commands that were decided again."""
         since_text = await self.log.checkpoint(RECONCILER)
         since = None if full_compare else int(since_text or 0)
         policy = await self.resolved_policy()
-        out = Decisions()
+        wanted = {cid for cid, _ in unsettled}
+        decided: set[str] = set()
+        pending = Decisions()
+
+        async def flush() -> None:
+            # A pair can be reached twice (touched, and through an unsettled command).
+            links = {content_id(e): e for e in pending.links}
+            blocked = {content_id(e): e for e in pending.blocked}
+            extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
+            stats = await self.outbox.execute(pending.commands, run_id, bound, extra=extra)
+            self._count(summary, stats)
+            summary.blocked += len(stats.new_extra & blocked.keys())
+            pending.commands.clear()
+            pending.links.clear()
+            pending.blocked.clear()
+
+        emails = [c.email for _, c in unsettled]
         async for pairs in touched_pairs(self.log.connection, since, emails):
             d = reconcile(pairs, policy)
-            out.commands += d.commands
-            out.blocked += d.blocked
-            out.links += d.links
-        return out
+            for cmd in d.commands:
+                if wanted and (cid := command_id(cmd)) in wanted:
+                    decided.add(cid)
+            pending.commands += d.commands
+            pending.links += d.links
+            pending.blocked += d.blocked
+            if len(pending.commands) >= FLUSH_AT:
+                await flush()
+        await flush()
+        return decided
 
     async def _tracking_commands(self) -> Sequence[Command]:
         """New tracking activity, grouped per contact, for the app's activities table."""

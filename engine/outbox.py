@@ -56,7 +56,6 @@ class OutboxStats(msgspec.Struct):
     applied: int = 0
     failed: int = 0
     skipped: int = 0  # decided again, but already applied (or waiting for its retry time)
-    confirmed: int = 0  # applied earlier, and observation now shows the stores agree
     new_extra: frozenset[str] = frozenset()  # ids of the extra events that were new to the log
 
 
@@ -116,44 +115,58 @@ class Outbox:
             if status == "issued" or _due(at, attempts, now)
         ]
 
-    async def run(
+    async def settle(
         self,
-        commands: Sequence[Command],
+        unsettled: Sequence[tuple[str, Command]],
+        decided: set[str],
         run_id: str,
-        now: datetime,
         *,
-        extra: Sequence[NewEvent] = (),
         checkpoints: Mapping[str, str] | None = None,
-        unsettled: Sequence[tuple[str, Command]] = (),
-    ) -> OutboxStats:
-        """Issue and execute ``commands`` (this cycle's decisions); ``extra`` events and
-        ``checkpoints`` are appended atomically with the issue records.
-
-        A decided command is sent unless it was applied, or failed, within its backoff; one
-        applied before this cycle that is decided again (the store never reflected it) is sent
-        again after its backoff. ``unsettled`` commands that were not decided again are
-        recorded as confirmed (applied, or issued before a crash: the stores now agree) or
-        superseded (failed, and no longer wanted).
-        """
-        stats = OutboxStats()
-        decided = {command_id(c): c for c in commands}
-        settled = []
-        known_unsettled = await self._known([cid for cid, _ in unsettled])
+    ) -> int:
+        """Record what became of ``unsettled`` commands not decided again this cycle:
+        confirmed (applied, or issued before a crash: observation shows the stores agree) or
+        superseded (failed, and no longer wanted). ``checkpoints`` commit with them. Returns
+        how many were confirmed."""
+        known = await self._known([cid for cid, _ in unsettled])
+        settled: list[NewEvent] = []
+        confirmed = 0
         for cid, cmd in unsettled:
             if cid in decided:
                 continue
-            ev_s: CommandConfirmed | CommandSuperseded
-            if known_unsettled.get(cid, ("",))[0] == "failed":
-                ev_s = CommandSuperseded(
+            ev: CommandConfirmed | CommandSuperseded
+            if known.get(cid, ("",))[0] == "failed":
+                ev = CommandSuperseded(
                     store=cmd.target,
                     key=cid,
                     run_id=run_id,
                     reason="not decided again on the stores' current state",
                 )
             else:
-                ev_s = CommandConfirmed(store=cmd.target, key=cid, run_id=run_id)
-                stats.confirmed += 1
-            settled.append(NewEvent(content_id(ev_s), ev_s))
+                ev = CommandConfirmed(store=cmd.target, key=cid, run_id=run_id)
+                confirmed += 1
+            settled.append(NewEvent(content_id(ev), ev))
+        if settled or checkpoints:
+            await self.log.append(settled, checkpoints=checkpoints)
+            await self.projector.catch_up()
+        return confirmed
+
+    async def execute(
+        self,
+        commands: Sequence[Command],
+        run_id: str,
+        now: datetime,
+        *,
+        extra: Sequence[NewEvent] = (),
+    ) -> OutboxStats:
+        """Issue and execute ``commands`` (this cycle's decisions); ``extra`` events (the
+        reconciler's links and blocked decisions) are appended with the issue records.
+
+        A decided command is sent unless it was applied, or failed, within its backoff; one
+        applied before this cycle that is decided again (the store never reflected it) is sent
+        again after its backoff.
+        """
+        stats = OutboxStats()
+        decided = {command_id(c): c for c in commands}
         known = await self._known(list(decided))
         todo: list[tuple[str, Command]] = []
         for cid, cmd in decided.items():
@@ -175,8 +188,8 @@ class Outbox:
             )
             issued.append(NewEvent(content_id(issue), issue))
             stats.issued[issue.kind] = stats.issued.get(issue.kind, 0) + 1
-        if issued or extra or checkpoints or settled:
-            result = await self.log.append([*extra, *settled, *issued], checkpoints=checkpoints)
+        if issued or extra:
+            result = await self.log.append([*extra, *issued])
             stats.new_extra = frozenset(result.new_ids) & {e.id for e in extra}
             await self.projector.catch_up()
         if not todo:

@@ -98,20 +98,21 @@ async def touched_pairs(
 ) -> AsyncIterator[list[Pair]]:
     """Pairs, in chunks, for contacts whose projected state moved after position ``since``
     (every contact when ``since`` is None: the full compare) plus those with ``extra_emails``."""
-    where, params = ("", ()) if since is None else ("WHERE position > ?", (since,))
-    last_key: tuple[str, str] = ("", "")
+    # Keyset pagination on position (unique per row: each event belongs to one contact, and a
+    # row's position is its last event's), so each chunk is an index range, never a rescan.
+    last = since or 0
     while True:
-        rows = await conn.execute_fetchall(
-            f"SELECT store, store_id, state FROM p_contacts {where} "
-            f"{'AND' if where else 'WHERE'} (store, store_id) > (?, ?) "
-            "ORDER BY store, store_id LIMIT ?",
-            (*params, *last_key, _CHUNK),
+        rows = list(
+            await conn.execute_fetchall(
+                "SELECT position, state FROM p_contacts WHERE position > ? "
+                "ORDER BY position LIMIT ?",
+                (last, _CHUNK),
+            )
         )
-        rows = list(rows)
         if not rows:
             break
-        last_key = (rows[-1][0], rows[-1][1])
-        yield await _pairs_for(conn, [decode_contact(r[2]) for r in rows])
+        last = rows[-1][0]
+        yield await _pairs_for(conn, [decode_contact(r[1]) for r in rows])
     extra = sorted(set(extra_emails))
     if extra:
         yield await _pairs_for(conn, await _by_email(conn, extra))

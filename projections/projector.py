@@ -63,6 +63,7 @@ async def rebuild(
     async with aiosqlite.connect(out, isolation_level=None) as conn:
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = OFF")  # a rebuild is redone, not recovered
+        await conn.execute("PRAGMA cache_size = -65536")  # random-key index inserts need it
         await ensure_schema(conn)
         batch: list[Recorded] = []
         async for r in log.read(1, stop):

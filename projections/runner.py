@@ -141,9 +141,29 @@ async def _fold_contacts(
     return list(touched.values())
 
 
+class _Writes:
+    """Statements in event order, consecutive runs of one statement sent as one executemany:
+    the order of effects is kept while a batch costs a few round trips, not one per event."""
+
+    def __init__(self) -> None:
+        self._groups: list[tuple[str, list[tuple[object, ...]]]] = []
+
+    def add(self, sql: str, params: tuple[object, ...]) -> None:
+        if self._groups and self._groups[-1][0] is sql:
+            self._groups[-1][1].append(params)
+        else:
+            self._groups.append((sql, [params]))
+
+    async def flush(self, conn: aiosqlite.Connection) -> None:
+        for sql, rows in self._groups:
+            await conn.executemany(sql, rows)
+        self._groups.clear()
+
+
 async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> None:
     perms: list[tuple[object, ...]] = []
     tracking: list[tuple[object, ...]] = []
+    w = _Writes()
     for r in batch:
         ev, pos, at = r.event, r.position, format_ts(r.recorded_at)
         match ev:
@@ -194,13 +214,16 @@ async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> N
                     )
                 )
             case ListObserved(list=lst):
+                await w.flush(conn)
                 await _put_list(conn, ev.store, lst, pos)
             case ListChanged(changes=changes):
+                await w.flush(conn)
                 old_list = await _get_list(conn, ev.store, ev.key)
                 if old_list is not None:
                     upd = {k: v.new for k, v in changes.items() if k in ("name", "description")}
                     await _put_list(conn, ev.store, msgspec.structs.replace(old_list, **upd), pos)
             case ListDeleted():
+                await w.flush(conn)
                 old_list = await _get_list(conn, ev.store, ev.key)
                 if old_list is not None:
                     await _put_list(
@@ -208,28 +231,27 @@ async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> N
                     )
             case IdentityLinked(app_id=app_id, email=email):
                 # A new pair replaces any earlier pair of either contact (a re-link after the
-                # old partner was deleted and the address came back on another contact).
-                await conn.execute(
-                    "DELETE FROM p_links WHERE ctct_id = ? OR app_id = ?", (ev.key, app_id)
-                )
-                await conn.execute(
-                    "INSERT INTO p_links (ctct_id, app_id, email, position) VALUES (?,?,?,?)",
+                # old partner was deleted and the address came back on another contact):
+                # REPLACE drops every row clashing on either unique column.
+                w.add(
+                    "INSERT OR REPLACE INTO p_links (ctct_id, app_id, email, position) "
+                    "VALUES (?,?,?,?)",
                     (ev.key, app_id, email, pos),
                 )
             case CommandConfirmed():
-                await conn.execute(
+                w.add(
                     "UPDATE p_commands SET status = 'confirmed', confirmed_at = ? "
                     "WHERE command_id = ?",
                     (at, ev.key),
                 )
             case CommandSuperseded(reason=reason):
-                await conn.execute(
+                w.add(
                     "UPDATE p_commands SET status = 'superseded', outcome_position = ?, "
                     "outcome_at = ?, error = ? WHERE command_id = ?",
                     (pos, at, reason, ev.key),
                 )
             case CommandIssued(kind=kind, command=cmd):
-                await conn.execute(
+                w.add(
                     "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, "
                     "command, issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?, ?) "
                     "ON CONFLICT (command_id) DO UPDATE SET status = 'issued', "
@@ -238,43 +260,44 @@ async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> N
                     (ev.key, ev.store, kind, str(cmd.get("email", "")), _json.encode(cmd), pos, at),
                 )
             case CommandApplied(detail=detail):
-                await conn.execute(
+                w.add(
                     "UPDATE p_commands SET status = 'applied', outcome_position = ?, "
                     "outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?",
                     (pos, at, detail, ev.key),
                 )
             case CommandFailed(error=error, retriable=retriable):
-                await conn.execute(
+                w.add(
                     "UPDATE p_commands SET status = 'failed', outcome_position = ?, "
                     "outcome_at = ?, error = ?, retriable = ? WHERE command_id = ?",
                     (pos, at, error, int(retriable), ev.key),
                 )
             case DecisionBlocked(email=email, action=action, reason=reason):
-                await conn.execute(
+                w.add(
                     "INSERT INTO p_decisions (position, store_key, email, action, reason, "
                     "recorded_at) VALUES (?,?,?,?,?,?)",
                     (pos, ev.key, email, action, reason, at),
                 )
             case RecordRejected(field=field, problem=problem):
-                await conn.execute(
+                w.add(
                     "INSERT INTO p_rejected (position, store, record, field, problem, recorded_at) "
                     "VALUES (?,?,?,?,?,?)",
                     (pos, ev.store, ev.key, field, problem, at),
                 )
             case SyncRunStarted(bound=bound, mode=mode):
-                await conn.execute(
+                w.add(
                     "INSERT OR IGNORE INTO p_runs (run_id, mode, bound, started_position, "
                     "started_at) VALUES (?,?,?,?,?)",
                     (ev.key, mode, format_ts(bound), pos, at),
                 )
             case SyncRunFinished(outcome=outcome, counts=counts, error=error):
-                await conn.execute(
+                w.add(
                     "UPDATE p_runs SET finished_at = ?, outcome = ?, counts = ?, error = ? "
                     "WHERE run_id = ?",
                     (at, outcome, _json.encode(counts), error, ev.key),
                 )
             case _:
                 pass
+    await w.flush(conn)
     if perms:
         await conn.executemany(
             "INSERT INTO p_permissions (position, store, store_id, email, old_status, new_status, "

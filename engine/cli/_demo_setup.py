@@ -15,7 +15,7 @@ from adapters.constant_contact import StoredTokens
 from adapters.constant_contact.tokens import write_private_file
 from adapters.ctct_simulator import Simulator
 
-__all__ = ["DEMO_LISTS", "prepare_folder"]
+__all__ = ["DEMO_LISTS", "SimulatorAccess", "access_of", "prepare_folder"]
 
 # The sample app's lists and the simulator's seeded lists they correspond to.
 DEMO_LISTS = (
@@ -25,25 +25,56 @@ DEMO_LISTS = (
 )
 
 
+class SimulatorAccess(msgspec.Struct, frozen=True, kw_only=True):
+    """How to reach a simulator: in this process, or one started with `ccsync simulator serve`."""
+
+    base_url: str
+    token_url: str
+    client_id: str
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+    import_list_id: str  # the list contacts created with no mapped list join ("List 1")
+
+
+def access_of(sim: Simulator) -> SimulatorAccess:
+    tokens = sim.issue_tokens()
+    default_list = sim.call(
+        lambda: next(lst.list_id for lst in sim.account.lists.values() if lst.name == "List 1")
+    )
+    return SimulatorAccess(
+        base_url=sim.base_url,
+        token_url=sim.token_url,
+        client_id=sim.client_id,
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+        import_list_id=default_list,
+    )
+
+
 async def prepare_folder(
-    folder: Path, sim: Simulator, *, app_contacts: int = 50, seed: int = 1, tracking: bool = True
+    folder: Path,
+    sim: Simulator | SimulatorAccess,
+    *,
+    app_contacts: int = 50,
+    seed: int = 1,
+    tracking: bool = True,
 ) -> Path:
     """Create the sample app database, a token file and ``ccsync.toml`` in ``folder``."""
+    access = sim if isinstance(sim, SimulatorAccess) else access_of(sim)
     folder.mkdir(parents=True, exist_ok=True)
     app_db = folder / "app.db"
     await create_sample_app(
         str(app_db), contacts=app_contacts, seed=seed, lists=[app for _, app, _ in DEMO_LISTS]
     )
-    tokens = sim.issue_tokens()
     stored = StoredTokens.issued(
-        tokens.access_token,
-        tokens.refresh_token,
-        tokens.expires_in,
+        access.access_token,
+        access.refresh_token,
+        access.expires_in,
         datetime.now(UTC) - timedelta(seconds=1),
     )
     write_private_file(folder / "tokens.json", msgspec.json.encode(stored))
-    # Imports need a list: contacts created in Constant Contact with no mapped list join "List 1".
-    default_list = next(lst.list_id for lst in sim.account.lists.values() if lst.name == "List 1")
     lists = "".join(
         f'\n[[lists]]\nctct = "{c}"\napp = "{a}"\nsource = "{src}"\n' for c, a, src in DEMO_LISTS
     )
@@ -58,14 +89,15 @@ jitter_seconds = 5
 tracking = {str(tracking).lower()}
 
 [ctct]
-client_id = "{sim.client_id}"
-base_url = "{sim.base_url}"
-token_url = "{sim.token_url}"
+client_id = "{access.client_id}"
+base_url = "{access.base_url}"
+token_url = "{access.token_url}"
 token_file = "tokens.json"
 requests_per_second = 1000
 activity_poll_interval = 0.05
 backoff_base = 0.05
-import_list_id = "{default_list}"
+# Imports need a list: contacts created here with no mapped list join "List 1".
+import_list_id = "{access.import_list_id}"
 
 [policy]
 source_of_record = "app"

@@ -1,0 +1,64 @@
+"""A simulator in its own process (``ccsync simulator serve``) for benchmarks, so the server
+and the engine each have a core as they would in production; driven through its admin API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import aiohttp
+
+from engine.cli._demo_setup import SimulatorAccess
+
+__all__ = ["SimProcess"]
+
+
+class SimProcess:
+    def __init__(self, contacts: int, *, seed: int = 7, lists: int = 6, campaigns: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "simulator", "serve", "--port", "0",
+             "--contacts", str(contacts), "--campaigns", str(campaigns), "--seed", str(seed),
+             "--lists", str(lists)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.info: dict[str, str] = {}
+        while "contacts" not in self.info:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the simulator did not start")
+            key, _, value = line.partition(":")
+            self.info[key.strip()] = value.strip()
+        self.base_url = self.info["base_url"]
+        self.root_url = self.base_url.removesuffix("/v3")
+
+    async def admin(self, method: str, path: str, body: object = None) -> Any:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(method, f"{self.root_url}/__admin/{path}", json=body) as resp,
+        ):
+            resp.raise_for_status()
+            return await resp.json() if resp.content_type == "application/json" else None
+
+    async def access(self) -> SimulatorAccess:
+        tokens = await self.admin("POST", "tokens")
+        headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+        async with (
+            aiohttp.ClientSession(headers=headers) as s,
+            s.get(f"{self.base_url}/contact_lists?limit=100") as resp,
+        ):
+            lists = (await resp.json())["lists"]
+        return SimulatorAccess(
+            base_url=self.base_url,
+            token_url=self.info["token_url"],
+            client_id=self.info["client_id"],
+            access_token=tokens["access_token"],
+            refresh_token=tokens.get("refresh_token"),
+            expires_in=int(tokens.get("expires_in", 86400)),
+            import_list_id=next(x["list_id"] for x in lists if x["name"] == "List 1"),
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

@@ -1,0 +1,138 @@
+"""Benchmark: the whole sync, simulator -> log -> projections -> SQLite app database.
+
+1. Initial sync of N contacts (rate limits off), end to end in one ccsync cycle, beside a bare
+   aiohttp + msgspec + sqlite3 loop that only stores the raw pages, measured in the same run.
+2. Incremental sync after 1% of the contacts change: its time and API requests.
+3. Peak memory (RSS high-water of this process, which holds no simulator).
+
+    .venv/bin/python scripts/bench/sync.py [--contacts 100000] [--skip-baseline]
+
+The simulator runs in its own process (scripts/bench/_simproc.py). Run it for 100,000 and for
+1,000,000 contacts to compare the incremental cost at the two sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _simproc import SimProcess  # noqa: E402
+
+from engine.bootstrap import wire  # noqa: E402
+from engine.cli._demo_setup import prepare_folder  # noqa: E402
+from engine.logging import configure_logging  # noqa: E402
+from engine.settings import load_settings  # noqa: E402
+
+INCLUDE = "custom_fields,list_memberships,phone_numbers,street_addresses,notes,taggings"
+
+
+class _Next(msgspec.Struct):
+    href: str
+
+
+class _Links(msgspec.Struct):
+    next: _Next | None = None
+
+
+class _Page(msgspec.Struct):
+    contacts: list[msgspec.Raw] = []
+    _links: _Links | None = None
+
+
+async def baseline(sim: SimProcess, token: str, db: Path) -> tuple[int, float]:
+    """GET every page, decode with msgspec, store each raw page in SQLite: nothing else."""
+    decoder = msgspec.json.Decoder(_Page)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE pages (n INTEGER PRIMARY KEY, body BLOB)")
+    count, n = 0, 0
+    t0 = time.perf_counter()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        url: str | None = f"{sim.base_url}/contacts?status=all&include={INCLUDE}&limit=500"
+        while url is not None:
+            async with session.get(url) as resp:
+                body = await resp.read()
+            page = decoder.decode(body)
+            conn.execute("INSERT INTO pages VALUES (?, ?)", (n, body))
+            conn.commit()
+            n += 1
+            count += len(page.contacts)
+            url = f"{sim.root_url}{page._links.next.href}" if page._links and page._links.next else None
+    conn.close()
+    return count, time.perf_counter() - t0
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    configure_logging(level="warning")
+    n = args.contacts
+    print(f"starting a simulator with {n:,} contacts ...", flush=True)
+    sim = SimProcess(n, lists=6)
+    try:
+        access = await sim.access()
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            if not args.skip_baseline:
+                count, secs = await baseline(sim, access.access_token, root / "raw.db")
+                base_rate = count / secs
+                print(f"baseline  aiohttp+msgspec+sqlite3 raw pages: {count:,} contacts in "
+                      f"{secs:.2f}s = {base_rate:,.0f} contacts/s", flush=True)
+            config = await prepare_folder(root / "ccsync", access, app_contacts=0, tracking=False)
+            async with wire(load_settings(config)) as w:
+                t0 = time.perf_counter()
+                first = await w.engine.cycle()
+                secs = time.perf_counter() - t0
+                seen = first.observed.get("ctct.contacts", 0)
+                rate = seen / secs
+                line = f"ccsync    initial sync: {seen:,} contacts in {secs:.2f}s = {rate:,.0f} contacts/s"
+                if not args.skip_baseline:
+                    line += f"  ({rate / base_rate:.0%} of baseline)"
+                print(line, flush=True)
+                print(f"          phases: { {k: round(v, 2) for k, v in first.durations.items()} }")
+                print(f"          commands: {first.commands}, failed {first.failed}, "
+                      f"API requests {first.api_requests}", flush=True)
+                second = await w.engine.cycle()  # observes what the first wrote to the app
+                print(f"          second cycle: {sum(second.durations.values()):.2f}s, "
+                      f"commands {second.commands}", flush=True)
+                print(f"          peak RSS so far: {rss_mb():.0f} MB", flush=True)
+                changes = max(1, n // 100)
+                events = await sim.admin("POST", "world/step", {"n": changes})
+                touched = {e["contact_id"] for e in events["events"] if e.get("contact_id")}
+                t0 = time.perf_counter()
+                inc = await w.engine.cycle()
+                isecs = time.perf_counter() - t0
+                print(f"ccsync    incremental after {changes:,} changes ({len(touched):,} contacts"
+                      f" touched): {isecs:.2f}s, commands {inc.commands}, "
+                      f"API requests {inc.api_requests} "
+                      f"({inc.api_requests / max(len(touched), 1) * 1000:.1f} per 1,000 changed)",
+                      flush=True)
+                print(f"          phases: { {k: round(v, 2) for k, v in inc.durations.items()} }")
+            print(f"peak RSS: {rss_mb():.0f} MB", flush=True)
+    finally:
+        sim.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--contacts", type=int, default=100_000)
+    p.add_argument("--skip-baseline", action="store_true")
+    asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
