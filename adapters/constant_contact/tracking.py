@@ -131,54 +131,79 @@ async def observe_tracking(
         if low():
             return
         detail = await client.call("GET", f"/emails/{campaign.campaign_id}", _detail.decode)
+        name = campaign.name or detail.name
         for ca in detail.campaign_activities:
             if ca.role is not None and ca.role not in _TRACKED_ROLES:
                 continue
             for report, kind in REPORTS:
                 key = f"{ca.campaign_activity_id}/{kind}"
-                mark = marks.get(key)
-                newest = mark
-                path: str | None = (
-                    f"/reports/email_reports/{ca.campaign_activity_id}/tracking/{report}"
-                )
-                params = {"limit": "500"}
-                while path is not None:
+                walk = _Walk(ca.campaign_activity_id, report, kind, name, marks.get(key), bound)
+                while not walk.done:
                     if low():
                         return
-                    request = client.describe("GET", path, params)
-                    body_hash: list[str] = []
-
-                    def decode(body: bytes, _h: list[str] = body_hash) -> TrackingRecordsPage:
-                        page = _records.decode(body)
-                        _h.append(hashlib.sha256(body).hexdigest())
-                        return page
-
-                    page = await client.call("GET", path, decode, params=params)
-                    found: list[TrackingActivity] = []
-                    rejected: list[Rejected] = []
-                    reached = False
-                    for rec in page.tracking_activities:
-                        created = utc(rec.created_time)
-                        assert created is not None
-                        if created > bound:
-                            continue
-                        if mark is not None and created < mark:
-                            reached = True  # newest first: the rest is already recorded
-                            break
-                        newest = created if newest is None else max(newest, created)
-                        out = _to_activity(rec, kind, campaign.name or detail.name, created)
-                        if isinstance(out, Rejected):
-                            rejected.append(out)
-                        else:
-                            found.append(out)
-                    nxt = page.links.next.href if page.links and page.links.next else None
-                    path, params = (None, {}) if reached or nxt is None else (nxt, {})
-                    if path is None and newest is not None:
-                        marks[key] = newest
+                    request = client.describe("GET", walk.path, walk.params)
+                    page, digest = await client.call(
+                        "GET", walk.path, _decode_records, params=walk.params
+                    )
+                    found, rejected, finished = walk.take(page)
+                    if finished and walk.newest is not None:
+                        marks[key] = walk.newest  # the walk is complete: now the mark moves
                     yield TrackingPage(
                         request=request,
                         activities=tuple(found),
                         rejected=tuple(rejected),
-                        content_hash=body_hash[-1],
+                        content_hash=digest,
                         resume=_encoder.encode(TrackingCursor(marks=marks)).decode(),
                     )
+
+
+def _decode_records(body: bytes) -> tuple[TrackingRecordsPage, str]:
+    """The page and the SHA-256 of its body (a cut-off body raises DecodeError: retried)."""
+    return _records.decode(body), hashlib.sha256(body).hexdigest()
+
+
+class _Walk:
+    """One report of one campaign activity, read newest first down to the recorded mark."""
+
+    def __init__(
+        self,
+        campaign_activity_id: str,
+        report: str,
+        kind: TrackingKind,
+        name: str | None,
+        mark: datetime | None,
+        bound: datetime,
+    ) -> None:
+        self.path = f"/reports/email_reports/{campaign_activity_id}/tracking/{report}"
+        self.params = {"limit": "500"}
+        self.done = False
+        self.newest = mark
+        self._kind, self._name, self._mark, self._bound = kind, name, mark, bound
+
+    def take(
+        self, page: TrackingRecordsPage
+    ) -> tuple[list[TrackingActivity], list[Rejected], bool]:
+        """The page's new records, and whether the walk ended (else it moved to the next page)."""
+        found: list[TrackingActivity] = []
+        rejected: list[Rejected] = []
+        reached = False
+        for rec in page.tracking_activities:
+            created = utc(rec.created_time)
+            assert created is not None
+            if created > self._bound:
+                continue  # after this run's bound: the next run takes it
+            if self._mark is not None and created < self._mark:
+                reached = True  # newest first: the rest is already recorded
+                break
+            self.newest = created if self.newest is None else max(self.newest, created)
+            out = _to_activity(rec, self._kind, self._name, created)
+            if isinstance(out, Rejected):
+                rejected.append(out)
+            else:
+                found.append(out)
+        nxt = page.links.next.href if page.links and page.links.next else None
+        if reached or nxt is None:
+            self.done = True
+        else:
+            self.path, self.params = nxt, {}
+        return found, rejected, self.done
