@@ -21,6 +21,7 @@ __all__ = ["main"]
 
 # Command groups, in the order `ccsync --help` lists them.
 _COMMAND_MODULES: Final = (
+    "engine.cli.init_cmd",
     "engine.cli.demo_cmd",
     "engine.cli.sync_cmd",
     "engine.cli.audit_cmd",
