@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final, Literal
 
 from adapters.ctct_simulator.account import Account
-from adapters.ctct_simulator.contact import Phone, StreetAddress
+from adapters.ctct_simulator.contact import Contact, Phone, StreetAddress
 from adapters.ctct_simulator.errors import ApiError
 from adapters.ctct_simulator.writes import normalise_anniversary, valid_email
 
@@ -103,24 +103,28 @@ def import_row(account: Account, row: dict[str, object], list_ids: list[str], n:
             )
 
     c = account.find_email(email)
+    # checked before anything changes, so a refused row leaves the contact as it was
+    if c is not None and c.permission != "unsubscribed" and len(set(c.lists) | set(list_ids)) > 50:
+        raise RowError(f"row {n}: list_ids: the contact would be on more than 50 lists")
+    if custom and c is not None and len(dict(c.custom_fields) | custom) > 25:
+        raise RowError(f"row {n}: cf:*: a contact can have at most 25 custom fields")
     created = c is None
     if c is None:
         c = account.add_contact(email, source="Account", permission="implicit")
     elif c.deleted:
         account.revive(c, "Account")
+    before = _content(c)
     for key, value in core.items():
         setattr(c, key, value)
     if custom:
-        merged = dict(c.custom_fields)
-        merged.update(custom)
-        if len(merged) > 25:
-            raise RowError(f"row {n}: cf:*: a contact can have at most 25 custom fields")
-        c.custom_fields = tuple(merged.items())
+        c.custom_fields = tuple((dict(c.custom_fields) | custom).items())
     now = account.stamp()
     if phones:
-        kept = [p for p in c.phones if p.kind not in phones]
+        current = {p.kind: p for p in c.phones}
         new = [
-            Phone(
+            current[kind]
+            if kind in current and current[kind].phone_number == num[:25]
+            else Phone(
                 phone_number_id=account.new_id(),
                 phone_number=num[:25],
                 kind=kind,
@@ -130,32 +134,41 @@ def import_row(account: Account, row: dict[str, object], list_ids: list[str], n:
             )
             for kind, num in phones.items()
         ]
-        c.phones = tuple((kept + new)[:3])
+        c.phones = tuple(([p for p in c.phones if p.kind not in phones] + new)[:3])
     if addresses:
-        kept_a = [a for a in c.addresses if a.kind not in addresses]
-        new_a = [
-            StreetAddress(
-                street_address_id=account.new_id(),
-                kind=kind,
-                street=" ".join(p for p in (parts.get("street"), parts.get("street2")) if p)
-                or None,
-                city=parts.get("city"),
-                state=parts.get("state"),
-                postal_code=parts.get("zip"),
-                country=parts.get("country"),
-                created_at=now,
+        current_a = {a.kind: a for a in c.addresses}
+        new_a = []
+        for kind, parts in addresses.items():
+            street = " ".join(p for p in (parts.get("street"), parts.get("street2")) if p) or None
+            values = (street, parts.get("city"), parts.get("state"), parts.get("zip"),
+                      parts.get("country"))  # fmt: skip
+            prior = current_a.get(kind)
+            if (
+                prior is not None
+                and (prior.street, prior.city, prior.state, prior.postal_code, prior.country)
+                == values
+            ):
+                new_a.append(prior)
+                continue
+            new_a.append(StreetAddress(
+                street_address_id=account.new_id(), kind=kind, street=values[0], city=values[1],
+                state=values[2], postal_code=values[3], country=values[4], created_at=now,
                 updated_at=now,
-            )
-            for kind, parts in addresses.items()
-        ]
-        c.addresses = tuple((kept_a + new_a)[:3])
+            ))  # fmt: skip
+        c.addresses = tuple(([a for a in c.addresses if a.kind not in addresses] + new_a)[:3])
     outcome: RowOutcome = "added" if created else "updated"
     if c.permission == "unsubscribed":
         outcome = "cannot_add_to_list"  # imports never re-subscribe, nor add to lists
     else:
-        lists = tuple(dict.fromkeys((*c.lists, *list_ids)))
-        if len(lists) > 50:
-            raise RowError(f"row {n}: list_ids: the contact would be on more than 50 lists")
-        c.lists = lists
-    account.commit(c, "Account")
+        c.lists = tuple(dict.fromkeys((*c.lists, *list_ids)))
+    if created or _content(c) != before:
+        account.commit(c, "Account")  # an import that changes nothing leaves updated_at alone
     return outcome
+
+
+def _content(c: Contact) -> tuple[object, ...]:
+    """What an import can change (sub-resource objects compare by value)."""
+    return (
+        c.first_name, c.last_name, c.job_title, c.company_name, c.birthday_month,
+        c.birthday_day, c.anniversary, c.custom_fields, c.phones, c.addresses, c.lists,
+    )  # fmt: skip

@@ -170,3 +170,27 @@ async def test_contact_activity_details_newest_first_with_limit_100(
         check_request=False,
     )
     assert too_many.status == 400
+
+
+@pytest.mark.asyncio
+async def test_an_import_that_changes_nothing_leaves_updated_at_alone(
+    sim: Simulator, api: SpecClient
+) -> None:
+    c = next(
+        c
+        for c in sim.account.contacts
+        if c.deleted_at is None and c.lists and c.permission != "unsubscribed"
+    )
+    row = {"email": c.email, "first_name": c.first_name or "X", "mobile_phone": "+1-555-000-1111"}
+    body = {"import_data": [row], "list_ids": [c.lists[0]]}
+    await api.call("POST", "/v3/activities/contacts_json_import", json=body)
+    await sim.drain_activities()
+    stamped, phone_id = c.updated_at, c.phones[-1].phone_number_id
+    sim.clock.advance(seconds=5)
+    await api.call("POST", "/v3/activities/contacts_json_import", json=body)
+    await sim.drain_activities()
+    assert c.updated_at == stamped and c.phones[-1].phone_number_id == phone_id
+    body["import_data"][0]["job_title"] = "Treasurer"
+    await api.call("POST", "/v3/activities/contacts_json_import", json=body)
+    await sim.drain_activities()
+    assert c.updated_at > stamped and c.job_title == "Treasurer"
