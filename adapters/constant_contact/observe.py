@@ -22,7 +22,7 @@ from engine.errors import CcsyncError
 from engine.model import ContactRecord, ListRecord
 from engine.ports import Page, Rejected
 
-from .client import CtctClient
+from .client import CtctClient, CtctRequestError
 from .config import CtctConfig
 from .normalise import normalise_contact, normalise_list
 from .paging import ContactSweeps
@@ -96,11 +96,24 @@ async def observe_contacts(
         return asyncio.ensure_future(client.call("GET", path, decode_contacts, params=params))
 
     pending = fetch() if not sweeps.done else None
+    restarted = False
     try:
         while pending is not None:
             path, params = sweeps.request()
             full, deleted = sweeps.full_scan, sweeps.phase == "deleted"
-            batch = await pending
+            try:
+                batch = await pending
+            except CtctRequestError as exc:
+                # A next link kept in a checkpoint may have expired: the phase starts over
+                # (repeats are harmless), once; anything else is the API's refusal to report.
+                pending = None
+                if params or restarted or exc.status not in (400, 404, 410):
+                    raise
+                log.warning("ctct.cursor_refused", request=path, status=exc.status)
+                restarted = True
+                sweeps.restart_phase()
+                pending = fetch()
+                continue
             pending = None
             token = sweeps.advance(batch.next)
             if not sweeps.done:

@@ -134,5 +134,10 @@ class ContactSweeps:
                 self._cur = msgspec.structs.replace(cur, phase=phase, next=None)
         return self.token()
 
+    def restart_phase(self) -> None:
+        """Forget the current next link (the API refused it): the phase starts over."""
+        self._cur = msgspec.structs.replace(self._cur, next=None)
+        self._visited.clear()
+
     def token(self) -> str:
         return _enc.encode(self._cur).decode()

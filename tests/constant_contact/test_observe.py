@@ -6,6 +6,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from adapters.constant_contact import CtctAdapter
@@ -152,3 +153,15 @@ async def test_lists_are_read_in_full_deleted_ones_included(make_env: Any) -> No
     assert request.startswith("GET /v3/contact_lists")
     assert {lst.store_id for lst in lists} == set(acct.lists)
     assert next(lst for lst in lists if lst.store_id == doomed).deleted
+
+
+async def test_an_expired_cursor_in_the_checkpoint_restarts_that_phase(make_env: Any) -> None:
+    env: Env = await make_env(contacts=700)
+    bound = env.sim.clock.now()
+    stale = msgspec.json.encode(
+        {"phase": "full", "start": bound, "next": "/v3/contacts?cursor=expired"}
+    ).decode()
+    async with await env.open() as ctct:
+        pages = await collect(ctct, stale, bound)
+    assert len(seen(pages)) + sum(len(p.rejected) for p in pages) == len(env.sim.account.contacts)
+    assert all(p.full_scan for p in pages)
