@@ -266,3 +266,25 @@ async def test_second_writer_process_is_told_who_holds_the_log(tmp_path: Path) -
         assert [(r.position, r.stream, r.version) for r in result.new] == [
             (2, stream_of(membership(0)), 2)
         ]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_larger_than_sqlites_parameter_limit(log: EventLog) -> None:
+    batch = [new(membership(i % 1200, f"l{i}")) for i in range(2500)]
+    first = await log.append(batch[:1000])
+    result = await log.append(batch)  # 1,000 known ids and 1,200 streams: looked up in chunks
+    assert len(first.new) == 1000
+    assert len(result.new) == 1500 and len(result.duplicates) == 1000
+    assert result.new[-1].position == 2500
+    assert [r.version for r in await log.read_stream("app:contact:c5")] == [1, 2, 3]
+
+
+@pytest.mark.asyncio
+async def test_a_log_of_another_format_is_refused(log: EventLog, log_path: Path) -> None:
+    await log.close()
+    raw = sqlite3.connect(log_path)
+    raw.execute("UPDATE log_meta SET value = '2' WHERE key = 'format'")
+    raw.commit()
+    raw.close()
+    with pytest.raises(FatalError, match="has log format 2; this build reads format 1"):
+        await EventLog.open(log_path, writer=False)
