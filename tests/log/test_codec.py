@@ -143,6 +143,7 @@ async def test_unknown_and_corrupt_rows_stop_reads_and_are_reported_by_verify(
             ("contact.merged", 1, b'{"type":"contact.merged"}'),
             ("contact.deleted", 1, b"\xff not json"),
             ("contact.deleted", 1, encode_event(SAMPLES["contact.deleted"])),
+            ("contact.deleted", 9, encode_event(SAMPLES["contact.deleted"])),
         ],
     )
     async with await EventLog.open(log_path, writer=False) as reader:
@@ -161,4 +162,7 @@ async def test_unknown_and_corrupt_rows_stop_reads_and_are_reported_by_verify(
     assert report.first_bad == 4
     assert any("position 4: unknown event type 'contact.merged'" in p for p in report.problems)
     assert any(p.startswith("position 5: contact.deleted payload") for p in report.problems)
-    assert report.checked == 6
+    assert any(
+        "position 7: contact.deleted schema version 9 is unknown" in p for p in report.problems
+    )
+    assert report.checked == 7
