@@ -113,7 +113,9 @@ class _Batch:
         for kind, handler in phases:
             idx = buckets.get(kind)
             if idx:
-                await self._resolve(idx)
+                # Upserts trust given keys and check the update count instead (one query
+                # fewer on the bulk path); the other phases must not act on a missing row.
+                await self._resolve(idx, trust_keys=kind is UpsertContact)
                 await handler(idx)
         return [
             o
@@ -135,14 +137,19 @@ class _Batch:
 
     # --- key resolution -------------------------------------------------------------------
 
-    async def _resolve(self, idx: Sequence[int]) -> None:
+    async def _existing(self, keys: Sequence[str]) -> set[str]:
+        c, d = self.c, self.d
+        found: set[str] = set()
+        for part in _chunks(keys, 5000):
+            cond, params = d.key_in(c.table, c.key, part)
+            found.update(str(r[0]) for r in await d.fetch(_sel(c, cond), params))
+        return found
+
+    async def _resolve(self, idx: Sequence[int], *, trust_keys: bool = False) -> None:
         c, d = self.c, self.d
         cmds = self.cmds
         given = list(dict.fromkeys(sid for i in idx if (sid := cmds[i].store_id)))
-        found: set[str] = set()
-        for part in _chunks(given, 5000):
-            cond, params = d.key_in(c.table, c.key, part)
-            found.update(str(r[0]) for r in await d.fetch(_sel(c, cond), params))
+        found = set(given) if trust_keys else await self._existing(given)
         emails = sorted(
             {self.cmds[i].email for i in idx if not self.cmds[i].store_id} - set(self.by_email)
         )
@@ -215,8 +222,18 @@ class _Batch:
                 merged = creates.setdefault(values[c.email], ([], {}))
                 merged[0].append(i)
                 merged[1].update(values)  # a later command for the same new contact wins
+        updated = expected = 0
         for cols, rows in updates.items():
-            await self.d.update_rows(c.table, c.key, cols, rows)
+            unique = list({row[0]: row for row in rows}.values())  # the last command wins
+            expected += len(unique)
+            updated += await self.d.update_rows(c.table, c.key, cols, unique)
+        if updated != expected:  # some given keys are not (or no longer) in the table
+            wanted = [i for i in idx if i in self.keys and self.outcomes[i] is None]
+            found = await self._existing([self.keys[i] for i in wanted])
+            for i in wanted:
+                if self.keys[i] not in found:
+                    del self.keys[i]
+                    self._failed(i, self._missing(i))
         by_cols: dict[tuple[str, ...], list[tuple[list[int], dict[str, Any]]]] = {}
         for entry in creates.values():
             by_cols.setdefault(tuple(sorted(entry[1])), []).append(entry)

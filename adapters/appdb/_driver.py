@@ -27,16 +27,18 @@ def quote(name: str) -> str:
 
 def as_text(value: object) -> str | None:
     """A column value as the engine's field text (None stays None: an empty field)."""
+    # Called for every non-text value observed: exact-type checks first, they are cheapest.
     if value is None:
         return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[return-value]
+    if kind is int or kind is Decimal or kind is float:
+        return str(value)
+    if kind is bool:
         return "true" if value else "false"
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, Decimal | int | float):
-        return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
@@ -98,8 +100,9 @@ class Driver(Protocol):
 
     async def update_rows(
         self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
-    ) -> None:
-        """``UPDATE table SET columns WHERE key = ?`` for each row ``(key, *values)``."""
+    ) -> int:
+        """``UPDATE table SET columns WHERE key = ?`` for each row ``(key, *values)``; the
+        number of rows updated. Keys must be distinct (callers keep the last of each)."""
         ...
 
     async def insert_rows(
@@ -124,6 +127,10 @@ class Driver(Protocol):
 
     def split_agg(self, value: object) -> tuple[str, ...]:
         """The Python value of a ``list_agg`` column as a sorted tuple of texts."""
+        ...
+
+    def group_keys(self, key_expr: str) -> str:
+        """SQL aggregate joining a group's keys as text, separated by U+001F."""
         ...
 
     def cast_key(self, table: str, column: str, expr: str) -> str:

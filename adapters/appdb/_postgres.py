@@ -174,13 +174,13 @@ class PostgresDriver:
 
     async def update_rows(
         self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
-    ) -> None:
+    ) -> int:
         allcols = [key, *columns]
         src, arrays = self._unnest(table, allcols, rows)
         casts = self._cast(table, allcols)
         sets = ", ".join(f"{quote(c)} = {casts[i + 1]}" for i, c in enumerate(columns))
         sql = f"UPDATE {quote(table)} AS t SET {sets} FROM {src} WHERE t.{quote(key)} = {casts[0]}"
-        await self._status(sql, arrays)
+        return int((await self._status(sql, arrays)).rsplit(" ", 1)[-1])
 
     async def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
@@ -222,6 +222,9 @@ class PostgresDriver:
         )
         status = await self._status(sql, arrays)
         return int(status.rsplit(" ", 1)[-1])
+
+    def group_keys(self, key_expr: str) -> str:
+        return f"string_agg({key_expr}::text, chr(31))"
 
     def list_agg(self, sub_table: str, value_col: str, link_col: str, outer: str) -> str:
         return (

@@ -62,19 +62,16 @@ class ContactRows:
 
     async def duplicates(self) -> dict[str, list[str]]:
         """Lower-cased emails that more than one live row holds, with those rows' keys."""
+        # One pass over the table per run; usually empty.
         c = self._cfg.contacts
         live = self.live_condition()
         where = f"WHERE {live}" if live else ""
         email = f"lower(trim({quote(c.email)}))"
         rows = await self._driver.fetch(
-            f"SELECT {email}, {quote(c.key)} FROM {quote(c.table)} WHERE {email} IN "
-            f"(SELECT {email} FROM {quote(c.table)} {where} GROUP BY 1 HAVING count(*) > 1)"
-            + (f" AND {live}" if live else "")
+            f"SELECT {email}, {self._driver.group_keys(quote(c.key))} FROM {quote(c.table)} "
+            f"{where} GROUP BY 1 HAVING count(*) > 1"
         )
-        out: dict[str, list[str]] = {}
-        for email_l, key in rows:
-            out.setdefault(str(email_l), []).append(str(key))
-        return out
+        return {str(e): str(keys).split("\x1f") for e, keys in rows if e is not None}
 
     def live_condition(self, alias: str = "") -> str:
         """SQL true for rows that are not soft-deleted ('' when there is no such column)."""
@@ -140,9 +137,15 @@ class ContactRows:
                     problem = f"unknown status value {as_text(row[i_perm])!r}"
                     rejected.append(self._reject(row, store_id, perm.column, problem))
                     continue
-                reason = as_text(row[i_reason]) if i_reason >= 0 else None
-                source = as_text(row[i_source]) if i_source >= 0 else None
-                changed = parse_time(row[i_changed]) if i_changed >= 0 else None
+                reason = row[i_reason] if i_reason >= 0 else None
+                if reason is not None and type(reason) is not str:
+                    reason = as_text(reason)
+                source = row[i_source] if i_source >= 0 else None
+                if source is not None and type(source) is not str:
+                    source = as_text(source)
+                changed = row[i_changed] if i_changed >= 0 else None
+                if changed is not None:
+                    changed = parse_time(changed)
                 if plain_perm or (reason is None and source is None and changed is None):
                     permission = perms.get(status) or perms.setdefault(
                         status,
@@ -160,7 +163,13 @@ class ContactRows:
                 value = row[j]
                 if value is None or value == "":
                     continue
-                fields[name] = value if type(value) is str else as_text(value) or ""
+                fields[name] = (
+                    value
+                    if type(value) is str
+                    else str(value)
+                    if type(value) is int
+                    else as_text(value) or ""
+                )
             records.append(
                 record(
                     store_id=store_id,

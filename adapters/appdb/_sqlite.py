@@ -90,11 +90,12 @@ class SqliteDriver:
         except sqlite3.Error as exc:
             raise translate(exc, "script") from None
 
-    async def _executemany(self, sql: str, rows: Sequence[Row]) -> None:
+    async def _executemany(self, sql: str, rows: Sequence[Row]) -> int:
         try:
-            await self._conn.executemany(sql, rows)
+            cursor = await self._conn.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise translate(exc, "batch") from None
+        return int(cursor.rowcount)
 
     @asynccontextmanager
     async def transaction(self, *, mark_writer: bool) -> AsyncIterator[None]:
@@ -135,11 +136,11 @@ class SqliteDriver:
 
     async def update_rows(
         self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
-    ) -> None:
+    ) -> int:
         # Numbered parameters take each row as it comes, (key, *values), without re-packing.
         sets = ", ".join(f"{quote(c)} = ?{i + 2}" for i, c in enumerate(columns))
         sql = f"UPDATE {quote(table)} SET {sets} WHERE {quote(key)} = ?1"
-        await self._executemany(sql, rows)
+        return await self._executemany(sql, rows)
 
     async def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
@@ -176,6 +177,9 @@ class SqliteDriver:
         before = self._conn.total_changes
         await self._executemany(sql, [(*row, *row[:match]) for row in rows])
         return self._conn.total_changes - before
+
+    def group_keys(self, key_expr: str) -> str:
+        return f"group_concat(CAST({key_expr} AS TEXT), char(31))"
 
     def list_agg(self, sub_table: str, value_col: str, link_col: str, outer: str) -> str:
         return (
