@@ -7,12 +7,16 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["FORMAT", "GENESIS", "SCHEMA", "row_hash"]
+__all__ = ["FORMAT", "GENESIS", "ROW_COLUMNS", "SCHEMA", "row_hash"]
 
 GENESIS: Final = b"\x00" * 32
 # The on-disk format (log_meta.format). A build refuses a log of another format rather than
 # misreading it.
 FORMAT: Final = "1"
+# The columns a read needs, in the order the log selects them (all but the hash).
+ROW_COLUMNS: Final = (
+    "position, event_id, stream, version, type, schema_version, recorded_at, payload"
+)
 
 # One stored-row shape (pyeventsourcing's recorder contract): a gapless global position,
 # a producer-given id that makes appends idempotent, and UNIQUE(stream, version).

@@ -9,9 +9,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.errors import LogLockedError
+from engine.errors import FatalError, LogLockedError
 
-__all__ = ["WriterLock"]
+__all__ = ["WriterLock", "prepare_log_file"]
 
 
 class WriterLock:
@@ -52,3 +52,28 @@ class WriterLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def prepare_log_file(p: Path, writer: bool) -> WriterLock | None:
+    """Take the writer lock and create the file with mode 0600; or check a reader's file exists.
+
+    Plain syscalls on a local file, done before the connection's thread exists.
+    """
+    if not writer:
+        if not p.exists():
+            raise FatalError(f"no event log at {p}")
+        return None
+    lock = WriterLock(p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        if not p.exists():
+            # SQLite gives the -wal and -shm files the main file's mode; fchmod because the
+            # umask could otherwise change what O_CREAT asked for.
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, 0o600)
+            os.close(fd)
+    except OSError as exc:
+        lock.release()
+        raise FatalError(f"cannot open the event log {p} for writing: {exc}") from exc
+    return lock

@@ -24,20 +24,19 @@ from typing import Any, Final, Literal, TypeVar
 from uuid import uuid4
 
 import aiosqlite
-import msgspec
 
-from engine._logschema import FORMAT, GENESIS, SCHEMA, row_hash
+from engine._logread import LogReads
+from engine._logschema import FORMAT, GENESIS, ROW_COLUMNS, SCHEMA, row_hash
 from engine._logtypes import (
     AppendResult,
     Head,
     NewEvent,
     Recorded,
-    TimeParser,
     format_ts,
     parse_ts,
 )
-from engine._writelock import WriterLock
-from engine.codec import CURRENT_TYPES, EVENT_DECODER, decode_event, encode_event
+from engine._writelock import WriterLock, prepare_log_file
+from engine.codec import encode_event
 from engine.errors import (
     CcsyncError,
     ConcurrencyError,
@@ -60,14 +59,7 @@ __all__ = [
 
 Durability = Literal["normal", "full"]
 _T = TypeVar("_T")
-_ROW_COLUMNS: Final = (
-    "position, event_id, stream, version, type, schema_version, recorded_at, payload"
-)
-_READ_RANGE: Final = (
-    f"SELECT {_ROW_COLUMNS} FROM events WHERE position >= ? AND position < ? "
-    "ORDER BY position LIMIT ?"
-)
-_INSERT: Final = f"INSERT INTO events ({_ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)"
+_INSERT: Final = f"INSERT INTO events ({ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)"
 WAL_CHECKPOINT_PAGES: Final = 10_000
 _MAX_VARS: Final = 900  # under SQLite's oldest host-parameter limit (999)
 
@@ -110,15 +102,13 @@ async def _write_checkpoints(
     )
 
 
-class EventLog:
+class EventLog(LogReads):
     """The SQLite event log. Open with ``await EventLog.open(path)``; close when done.
 
     One EventLog is meant for one event loop. Its reads never see another task's uncommitted
     append: on a writer they wait for the write in flight (inside ``transaction()`` they see
     the consumer's own writes).
     """
-
-    READ_CHUNK: Final = 500  # rows per fetch: a chunk that stays in the CPU cache decodes faster
 
     def __init__(
         self,
@@ -155,7 +145,7 @@ class EventLog:
         any crash of the process.
         """
         p = Path(path)
-        lock = _prepare(p, writer)
+        lock = prepare_log_file(p, writer)
         try:
             conn = await aiosqlite.connect(p, isolation_level=None)
         except sqlite3.Error as exc:
@@ -183,6 +173,10 @@ class EventLog:
             # fsync and a rewrite of the same hot index pages, and at the default they halved
             # append throughput. Commits stay as durable as `durability` says.
             await c.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            # The ids and stream names the unique indexes hold are random, so every batch touches
+            # index pages all over the file: a 64 MB page cache keeps them in memory (bounded,
+            # unlike the log) instead of re-reading them from the OS on each append.
+            await c.execute("PRAGMA cache_size = -65536")
             await c.executescript(SCHEMA)
             await c.execute(
                 "INSERT OR IGNORE INTO log_meta (key, value) VALUES ('log_id', ?), ('format', ?)",
@@ -369,7 +363,7 @@ class EventLog:
         )
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
-    # --- reading -------------------------------------------------------------------------
+    # --- reading (the queries themselves are in engine._logread) --------------------------
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         """One query, never seeing another task's uncommitted writes on this connection."""
@@ -390,142 +384,6 @@ class EventLog:
                 raise _db_error(self.path, "read", exc) from exc
         pos, h, ts = self._head
         return Head(self._log_id, pos, h.hex(), ts)
-
-    async def read(
-        self, start: int = 1, stop: int | None = None, *, chunk: int | None = None
-    ) -> AsyncIterator[Recorded]:
-        """Events with ``start <= position < stop`` in order, in bounded memory.
-
-        Raises LogCorruptError on a missing position or an undecodable row: reading never
-        skips anything silently.
-        """
-        size = chunk or self.READ_CHUNK
-        pos = max(start, 1)
-        upper = stop if stop is not None else 2**62
-        types, decode = CURRENT_TYPES, EVENT_DECODER.decode
-        last_ts, at = "", datetime.min
-        while pos < upper:
-            rows = await self._fetch(_READ_RANGE, (pos, upper, size))
-            if not rows:
-                return
-            gap = None
-            if rows[0][0] != pos or rows[-1][0] != pos + len(rows) - 1:
-                rows, gap = _before_gap(rows, pos)
-            # The hot loop of every replay, so decode_event's common case is inlined (about
-            # 15% faster); one at a time, as each event is garbage once folded, is faster than
-            # building the chunk's list (the cyclic GC never walks a chunk of live objects).
-            for p, eid, s, v, tag, sv, ts, payload in rows:
-                cls = types.get(tag)
-                if cls is not None and sv == cls.schema_version:
-                    try:
-                        event = decode(payload)
-                    except msgspec.DecodeError:
-                        event = decode_event(tag, sv, payload, position=p)  # raises the why
-                    if type(event) is not cls:
-                        event = decode_event(tag, sv, payload, position=p)  # raises the why
-                else:
-                    event = decode_event(tag, sv, payload, position=p)
-                if ts != last_ts:
-                    last_ts, at = ts, parse_ts(ts)
-                yield Recorded(p, eid, s, v, at, event)
-            if gap:
-                raise gap
-            pos += len(rows)
-
-    async def read_batches(
-        self, start: int = 1, stop: int | None = None, *, chunk: int | None = None
-    ) -> AsyncIterator[list[Recorded]]:
-        """``read`` in lists of up to ``chunk`` events: the fast path for replay and projections."""
-        size = chunk or self.READ_CHUNK
-        pos = max(start, 1)
-        upper = stop if stop is not None else 2**62
-        when = TimeParser()
-        while pos < upper:
-            rows = await self._fetch(_READ_RANGE, (pos, upper, size))
-            if not rows:
-                return
-            gap = None
-            if rows[0][0] != pos or rows[-1][0] != pos + len(rows) - 1:
-                rows, gap = _before_gap(rows, pos)
-            if rows:
-                yield [
-                    Recorded(p, eid, s, v, when(ts), decode_event(tag, sv, payload, position=p))
-                    for p, eid, s, v, tag, sv, ts, payload in rows
-                ]
-            if gap:
-                raise gap
-            pos += len(rows)
-
-    async def read_stream(self, stream: str) -> list[Recorded]:
-        """Every event of one stream, in version order."""
-        rows = await self._fetch(
-            f"SELECT {_ROW_COLUMNS} FROM events WHERE stream = ? ORDER BY version", (stream,)
-        )
-        when = TimeParser()
-        return [
-            Recorded(p, eid, s, v, when(ts), decode_event(tag, sv, payload, position=p))
-            for p, eid, s, v, tag, sv, ts, payload in rows
-        ]
-
-    async def position_at(self, when: datetime) -> int:
-        """The first position recorded at or after ``when`` (head + 1 if none).
-
-        recorded_at is monotonic in position, so this is a bisection on the primary key.
-        """
-        target = format_ts(when)
-        lo, hi = 1, (await self.head()).position + 1
-        while lo < hi:
-            mid = (lo + hi) // 2
-            rows = await self._fetch("SELECT recorded_at FROM events WHERE position = ?", (mid,))
-            if not rows:
-                raise LogCorruptError(f"gap in the log: position {mid} is missing")
-            if rows[0][0] < target:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-
-    async def read_time(
-        self, since: datetime | None = None, until: datetime | None = None
-    ) -> AsyncIterator[Recorded]:
-        """Events recorded in ``[since, until)`` (timezone-aware times)."""
-        start = await self.position_at(since) if since else 1
-        stop = await self.position_at(until) if until else None
-        async for r in self.read(start, stop):
-            yield r
-
-
-def _prepare(p: Path, writer: bool) -> WriterLock | None:
-    """Take the writer lock and create the file with mode 0600; or check a reader's file exists.
-
-    Plain syscalls on a local file, done before the connection's thread exists.
-    """
-    if not writer:
-        if not p.exists():
-            raise FatalError(f"no event log at {p}")
-        return None
-    p.parent.mkdir(parents=True, exist_ok=True)
-    lock = WriterLock(p)
-    lock.acquire()
-    if not p.exists():
-        # SQLite gives the -wal and -shm files the main file's mode; fchmod because the
-        # umask could otherwise change what O_CREAT asked for.
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.fchmod(fd, 0o600)
-        os.close(fd)
-    return lock
-
-
-def _before_gap(rows: list[Any], start: int) -> tuple[list[Any], LogCorruptError]:
-    """The rows before the first missing position, and the error to raise after them."""
-    expect = start
-    for i, row in enumerate(rows):
-        if row[0] != expect:
-            return rows[:i], LogCorruptError(
-                f"gap in the log: expected position {expect}, found {row[0]}"
-            )
-        expect += 1
-    raise AssertionError("called without a gap")  # pragma: no cover
 
 
 def _marks(n: int) -> str:

@@ -288,3 +288,11 @@ async def test_a_log_of_another_format_is_refused(log: EventLog, log_path: Path)
     raw.close()
     with pytest.raises(FatalError, match="has log format 2; this build reads format 1"):
         await EventLog.open(log_path, writer=False)
+
+
+@pytest.mark.asyncio
+async def test_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log's directory should be")
+    with pytest.raises(FatalError, match=r"cannot open the event log .* for writing"):
+        await EventLog.open(blocker / "events.db")
