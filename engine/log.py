@@ -348,7 +348,12 @@ class EventLog(LogReads):
 
     @property
     def connection(self) -> aiosqlite.Connection:
-        """The underlying connection, for consumers' reads of their own tables."""
+        """The underlying connection, for consumers' reads of their own tables.
+
+        On a writer it is shared with appends: a query through it outside ``transaction()``
+        can see another task's write in flight. Read inside ``transaction()``, or use the
+        log's own read methods, which wait for it.
+        """
         return self._conn
 
     async def checkpoint(self, name: str) -> str | None:
