@@ -111,7 +111,8 @@ class SyncEngine:
             bound=bound,
             mode="full-compare" if full_compare else "incremental",
         )
-        await self.log.append([NewEvent(content_id(started), started)])
+        begun = await self.log.append([NewEvent(content_id(started), started)])
+        await self.projector.catch_up(begun.new)
         try:
             t1 = time.perf_counter()
             await self._observe(run_id, bound, summary)
@@ -173,8 +174,8 @@ class SyncEngine:
         return summary
 
     async def _finish(self, fin: SyncRunFinished) -> None:
-        await self.log.append([NewEvent(content_id(fin), fin)])
-        await self.projector.catch_up()
+        done = await self.log.append([NewEvent(content_id(fin), fin)])
+        await self.projector.catch_up(done.new)
 
     @staticmethod
     def _count(summary: CycleSummary, stats: OutboxStats) -> None:

@@ -145,7 +145,7 @@ async def observe_contacts(
                 store, st.record() if st else None, st.position if st else 0, rec
             )
         result = await log.append(events, checkpoints={cp_name: page.resume})
-        await projector.catch_up()
+        await projector.catch_up(result.new)
         stats.pages += 1
         stats.items += len(page.contacts)
         stats.rejected += len(page.rejected)
@@ -191,7 +191,7 @@ async def observe_lists(
         pos, old = known.get(lst.store_id, (0, None))
         events += diff_list(store, old, pos, lst)
     result = await log.append(events)
-    await projector.catch_up()
+    await projector.catch_up(result.new)
     return ObserveStats(pages=1, items=len(lists), events=len(result.new) - 1)
 
 
@@ -226,7 +226,7 @@ async def observe_tracking(
             )
             events.append(NewEvent(content_id(ev), ev))
         result = await log.append(events, checkpoints={cp_name: page.resume})
-        await projector.catch_up()
+        await projector.catch_up(result.new)
         stats.pages += 1
         stats.items += len(page.activities)
         stats.events += len(result.new) - 2

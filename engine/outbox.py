@@ -146,8 +146,8 @@ class Outbox:
                 confirmed += 1
             settled.append(NewEvent(content_id(ev), ev))
         if settled or checkpoints:
-            await self.log.append(settled, checkpoints=checkpoints)
-            await self.projector.catch_up()
+            done = await self.log.append(settled, checkpoints=checkpoints)
+            await self.projector.catch_up(done.new)
         return confirmed
 
     async def execute(
@@ -191,7 +191,7 @@ class Outbox:
         if issued or extra:
             result = await self.log.append([*extra, *issued])
             stats.new_extra = frozenset(result.new_ids) & {e.id for e in extra}
-            await self.projector.catch_up()
+            await self.projector.catch_up(result.new)
         if not todo:
             return stats
         outcomes: list[tuple[str, Command, Outcome]] = []
@@ -237,8 +237,8 @@ class Outbox:
                     error=res.error,
                 )
             records.append(NewEvent(content_id(ev), ev))
-        await self.log.append(records)
-        await self.projector.catch_up()
+        recorded = await self.log.append(records)
+        await self.projector.catch_up(recorded.new)
         if fatal is not None:
             raise fatal
         return stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -35,10 +36,21 @@ class Projector:
     async def position(self) -> int:
         return await projected_position(self.log.connection)
 
-    async def catch_up(self) -> int:
-        """Project every event after the checkpoint; returns the new projected position."""
+    async def catch_up(self, appended: Sequence[Recorded] = ()) -> int:
+        """Project every event after the checkpoint; returns the new projected position.
+
+        ``appended``: the events an append just wrote. When they follow the checkpoint
+        directly they are folded as they are, saving the read-back and decode; otherwise (a
+        concurrent append came between) everything is read from the log as usual.
+        """
         async with self._lock:
             pos = await self.position()
+            if appended and appended[0].position == pos + 1:
+                for i in range(0, len(appended), _BATCH):
+                    chunk = appended[i : i + _BATCH]
+                    async with self.log.transaction() as tx:
+                        await apply_batch(tx.conn, chunk)
+                    pos = chunk[-1].position
             while True:
                 batch: list[Recorded] = [r async for r in self.log.read(pos + 1, pos + 1 + _BATCH)]
                 if not batch:
