@@ -133,6 +133,10 @@ class Driver(Protocol):
         """SQL aggregate joining a group's keys as text, separated by U+001F."""
         ...
 
+    def is_text(self, table: str, column: str) -> bool:
+        """Whether the column's values always come back as str (or None)."""
+        ...
+
     def cast_key(self, table: str, column: str, expr: str) -> str:
         """SQL casting ``expr`` (a key as the change table holds it) to the key's type."""
         ...

@@ -152,6 +152,10 @@ class PostgresDriver:
     def key_in(self, table: str, column: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{quote(column)} = ANY(?::text[]::{self._type(table, column)}[])", [list(keys)]
 
+    def is_text(self, table: str, column: str) -> bool:
+        kind = self._type(table, column)
+        return kind == "text" or kind.startswith(("character varying", "character("))
+
     def cast_key(self, table: str, column: str, expr: str) -> str:
         return f"{expr}::{self._type(table, column)}"
 

@@ -8,6 +8,7 @@ The SELECT list is built once from the mapping; each row is converted positional
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -51,6 +52,9 @@ class ContactRows:
         self._i_fields = len(cols)
         self._field_names = list(c.fields)
         cols.extend(c.fields.values())
+        # Fields whose column may hold non-text values (numbers, dates) need converting;
+        # text columns come back as str or None and are taken as they are.
+        self._nontext = [name for name, col in c.fields.items() if not driver.is_text(c.table, col)]
         self.columns: tuple[str, ...] = tuple(cols)
         select = [f"c.{quote(col)}" for col in cols]
         self._has_lists = cfg.memberships is not None
@@ -101,7 +105,9 @@ class ContactRows:
         perm = c.permission
         records: list[ContactRecord] = []
         rejected: list[Rejected] = []
-        pairs = list(enumerate(self._field_names, self._i_fields))
+        names = self._field_names
+        i0, i1 = self._i_fields, self._i_fields + len(names)
+        nontext = self._nontext
         i_del, i_perm, i_upd = self._i_deleted, self._i_perm, self._i_updated
         i_reason, i_source, i_changed = self._i_reason, self._i_source, self._i_changed
         plain_perm = i_reason < 0 and i_source < 0 and i_changed < 0
@@ -158,18 +164,13 @@ class ContactRows:
                         source=source,
                         changed_at=changed,
                     )
-            fields: dict[str, str] = {}
-            for j, name in pairs:
-                value = row[j]
-                if value is None or value == "":
-                    continue
-                fields[name] = (
-                    value
-                    if type(value) is str
-                    else str(value)
-                    if type(value) is int
-                    else as_text(value) or ""
-                )
+            fields = {
+                n: v for n, v in zip(names, row[i0:i1], strict=True) if v is not None and v != ""
+            }
+            for name in nontext:
+                value = fields.get(name)
+                if value is not None and type(value) is not str:
+                    fields[name] = as_text(value) or ""
             records.append(
                 record(
                     store_id=store_id,
@@ -178,7 +179,7 @@ class ContactRows:
                     permission=permission,
                     lists=split(row[-1]) if split is not None else (),
                     deleted=deleted,
-                    updated_at=parse_time(row[i_upd]) if i_upd >= 0 else None,
+                    updated_at=_time(row[i_upd]) if i_upd >= 0 else None,
                 )
             )
         return records, rejected
@@ -199,6 +200,20 @@ class ContactRows:
     def _reject(self, row: Row, record: str, field: str, problem: str) -> Rejected:
         raw = {col: as_text(v) for col, v in zip(self.columns, row, strict=False)}
         return Rejected(record=record, field=field, problem=problem, raw=_enc.encode(raw).decode())
+
+
+def _time(value: object) -> datetime | None:
+    # parse_time's common case inline: SQLite's naive UTC text.
+    if type(value) is str:
+        try:
+            ts = _fromiso(value)
+        except ValueError:
+            return None
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return parse_time(value)
+
+
+_fromiso: Final = datetime.fromisoformat
 
 
 def _truthy(value: object) -> bool:

@@ -128,6 +128,11 @@ class SqliteDriver:
         params = [self.key_param(table, column, k) for k in keys]
         return f"{quote(column)} IN ({', '.join('?' * len(params))})", params
 
+    def is_text(self, table: str, column: str) -> bool:
+        # Only TEXT affinity turns numbers into text on the way in (SQLite's affinity rules).
+        declared = self._types.get(table, {}).get(column, "")
+        return any(word in declared for word in ("CHAR", "CLOB", "TEXT"))
+
     def cast_key(self, table: str, column: str, expr: str) -> str:
         return expr  # the change table keeps the key in its own type
 

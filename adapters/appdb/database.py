@@ -44,6 +44,7 @@ async def open_appdb(cfg: AppDbConfig, *, check_schema: bool = True) -> AppDatab
         if check_schema:
             await db._start()
         else:
+            await db._schema_problems()  # reads the column types the conversions use
             await db._detect_mode(strict=False)
     except BaseException:
         await driver.close()
@@ -216,6 +217,9 @@ class AppDatabase:
                 "without triggers, change detection needs an updated-at column",
             )
         self._d.writer_table = self.cfg.change_table + "_writer" if installed else None
+        # Rebuilt now that the driver knows the columns' types (see ContactRows).
+        self._rows = ContactRows(self.cfg, self._d)
+        self._writer = Writer(self.cfg, self._d, self._rows)
         self._observer = Observer(self.cfg, self._d, self._rows, triggers=use)
 
     async def _schema_problems(self) -> list[tuple[str, str]]:
