@@ -12,7 +12,8 @@ import structlog
 
 from adapters.constant_contact import CtctRequestError, RateBudget, StoredTokens, open_ctct
 from adapters.ctct_simulator import FaultConfig, Simulator
-from engine.errors import AuthorizationError, QuotaExhaustedError
+from engine.commands import AddToList, Command, Unsubscribe, UpsertContact
+from engine.errors import AuthorizationError, QuotaExhaustedError, RetriableError
 from engine.ports import Page
 
 from .conftest import Env
@@ -141,3 +142,37 @@ async def test_tokens_never_reach_a_log_line_or_a_page(make_env: Any) -> None:
     text = repr(logs) + repr(pages)
     for secret in (secrets.access_token, secrets.refresh_token, env.sim.client_secret):
         assert secret and secret not in text
+
+
+async def test_retries_are_bounded_then_the_failure_is_retriable(make_env: Any) -> None:
+    env: Env = await make_env(contacts=10, faults=FaultConfig(error_rate=1.0, seed=2), retries=3)
+    async with await env.open() as ctct:
+        with pytest.raises(RetriableError, match="gave up after 4 attempts") as info:
+            await ctct.observe_lists()
+        assert ctct.requests_made == 4
+    assert "HTTP 50" in str(info.value)
+
+
+async def test_writes_survive_faults_because_every_write_is_idempotent(make_env: Any) -> None:
+    faults = FaultConfig(error_rate=0.3, reset_rate=0.1, truncate_rate=0.1, seed=4)
+    env: Env = await make_env(contacts=40, faults=faults, retries=12)
+    acct = env.sim.account
+    lst = next(lid for lid, x in acct.lists.items() if x.deleted_at is None)
+    targets = [c for c in acct.contacts if not c.deleted and c.permission != "unsubscribed"][:3]
+    commands: list[Command] = [
+        Unsubscribe(target="ctct", email=targets[0].email.lower(), store_id=targets[0].contact_id),
+        AddToList(
+            target="ctct", email=targets[1].email.lower(), store_id=targets[1].contact_id,
+            list_id=lst,
+        ),
+        UpsertContact(
+            target="ctct", email=targets[2].email.lower(), store_id=targets[2].contact_id,
+            fields={"job_title": "Fault-tolerant"}, lists=(lst,),
+        ),
+    ]  # fmt: skip
+    async with await env.open() as ctct:
+        outcomes = await ctct.apply(commands)
+    assert all(o.ok for o in outcomes), outcomes
+    assert targets[0].permission == "unsubscribed"
+    assert lst in targets[1].lists
+    assert targets[2].job_title == "Fault-tolerant"
