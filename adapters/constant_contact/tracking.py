@@ -23,7 +23,7 @@ from engine.errors import ConfigError
 from engine.model import TrackingActivity, TrackingKind, is_valid_email, normalise_email
 from engine.ports import Rejected, TrackingPage
 
-from .client import CtctClient
+from .client import CtctClient, CtctRequestError
 from .config import CtctConfig
 from .normalise import utc
 from .paging import format_time
@@ -130,7 +130,13 @@ async def observe_tracking(
             continue
         if low():
             return
-        detail = await client.call("GET", f"/emails/{campaign.campaign_id}", _detail.decode)
+        try:
+            detail = await client.call("GET", f"/emails/{campaign.campaign_id}", _detail.decode)
+        except CtctRequestError as exc:
+            if exc.status != 404:
+                raise
+            log.warning("ctct.campaign_gone", campaign_id=campaign.campaign_id)
+            continue  # removed between the listing and now: nothing left to read
         name = campaign.name or detail.name
         for ca in detail.campaign_activities:
             if ca.role is not None and ca.role not in _TRACKED_ROLES:
