@@ -127,12 +127,10 @@ async def observe_contacts(
                 else:
                     assert isinstance(out, Rejected)
                     rejected.append(out)
-                    log.warning(
-                        "ctct.record_rejected",
-                        record=out.record,
-                        field=out.field,
-                        problem=out.problem,
-                    )
+            for r in rejected:
+                log.warning(
+                    "ctct.record_rejected", record=r.record, field=r.field, problem=r.problem
+                )
             yield Page(
                 request=client.describe("GET", path, params),
                 contacts=tuple(records),
