@@ -25,6 +25,7 @@ __all__ = [
     "MAX_LISTS_PER_CONTACT",
     "Account",
     "ContactList",
+    "CustomFieldDef",
     "normalise",
 ]
 
@@ -70,6 +71,24 @@ class ContactList:
         self.deleted_at: int | None = None
 
 
+class CustomFieldDef:
+    """A custom field definition (``CustomField``); contacts store values by its id."""
+
+    __slots__ = ("created_at", "custom_field_id", "label", "name", "type", "updated_at")
+
+    def __init__(self, custom_field_id: str, label: str, kind: str, now: int) -> None:
+        self.custom_field_id = custom_field_id
+        self.label = label
+        self.name = _field_name(label)
+        self.type = kind
+        self.created_at = self.updated_at = now
+
+
+def _field_name(label: str) -> str:
+    """The API derives a field's name from its label: lower case, underscores."""
+    return "".join(ch if ch.isalnum() else "_" for ch in label.strip().lower())[:50]
+
+
 class Account:
     """Contacts (in creation order), lists and custom fields of one account.
 
@@ -85,6 +104,7 @@ class Account:
         self.by_email: dict[str, Contact] = {}
         self.lists: dict[str, ContactList] = {}
         self.custom_fields: dict[str, str] = {}  # name -> custom_field_id
+        self.custom_field_defs: dict[str, CustomFieldDef] = {}  # custom_field_id -> definition
         self.campaigns: dict[str, Campaign] = {}  # campaign_id -> Campaign (filled by Tracking)
         self.skew_ms = 0  # fault: writes stamp updated_at in the past
         self.resubscribe_sent: dict[str, tuple[str, ...]] = {}  # contact_id -> list_ids
@@ -135,6 +155,31 @@ class Account:
         lst = ContactList(self.new_id(), name, self.stamp(), description)
         self.lists[lst.list_id] = lst
         return lst
+
+    def add_custom_field(self, label: str, kind: str = "string") -> CustomFieldDef:
+        """Define a custom field; Conflict if its name (from the label) is taken."""
+        if kind not in ("string", "date"):
+            raise Invalid(f"type: {kind!r} is not one of string, date")
+        name = _field_name(label)
+        if not name.strip("_"):
+            raise Invalid(f"label: {label!r} has no letters or digits")
+        if name in self.custom_fields:
+            raise Conflict(f"A custom field named {name!r} already exists.")
+        definition = CustomFieldDef(self.new_id(), label.strip(), kind, self.stamp())
+        self.custom_fields[definition.name] = definition.custom_field_id
+        self.custom_field_defs[definition.custom_field_id] = definition
+        return definition
+
+    def delete_custom_field(self, custom_field_id: str) -> None:
+        """Remove a definition and its values from every contact."""
+        definition = self.custom_field_defs.pop(custom_field_id, None)
+        if definition is None:
+            raise NotFound(f"Custom field {custom_field_id} not found.")
+        del self.custom_fields[definition.name]
+        for c in self.contacts:
+            if any(cid == custom_field_id for cid, _ in c.custom_fields):
+                c.custom_fields = tuple(x for x in c.custom_fields if x[0] != custom_field_id)
+                self._changed(c, "Account", profile=True)
 
     def add_contact(self, address: str, *, source: str, permission: str = "implicit") -> Contact:
         """Create a contact; Conflict if the address belongs to any contact, deleted included."""

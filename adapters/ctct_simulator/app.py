@@ -13,7 +13,14 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from adapters.ctct_simulator import http_admin, http_bulk, http_contacts, http_oauth, http_tracking
+from adapters.ctct_simulator import (
+    http_admin,
+    http_bulk,
+    http_contacts,
+    http_fields,
+    http_oauth,
+    http_tracking,
+)
 from adapters.ctct_simulator.errors import ApiError
 from adapters.ctct_simulator.state import STATE, SimState, json_response
 
@@ -128,6 +135,6 @@ def build_app(state: SimState) -> web.Application:
     """The whole simulator as one aiohttp application."""
     app = web.Application(middlewares=[api_middleware], client_max_size=16 * 1024 * 1024)
     app[STATE] = state
-    for module in (http_oauth, http_contacts, http_bulk, http_tracking, http_admin):
+    for module in (http_oauth, http_contacts, http_fields, http_bulk, http_tracking, http_admin):
         app.add_routes(module.routes)
     return app

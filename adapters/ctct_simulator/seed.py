@@ -65,7 +65,7 @@ LAST: Final = (
 DOMAINS: Final = ("example.com", "example.org", "mail.example.net", "corp.example")
 COMPANIES: Final = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne")
 TITLES: Final = ("Director", "Engineer", "Manager", "Owner", "Volunteer", "Analyst")
-CUSTOM_FIELDS: Final = ("tier", "member_since")
+CUSTOM_FIELDS: Final = (("Tier", "string"), ("Member since", "date"))
 REASONS: Final = ("too many emails", "not relevant", "never signed up", None)
 _YEAR_MS: Final = 365 * 24 * 3600 * 1000
 
@@ -74,8 +74,8 @@ def seed_account(account: Account, contacts: int, lists: int, seed: int) -> None
     """Fill ``account`` with ``lists`` lists and ``contacts`` contacts, spread over two years."""
     rng = random.Random(f"seed:{seed}")
     now = account.clock.now_ms()
-    for name in CUSTOM_FIELDS:
-        account.custom_fields[name] = account.new_id()
+    for label, kind in CUSTOM_FIELDS:
+        account.add_custom_field(label, kind).created_at = now - 2 * _YEAR_MS
     cf_ids = list(account.custom_fields.values())
     for i in range(lists):
         lst = account.add_list(f"List {i + 1}", description=f"Seeded list {i + 1}")
