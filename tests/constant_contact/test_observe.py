@@ -165,3 +165,16 @@ async def test_an_expired_cursor_in_the_checkpoint_restarts_that_phase(make_env:
         pages = await collect(ctct, stale, bound)
     assert len(seen(pages)) + sum(len(p.rejected) for p in pages) == len(env.sim.account.contacts)
     assert all(p.full_scan for p in pages)
+
+
+async def test_a_malformed_record_is_rejected_by_id_and_field_the_page_goes_on(
+    make_env: Any,
+) -> None:
+    env: Env = await make_env(contacts=300)
+    bad = next(c for c in env.sim.account.contacts if not c.deleted)
+    env.sim.account.edit_contact(bad.contact_id, first_name="x" * 60)  # API limit: 50
+    async with await env.open() as ctct:
+        pages = await collect(ctct, None, env.sim.clock.now())
+    rejected = [r for p in pages for r in p.rejected]
+    assert [(r.record, r.field) for r in rejected] == [(bad.contact_id, "first_name")]
+    assert len(seen(pages)) == len(env.sim.account.contacts) - 1
