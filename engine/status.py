@@ -91,12 +91,8 @@ async def read_status(log: EventLog, now: datetime, *, runs: int = 5) -> Status:
         )
         for r in run_rows
     ]
-    counts = {
-        s: n
-        for s, n in await conn.execute_fetchall(
-            "SELECT status, COUNT(*) FROM p_commands GROUP BY status"
-        )
-    }
+    rows = await conn.execute_fetchall("SELECT status, COUNT(*) FROM p_commands GROUP BY status")
+    counts: dict[str, int] = {str(r[0]): int(r[1]) for r in rows}
     failed = [
         FailedCommand(*r)
         for r in await conn.execute_fetchall(

@@ -27,12 +27,12 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _simproc import SimProcess  # noqa: E402
+from _simproc import SimProcess
 
-from engine.bootstrap import wire  # noqa: E402
-from engine.cli._demo_setup import prepare_folder  # noqa: E402
-from engine.logging import configure_logging  # noqa: E402
-from engine.settings import load_settings  # noqa: E402
+from engine.bootstrap import wire
+from engine.cli._demo_setup import prepare_folder
+from engine.logging import configure_logging
+from engine.settings import load_settings
 
 INCLUDE = "custom_fields,list_memberships,phone_numbers,street_addresses,notes,taggings"
 
@@ -69,7 +69,11 @@ async def baseline(sim: SimProcess, token: str, db: Path) -> tuple[int, float]:
             conn.commit()
             n += 1
             count += len(page.contacts)
-            url = f"{sim.root_url}{page._links.next.href}" if page._links and page._links.next else None
+            url = (
+                f"{sim.root_url}{page._links.next.href}"
+                if page._links and page._links.next
+                else None
+            )
     conn.close()
     return count, time.perf_counter() - t0
 
@@ -90,8 +94,11 @@ async def main_async(args: argparse.Namespace) -> None:
             if not args.skip_baseline:
                 count, secs = await baseline(sim, access.access_token, root / "raw.db")
                 base_rate = count / secs
-                print(f"baseline  aiohttp+msgspec+sqlite3 raw pages: {count:,} contacts in "
-                      f"{secs:.2f}s = {base_rate:,.0f} contacts/s", flush=True)
+                print(
+                    f"baseline  aiohttp+msgspec+sqlite3 raw pages: {count:,} contacts in "
+                    f"{secs:.2f}s = {base_rate:,.0f} contacts/s",
+                    flush=True,
+                )
             config = await prepare_folder(root / "ccsync", access, app_contacts=0, tracking=False)
             async with wire(load_settings(config)) as w:
                 t0 = time.perf_counter()
@@ -99,16 +106,25 @@ async def main_async(args: argparse.Namespace) -> None:
                 secs = time.perf_counter() - t0
                 seen = first.observed.get("ctct.contacts", 0)
                 rate = seen / secs
-                line = f"ccsync    initial sync: {seen:,} contacts in {secs:.2f}s = {rate:,.0f} contacts/s"
+                line = (
+                    f"ccsync    initial sync: {seen:,} contacts in {secs:.2f}s "
+                    f"= {rate:,.0f} contacts/s"
+                )
                 if not args.skip_baseline:
                     line += f"  ({rate / base_rate:.0%} of baseline)"
                 print(line, flush=True)
                 print(f"          phases: { {k: round(v, 2) for k, v in first.durations.items()} }")
-                print(f"          commands: {first.commands}, failed {first.failed}, "
-                      f"API requests {first.api_requests}", flush=True)
+                print(
+                    f"          commands: {first.commands}, failed {first.failed}, "
+                    f"API requests {first.api_requests}",
+                    flush=True,
+                )
                 second = await w.engine.cycle()  # observes what the first wrote to the app
-                print(f"          second cycle: {sum(second.durations.values()):.2f}s, "
-                      f"commands {second.commands}", flush=True)
+                print(
+                    f"          second cycle: {sum(second.durations.values()):.2f}s, "
+                    f"commands {second.commands}",
+                    flush=True,
+                )
                 print(f"          peak RSS so far: {rss_mb():.0f} MB", flush=True)
                 changes = max(1, n // 100)
                 events = await sim.admin("POST", "world/step", {"n": changes})
@@ -116,11 +132,13 @@ async def main_async(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 inc = await w.engine.cycle()
                 isecs = time.perf_counter() - t0
-                print(f"ccsync    incremental after {changes:,} changes ({len(touched):,} contacts"
-                      f" touched): {isecs:.2f}s, commands {inc.commands}, "
-                      f"API requests {inc.api_requests} "
-                      f"({inc.api_requests / max(len(touched), 1) * 1000:.1f} per 1,000 changed)",
-                      flush=True)
+                print(
+                    f"ccsync    incremental after {changes:,} changes ({len(touched):,} contacts"
+                    f" touched): {isecs:.2f}s, commands {inc.commands}, "
+                    f"API requests {inc.api_requests} "
+                    f"({inc.api_requests / max(len(touched), 1) * 1000:.1f} per 1,000 changed)",
+                    flush=True,
+                )
                 print(f"          phases: { {k: round(v, 2) for k, v in inc.durations.items()} }")
             print(f"peak RSS: {rss_mb():.0f} MB", flush=True)
     finally:
