@@ -383,3 +383,41 @@ async def test_11_email_length_differs_between_contact_and_import(
         check_request=False,
     )
     assert reply.status == 400 and "address" in reply.body[0]["error_message"]
+
+
+@pytest.mark.asyncio
+async def test_every_rendered_contact_is_a_valid_contact_resource(
+    sim: Simulator, api: SpecClient
+) -> None:
+    c = sim.account.contact(_live_subscribed(sim)[13])
+    put = {
+        "email_address": {"address": c.email},
+        "update_source": "Account",
+        "first_name": "Full",
+        "anniversary": "11/15/2006",
+        "birthday_month": 2,
+        "birthday_day": 29,
+        "phone_numbers": [{"phone_number": "+1-555-555-5555", "kind": "work"}],
+        "street_addresses": [
+            {"kind": "work", "street": "1 Loop Rd", "city": "Chicago", "country": "US"}
+        ],
+        "notes": [{"content": "met at the fair"}],
+        "custom_fields": [
+            {"custom_field_id": next(iter(sim.account.custom_fields.values())), "value": "gold"}
+        ],
+    }
+    reply = await api.call("PUT", f"/v3/contacts/{c.contact_id}", json=put)
+    assert reply.status == 200 and reply.body["anniversary"] == "2006-11-15"
+    sim.account.unsubscribe(_live_subscribed(sim)[14], reason="r", source="Contact")
+    sim.account.delete_contact(_live_subscribed(sim)[15])
+    everything = await api.all_contacts(
+        status="all",
+        limit="500",
+        include="custom_fields,list_memberships,phone_numbers,street_addresses,taggings,notes",
+    )
+    assert len(everything) == len(sim.account.contacts)  # each page was validated by SpecClient
+    for contact in everything[:50]:
+        api.spec.validate_definition("ContactResource", contact)
+    bad = {**put, "anniversary": "2006-13-45"}
+    reply = await api.call("PUT", f"/v3/contacts/{c.contact_id}", json=bad)
+    assert reply.status == 400 and "anniversary" in reply.body[0]["error_message"]
