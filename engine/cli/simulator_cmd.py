@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulator", help="run the bundled Constant Contact v3 simulator")
     simsub = p.add_subparsers(dest="simulator_command", metavar="ACTION", required=True)
     s = simsub.add_parser("serve", help="serve a seeded simulated account on 127.0.0.1")
-    s.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    s.add_argument(
+        "--port", type=int, default=8765, help="TCP port (default 8765; 0: any free port)"
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--contacts", type=int, default=10_000, help="contacts to seed")
     s.add_argument("--seed", type=int, default=0, help="seed of the account and its changes")
