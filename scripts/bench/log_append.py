@@ -9,7 +9,7 @@ very same rows (tracking events of 50,000 contacts, ~370-byte payloads, batches 
   encoding, the hash chain, one transaction), timed end to end;
 * raw ``sqlite3.executemany`` of the finished rows (payload and hash precomputed, untimed)
   into the same schema, indexes included, with the log's pragmas (WAL, synchronous=NORMAL,
-  wal_autocheckpoint), one transaction per batch: the floor we compare to;
+  wal_autocheckpoint, cache_size), one transaction per batch: the floor we compare to;
 * the ``eventsourcing`` library's SQLite application recorder (``pip install -e '.[bench]'``),
   ``insert_events`` per batch: a peer.
 
@@ -34,7 +34,7 @@ from _logbench import Stopwatch, batches, best, report, run_child, table
 from engine._logschema import GENESIS, SCHEMA, row_hash
 from engine.codec import encode_event
 from engine.events import stream_of
-from engine.log import WAL_CHECKPOINT_PAGES, EventLog
+from engine.log import WAL_CHECKPOINT_PAGES, WRITER_CACHE_KIB, EventLog
 
 TS = "2024-03-01T09:00:00.000000Z"
 
@@ -55,6 +55,7 @@ def measure_raw(path: Path, total: int, size: int) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
     # The log's own settings, so the ratio measures the log's work, not a pragma.
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+    conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
     conn.executescript(SCHEMA)
     insert = (
         "INSERT INTO events (position, event_id, stream, version, type, schema_version, "
