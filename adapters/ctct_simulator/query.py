@@ -130,6 +130,8 @@ class ContactQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 def _conjunction(checks: list[Callable[[Contact], bool]]) -> Callable[[Contact], bool]:
     """``all(checks)`` as nested closures: a sparse filter over a million contacts runs each
     check directly instead of through a generator (about 3x cheaper per contact)."""
+    if not checks:
+        return lambda c: True  # status=all and no other filter
     if len(checks) == 1:
         return checks[0]
     first, rest = checks[0], _conjunction(checks[1:])
