@@ -165,7 +165,7 @@ class Daemon:
         )
         server = await start_http(s.metrics_host, s.metrics_port, self.health, self._render_metrics)
         _log.info("daemon.listening", host=server.host, port=server.port)
-        code = EXIT_CRASHED
+        code: int | None = None  # None: an error escapes to the CLI, which prints it
         try:
             async with self._open_parts() as parts:
                 self._engine, self._api = parts.engine, parts.ctct
@@ -181,7 +181,10 @@ class Daemon:
         finally:
             self._engine = None
             await server.close()
-            _log.info("daemon.stopped", cycles=self.cycles, exit_code=code)
+            if code is None:
+                _log.error("daemon.stopped", cycles=self.cycles, reason="an error (see stderr)")
+            else:
+                _log.info("daemon.stopped", cycles=self.cycles, exit_code=code)
         return code
 
     async def _cycles(self, engine: SyncEngine, reader: EventLog) -> int:
@@ -192,7 +195,10 @@ class Daemon:
                 return code
             if self._once:
                 return 0 if self._last and self._last.outcome in ("ok", "interrupted") else 1
-            delay = self._delay(time.monotonic() - began, resume_at)
+            failed = self._last is not None and self._last.outcome == "failed"
+            # After a failure the interval counts from its end: a store that is down and a cycle
+            # that takes longer than the interval must not make back-to-back attempts.
+            delay = self._delay(0.0 if failed else time.monotonic() - began, resume_at)
             self._next_at = self._clock() + timedelta(seconds=delay)
             self.metrics.next_cycle.set(self._next_at.timestamp())
             with contextlib.suppress(TimeoutError):
