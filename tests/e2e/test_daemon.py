@@ -32,7 +32,7 @@ from engine.cli._demo_setup import prepare_folder
 _T = TypeVar("_T")
 DEADLINE = 30.0  # seconds; generous for a loaded 2-core machine, never reached when all is well
 POLL = 0.05
-BIG, PAGES = 2000, 40  # the interrupted initial sync: contacts in Constant Contact, pages
+BIG, PAGES = 1200, 30  # the interrupted initial sync: contacts in Constant Contact, pages
 
 
 class Daemon:
