@@ -247,7 +247,7 @@ def test_daemon_reports_a_failing_store_and_recovers_when_it_returns(
     assert {"failed", "ok"} <= outcomes
 
 
-def test_sigterm_during_a_big_initial_sync_stops_promptly_and_a_restart_finishes_it(
+def test_sigterm_or_sigkill_during_a_big_initial_sync_and_a_restart_finishes_it(
     tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     big = Simulator.start_in_thread(SimulatorConfig(contacts=BIG, seed=9, lists=4, campaigns=1))
@@ -260,28 +260,36 @@ def test_sigterm_during_a_big_initial_sync_stops_promptly_and_a_restart_finishes
         big.set_faults(FaultConfig(latency_ms=150))  # seconds of initial sync
         d = Daemon(config)
         daemons.append(d)
-        wait_for(
-            lambda: big.call(lambda: big.requests["GET /v3/contacts"]) >= 3 or None,
-            "three contact pages fetched",
-        )
+        pages = lambda: big.call(lambda: big.requests["GET /v3/contacts"])  # noqa: E731
+        wait_for(lambda: pages() >= 3 or None, "three contact pages fetched")
         _, h = d.health()
         assert h["in_cycle"] and h["cycles"] == 0
 
         assert d.stop(signal.SIGTERM) == 0
-        fetched = big.call(lambda: big.requests["GET /v3/contacts"])
+        fetched = pages()
         assert fetched < PAGES, "the daemon fetched every page instead of stopping"
         assert_log_sound(config, replay=True)
         (last,) = runs(config)
         assert last["outcome"] == "interrupted"
 
+        # A crash: SIGKILL a second daemon mid-sync. The kernel releases the log's writer lock.
+        crashing = Daemon(config)
+        daemons.append(crashing)
+        wait_for(lambda: pages() >= fetched + 3 or None, "three more contact pages fetched")
+        crashing.kill()
+
         # A restart goes on from the checkpoint and finishes the sync.
         big.set_faults(FaultConfig())
+        before = pages()
         again = Daemon(config, "--once")
         daemons.append(again)
         assert again.proc.wait(timeout=120) == 0, again.stderr_path.read_text()[-3000:]
-        refetched = big.call(lambda: big.requests["GET /v3/contacts"]) - fetched
-        assert refetched <= PAGES - fetched + 2, "the restart did not go on from the checkpoint"
-        assert [r["outcome"] for r in runs(config)] == ["ok", "interrupted"]
+        assert pages() - before <= PAGES - before + 4, (
+            "the restart did not go on from the checkpoint"
+        )
+        assert_log_sound(config)
+        # Newest first: the restart, the killed run (never finished), the interrupted one.
+        assert [r["outcome"] for r in runs(config)] == ["ok", None, "interrupted"]
     finally:
         big.stop()
 
