@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 from adapters.ctct_simulator.clock import SimClock
 from adapters.ctct_simulator.contact import Contact
 from adapters.ctct_simulator.errors import Conflict, Invalid, NotFound
+from adapters.ctct_simulator.records import ContactList, CustomFieldDef, field_name
 
 if TYPE_CHECKING:
     from adapters.ctct_simulator.tracking import Campaign
@@ -24,8 +25,6 @@ __all__ = [
     "MAX_CUSTOM_FIELDS",
     "MAX_LISTS_PER_CONTACT",
     "Account",
-    "ContactList",
-    "CustomFieldDef",
     "normalise",
 ]
 
@@ -46,47 +45,6 @@ _SOURCES: Final = ("Contact", "Account")
 def normalise(address: str) -> str:
     """The account's uniqueness key for an address."""
     return address.strip().casefold()
-
-
-class ContactList:
-    """A contact list."""
-
-    __slots__ = (
-        "created_at",
-        "deleted_at",
-        "description",
-        "favorite",
-        "list_id",
-        "name",
-        "updated_at",
-    )
-
-    def __init__(self, list_id: str, name: str, now: int, description: str | None = None) -> None:
-        self.list_id = list_id
-        self.name = name
-        self.description = description
-        self.favorite = False
-        self.created_at = now
-        self.updated_at = now
-        self.deleted_at: int | None = None
-
-
-class CustomFieldDef:
-    """A custom field definition (``CustomField``); contacts store values by its id."""
-
-    __slots__ = ("created_at", "custom_field_id", "label", "name", "type", "updated_at")
-
-    def __init__(self, custom_field_id: str, label: str, kind: str, now: int) -> None:
-        self.custom_field_id = custom_field_id
-        self.label = label
-        self.name = _field_name(label)
-        self.type = kind
-        self.created_at = self.updated_at = now
-
-
-def _field_name(label: str) -> str:
-    """The API derives a field's name from its label: lower case, underscores."""
-    return "".join(ch if ch.isalnum() else "_" for ch in label.strip().lower())[:50]
 
 
 class Account:
@@ -160,7 +118,7 @@ class Account:
         """Define a custom field; Conflict if its name (from the label) is taken."""
         if kind not in ("string", "date"):
             raise Invalid(f"type: {kind!r} is not one of string, date")
-        name = _field_name(label)
+        name = field_name(label)
         if not name.strip("_"):
             raise Invalid(f"label: {label!r} has no letters or digits")
         if name in self.custom_fields:

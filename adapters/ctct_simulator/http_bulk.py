@@ -7,12 +7,12 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from adapters.ctct_simulator.account import ContactList
 from adapters.ctct_simulator.activities import Activity, ActivityKind
 from adapters.ctct_simulator.bodies import ContactDeleteIn, ImportIn, ListIn, MembershipIn
 from adapters.ctct_simulator.clock import iso_ms
 from adapters.ctct_simulator.errors import Invalid, NotFound
 from adapters.ctct_simulator.http_util import decode_body, int_param
+from adapters.ctct_simulator.records import ContactList
 from adapters.ctct_simulator.state import STATE, SimState, json_response
 
 __all__ = ["routes"]

@@ -8,10 +8,10 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from adapters.ctct_simulator.account import CustomFieldDef
 from adapters.ctct_simulator.clock import iso_ms
 from adapters.ctct_simulator.errors import Invalid, NotFound
 from adapters.ctct_simulator.http_util import decode_body, int_param
+from adapters.ctct_simulator.records import CustomFieldDef
 from adapters.ctct_simulator.state import STATE, json_response
 
 __all__ = ["CustomFieldIn", "routes"]
