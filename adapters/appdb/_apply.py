@@ -227,7 +227,7 @@ class _Batch:
             unique = list({row[0]: row for row in rows}.values())  # the last command wins
             expected += len(unique)
             updated += await self.d.update_rows(c.table, c.key, cols, unique)
-        if updated != expected:  # some given keys are not (or no longer) in the table
+        if updated != expected:  # rows already equal, or keys not (or no longer) in the table
             wanted = [i for i in idx if i in self.keys and self.outcomes[i] is None]
             found = await self._existing([self.keys[i] for i in wanted])
             for i in wanted:

@@ -101,8 +101,9 @@ class Driver(Protocol):
     async def update_rows(
         self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
     ) -> int:
-        """``UPDATE table SET columns WHERE key = ?`` for each row ``(key, *values)``; the
-        number of rows updated. Keys must be distinct (callers keep the last of each)."""
+        """``UPDATE table SET columns WHERE key = ?`` for each row ``(key, *values)``, skipping
+        rows that already hold the values; the number of rows changed. Keys must be distinct
+        (callers keep the last of each)."""
         ...
 
     async def insert_rows(

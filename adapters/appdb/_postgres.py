@@ -183,7 +183,14 @@ class PostgresDriver:
         src, arrays = self._unnest(table, allcols, rows)
         casts = self._cast(table, allcols)
         sets = ", ".join(f"{quote(c)} = {casts[i + 1]}" for i, c in enumerate(columns))
-        sql = f"UPDATE {quote(table)} AS t SET {sets} FROM {src} WHERE t.{quote(key)} = {casts[0]}"
+        # Rows already holding these values are left alone: no write, no change-table row.
+        differs = " OR ".join(
+            f"t.{quote(c)} IS DISTINCT FROM {casts[i + 1]}" for i, c in enumerate(columns)
+        )
+        sql = (
+            f"UPDATE {quote(table)} AS t SET {sets} FROM {src} "
+            f"WHERE t.{quote(key)} = {casts[0]} AND ({differs})"
+        )
         return int((await self._status(sql, arrays)).rsplit(" ", 1)[-1])
 
     async def insert_rows(

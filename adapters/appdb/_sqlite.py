@@ -144,7 +144,9 @@ class SqliteDriver:
     ) -> int:
         # Numbered parameters take each row as it comes, (key, *values), without re-packing.
         sets = ", ".join(f"{quote(c)} = ?{i + 2}" for i, c in enumerate(columns))
-        sql = f"UPDATE {quote(table)} SET {sets} WHERE {quote(key)} = ?1"
+        # Rows already holding these values are left alone: no write, no change-table row.
+        differs = " OR ".join(f"{quote(c)} IS NOT ?{i + 2}" for i, c in enumerate(columns))
+        sql = f"UPDATE {quote(table)} SET {sets} WHERE {quote(key)} = ?1 AND ({differs})"
         return await self._executemany(sql, rows)
 
     async def insert_rows(

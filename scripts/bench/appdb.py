@@ -64,13 +64,14 @@ def column_token() -> str:
     ).decode()
 
 
-def upserts(rows: list[tuple[object, ...]]) -> list[UpsertContact]:
+def upserts(rows: list[tuple[object, ...]], round_: int = 0) -> list[UpsertContact]:
+    # New values each round: apply skips rows that already hold the values it would write.
     return [
         UpsertContact(
             target="app",
             email=str(r[1]),
             store_id=str(r[0]),
-            fields={"first_name": f"F{r[0]}", "job_title": "Director", "cf:tier": "gold"},
+            fields={"first_name": f"F{r[0]}.{round_}", "job_title": "Director", "cf:tier": "gold"},
         )
         for r in rows
     ]
@@ -98,10 +99,10 @@ async def measure(db: AppDatabase, rows: list[tuple[object, ...]], repeat: int) 
     # Re-reading from the same token reads the same changes again: each repetition is equal.
     out["observe_triggers"] = await best(lambda: observe_all(db, steady), n, repeat)
     await db.uninstall_triggers()
-    cmds = upserts(rows)
+    rounds = [upserts(rows, r) for r in range(repeat)]
 
     async def apply() -> int:
-        outcomes = await db.apply(cmds)
+        outcomes = await db.apply(rounds.pop())
         assert all(o.ok for o in outcomes)
         return len(outcomes)
 

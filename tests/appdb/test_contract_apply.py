@@ -198,3 +198,17 @@ async def test_own_writes_are_not_observed_back(harness: Harness) -> None:
     seen = {c.store_id for p in pages for c in p.contacts}
     assert "6" in seen
     assert not seen & {"3", "4", "5"}
+
+
+@pytest.mark.asyncio
+async def test_an_upsert_that_changes_nothing_is_not_a_change(harness: Harness) -> None:
+    mirror = Mirror()
+    await mirror.sync(harness.db)
+    row = await harness.app.row("2")
+    assert row is not None
+    same = UpsertContact(
+        target="app", email="x@e.org", store_id="2", fields={"first_name": row["first_name"]}
+    )
+    [outcome] = await harness.db.apply([same])
+    assert outcome.ok and outcome.store_id == "2"
+    assert await harness.app.row("2") == row
