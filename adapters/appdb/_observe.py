@@ -21,9 +21,6 @@ each page's events and hands it back. Rules, also in docs/appdb.md:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
@@ -31,6 +28,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from adapters.appdb._driver import Driver, Row, as_text, parse_time, quote
+from adapters.appdb._paging import ReadAhead, make_page
 from adapters.appdb._rows import ContactRows
 from adapters.appdb.config import AppDbConfig
 from engine.errors import ConfigError
@@ -137,7 +135,7 @@ class Observer:
             return self._d.fetch(sql, [self._d.key_param(c.table, c.key, after), n])
 
         after = tok.after_key
-        async with _ReadAhead(query(after)) as ahead:
+        async with ReadAhead(query(after)) as ahead:
             while True:
                 rows = await ahead.take()
                 done = len(rows) < n
@@ -152,7 +150,7 @@ class Observer:
                     if done and tok.then
                     else _encode(Token(mode="scan", after_key=after, then=tok.then))
                 )
-                yield _page(request, records, [*rejected, *bad], rows, next_tok, full_scan=True)
+                yield make_page(request, records, [*rejected, *bad], rows, next_tok, full_scan=True)
                 rejected = []
                 if done:
                     return
@@ -193,7 +191,7 @@ class Observer:
             return self._d.fetch(f"{head} WHERE ch.writer <> 'ccsync' AND {where} LIMIT ?", args)
 
         xid, seq = tok.xid, tok.seq
-        async with _ReadAhead(query(xid, seq)) as ahead:
+        async with ReadAhead(query(xid, seq)) as ahead:
             while True:
                 rows = await ahead.take()
                 done = len(rows) < n
@@ -207,7 +205,7 @@ class Observer:
                     ahead.start(query(xid, seq))
                 records, rejected = self._changed(rows, dups)
                 resume = _encode(Token(mode="changes", xid=xid, seq=seq))
-                yield _page(request, records, rejected, rows, resume, full_scan=False)
+                yield make_page(request, records, rejected, rows, resume, full_scan=False)
                 if done:
                     return
 
@@ -265,7 +263,7 @@ class Observer:
             return self._d.fetch(sql, [*params, n])
 
         after_ts, after_key = tok.after_ts, tok.after_key
-        async with _ReadAhead(query(after_ts, after_key)) as ahead:
+        async with ReadAhead(query(after_ts, after_key)) as ahead:
             while True:
                 rows = await ahead.take()
                 done = len(rows) < n
@@ -288,54 +286,6 @@ class Observer:
                         after_key=after_key,
                         last_scan=tok.last_scan,
                     )
-                yield _page(request, records, rejected, rows, _encode(nxt), full_scan=False)
+                yield make_page(request, records, rejected, rows, _encode(nxt), full_scan=False)
                 if done:
                     return
-
-
-class _ReadAhead:
-    """One query in flight while the caller works on the previous page's rows.
-
-    The database (SQLite's thread, PostgreSQL's server) reads page k+1 while we convert page
-    k and the engine stores it; leaving early cancels the read.
-    """
-
-    def __init__(self, first: Awaitable[list[Row]]) -> None:
-        self._task: asyncio.Future[list[Row]] | None = asyncio.ensure_future(first)
-
-    def start(self, query: Awaitable[list[Row]]) -> None:
-        self._task = asyncio.ensure_future(query)
-
-    async def take(self) -> list[Row]:
-        assert self._task is not None
-        task, self._task = self._task, None
-        return await task
-
-    async def __aenter__(self) -> _ReadAhead:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-
-def _page(
-    request: str,
-    records: Sequence[ContactRecord],
-    rejected: Sequence[Rejected],
-    rows: Sequence[Row],
-    resume: str,
-    *,
-    full_scan: bool,
-) -> Page:
-    digest = hashlib.sha256(_enc.encode(rows)).hexdigest()
-    return Page(
-        request=request,
-        contacts=tuple(records),
-        rejected=tuple(rejected),
-        content_hash=digest,
-        resume=resume,
-        full_scan=full_scan,
-    )
