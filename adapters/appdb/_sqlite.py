@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import aiosqlite
@@ -52,7 +53,10 @@ class SqliteDriver:
     @classmethod
     async def connect(cls, path: str) -> SqliteDriver:
         """Open the database file (which must exist: ccsync never creates the app's database)."""
-        uri = path if path.startswith("file:") else f"file:{path}?mode=rw"
+        # mode=rw: a mistyped path is an error, not a new empty database.
+        if not path.startswith("file:") and not Path(path).is_file():
+            raise FatalError(f"app database: no SQLite database at {path}")
+        uri = path if path.startswith("file:") else f"{Path(path).resolve().as_uri()}?mode=rw"
         try:
             conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             await conn.execute("PRAGMA busy_timeout = 5000")
