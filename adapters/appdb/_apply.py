@@ -13,10 +13,11 @@ carries the database's error) and the rest succeed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.appdb._batch import Batch, fail
-from adapters.appdb._driver import Driver, Row, as_text
+from adapters.appdb._driver import Driver, Row, as_text, quote
 from adapters.appdb._rows import ContactRows
 from adapters.appdb.config import AppDbConfig
 from engine.commands import (
@@ -94,6 +95,7 @@ class _Batch(Batch):
                 # fewer on the bulk path); the other phases must not act on a missing row.
                 await self._resolve(idx, trust_keys=kind is UpsertContact)
                 await handler(idx)
+        await self._touch_updated_at()
         return [
             o
             if o is not None
@@ -105,6 +107,30 @@ class _Batch(Batch):
             )
             for i, (o, cmd) in enumerate(zip(self.outcomes, self.cmds, strict=True))
         ]
+
+    async def _touch_updated_at(self) -> None:
+        """Move the updated-at column of every contact this batch wrote, as the app's own
+        writes do: the next observation then reads ccsync's writes back, which is how the
+        engine learns the app's new state and confirms its commands."""
+        column = self.c.updated_at
+        if column is None:
+            return
+        keys = sorted(
+            {
+                self.keys[i]
+                for i, cmd in enumerate(self.cmds)
+                if i in self.keys and self.outcomes[i] is None and type(cmd) is not RecordTracking
+            }
+        )
+        now = self.d.time_param(datetime.now(UTC))
+        table, key = quote(self.c.table), quote(self.c.key)
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            marks = ", ".join("?" * len(part))
+            await self.d.execute(
+                f"UPDATE {table} SET {quote(column)} = ? WHERE {key} IN ({marks})",
+                (now, *(self.d.key_param(self.c.table, self.c.key, k) for k in part)),
+            )
 
     async def _upserts(self, idx: Sequence[int]) -> None:
         c = self.c

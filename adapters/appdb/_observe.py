@@ -10,13 +10,13 @@ each page's events and hands it back. Rules, also in docs/appdb.md:
   are the complete listing, so a contact the engine knows and the scan did not list is gone.
   Soft-deleted rows are listed as ``ContactRecord(deleted=True)``.
 * **Triggers.** Pages follow the change table in commit order; a deleted row appears as
-  ``ContactRecord(deleted=True)`` with the email it had. Changes ccsync itself wrote are
-  skipped (the change row's ``writer`` is ``ccsync``). On PostgreSQL only changes of
+  ``ContactRecord(deleted=True)`` with the email it had. Changes ccsync itself wrote are read
+  too (their change row's ``writer`` is ``ccsync``). On PostgreSQL only changes of
   transactions older than every running one are read, so a slow transaction is waited for,
   never skipped. Rows up to the token handed back are pruned from the change table.
 * **Column.** Rows with ``updated_at >= last bound - overlap`` and ``<= bound``, in
-  (updated_at, key) order. ccsync's own writes leave updated_at alone (unless the app's own
-  trigger moves it), so they are not read back as changes.
+  (updated_at, key) order. ccsync's writes move updated_at (adapters.appdb._apply), so they
+  are read back: that is how the engine sees the app's new state.
 """
 
 from __future__ import annotations
@@ -170,8 +170,11 @@ class Observer:
             await self._d.execute(f"DELETE FROM {self._changes} WHERE seq <= ?", (tok.seq,))
             sql = f"SELECT coalesce(max(seq), 0) FROM {self._changes}"
         limit = int((await self._d.fetch(sql))[0][0])
-        # One query a page: the changes ccsync did not write, each joined to the row as it is
-        # now (no row: deleted). ccsync's own changes are skipped here and pruned later.
+        # One query a page: every change, each joined to the row as it is now (no row: deleted).
+        # ccsync's own writes are read back too: the engine's projection of the app must show
+        # what the app holds, and observing a write is how the engine confirms it. There is no
+        # echo to fear: the reconciler compares states, and a value it wrote agrees with its
+        # source. The change row's ``writer`` still tells the two apart for anyone auditing.
         join = (
             f"FROM {self._changes} AS ch LEFT JOIN {quote(c.table)} AS c "
             f"ON c.{quote(c.key)} = {self._d.cast_key(c.table, c.key, 'ch.key')}"
@@ -188,7 +191,7 @@ class Observer:
 
         def query(xid: int, seq: int) -> Awaitable[list[Row]]:
             args = (xid, seq, limit, n) if pg else (seq, limit, n)
-            return self._d.fetch(f"{head} WHERE ch.writer <> 'ccsync' AND {where} LIMIT ?", args)
+            return self._d.fetch(f"{head} WHERE {where} LIMIT ?", args)
 
         xid, seq = tok.xid, tok.seq
         async with ReadAhead(query(xid, seq)) as ahead:

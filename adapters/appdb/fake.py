@@ -2,7 +2,7 @@
 
 It behaves like a real backend with triggers installed: observation follows a change log
 (deletions appear as ``ContactRecord(deleted=True)``), the first run is a full scan, and
-changes ccsync itself applied are not observed back. The ``app_*`` methods play the
+changes ccsync itself applied are observed back like any other. The ``app_*`` methods play the
 application writing its own data. Engine tests use it in place of a database.
 """
 
@@ -157,7 +157,8 @@ class FakeAppDatabase:
             batch = [c for c in self.changes if seq < c[0] <= high][: self.page_size]
             if batch:
                 seq = batch[-1][0]
-            emails = {k: e for _, k, e, w in batch if w == "app"}
+            # Every change, ccsync's own included: the engine confirms its writes by seeing them.
+            emails = {k: e for _, k, e, _w in batch}
             yield self._page(
                 f"changes after {tok.seq}", list(emails), _Token(seq=seq), False, emails
             )

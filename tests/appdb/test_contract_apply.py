@@ -181,23 +181,30 @@ async def test_a_bad_command_fails_alone(harness: Harness) -> None:
 
 
 @pytest.mark.asyncio
-async def test_own_writes_are_not_observed_back(harness: Harness) -> None:
+async def test_own_writes_are_observed_back_with_the_values_written(harness: Harness) -> None:
+    # The engine learns the app's new state, and confirms its commands, by observing them:
+    # ccsync's writes must be read back like the app's own, showing exactly what was written.
     mirror = Mirror()
-    await mirror.sync(harness.db)
+    first = await mirror.sync(harness.db)
+    lists_of_5 = next(c.lists for p in first for c in p.contacts if c.store_id == "5")
+    new_list = next(x for x in ("1", "2", "3") if x not in lists_of_5)
     await harness.db.apply(
         [
             UpsertContact(
                 target="app", email="x@e.org", store_id="3", fields={"first_name": "Ours"}
             ),
             Unsubscribe(target="app", email="x@e.org", store_id="4"),
-            AddToList(target="app", email="x@e.org", store_id="5", list_id="3"),
+            AddToList(target="app", email="x@e.org", store_id="5", list_id=new_list),
         ]
     )
     await harness.app.update("6", first_name="Theirs")
     pages = await mirror.sync(harness.db)
-    seen = {c.store_id for p in pages for c in p.contacts}
-    assert "6" in seen
-    assert not seen & {"3", "4", "5"}
+    seen = {c.store_id: c for p in pages for c in p.contacts}
+    assert {"3", "4", "5", "6"} <= seen.keys()
+    assert seen["3"].fields["first_name"] == "Ours"
+    assert seen["4"].permission.status == "unsubscribed"
+    assert new_list in seen["5"].lists
+    assert seen["6"].fields["first_name"] == "Theirs"
 
 
 @pytest.mark.asyncio
