@@ -88,7 +88,7 @@ def _fields(c: Contact) -> dict[str, str]:
     return out
 
 
-def _to_record(c: Contact) -> ContactRecord:
+def _to_record(c: Contact, deleted: bool) -> ContactRecord:
     e = c.email_address
     if e is None or not e.address:
         raise SkippableRecordError(c.contact_id, "email_address.address", "missing")
@@ -97,7 +97,12 @@ def _to_record(c: Contact) -> ContactRecord:
         raise SkippableRecordError(
             c.contact_id, "email_address.address", f"not an email address: {e.address!r}"
         )
-    updated, email_updated = utc(c.updated_at), utc(e.updated_at)
+    # msgspec decodes the API's "...Z" times as UTC already; utc() only for other offsets.
+    updated, email_updated = c.updated_at, e.updated_at
+    if updated is not None and updated.tzinfo is not UTC:
+        updated = utc(updated)
+    if email_updated is not None and email_updated.tzinfo is not UTC:
+        email_updated = utc(email_updated)
     if updated is None or (email_updated is not None and email_updated > updated):
         updated = email_updated
     status = e.permission_to_send or "not_set"
@@ -118,8 +123,8 @@ def _to_record(c: Contact) -> ContactRecord:
         email=email,
         fields=_fields(c),
         permission=permission,
-        lists=tuple(sorted(set(lists))) if len(lists) > 1 else tuple(lists),
-        deleted=bool(c.deleted_at),
+        lists=tuple(sorted(set(lists))) if len(lists) > 1 else lists,
+        deleted=deleted or bool(c.deleted_at),
         updated_at=updated,
     )
 
@@ -131,7 +136,7 @@ def normalise_contact(c: Contact, *, deleted: bool = False) -> ContactRecord | R
     ``deleted_at``.
     """
     try:
-        record = _to_record(c)
+        return _to_record(c, deleted)
     except SkippableRecordError as exc:
         return Rejected(
             record=exc.record,
@@ -139,9 +144,6 @@ def normalise_contact(c: Contact, *, deleted: bool = False) -> ContactRecord | R
             problem=exc.problem,
             raw=_encoder.encode(c).decode(),
         )
-    if deleted and not record.deleted:
-        record = msgspec.structs.replace(record, deleted=True)
-    return record
 
 
 def normalise_list(lst: ContactList) -> ListRecord:
