@@ -22,12 +22,12 @@ from engine.events import SyncRunFinished, SyncRunStarted, content_id
 from engine.log import EventLog, NewEvent
 from engine.model import Store, TrackingActivity
 from engine.observe import ObserveStats, observe_contacts, observe_lists, observe_tracking
-from engine.outbox import Outbox, OutboxStats
-from engine.pairs import touched_pairs
+from engine.outbox import Outbox, OutboxStats, Unsettled
+from engine.pairs import pairs_for_emails, touched_pairs
 from engine.policy import ListLink, Policy
 from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource
 from engine.progress import Progress
-from engine.reconcile import Decisions, reconcile
+from engine.reconcile import Decisions, Pair, reconcile
 from projections.projector import Projector
 from projections.runner import decode_list
 
@@ -36,7 +36,7 @@ __all__ = ["CycleSummary", "SyncEngine", "SyncStore"]
 _log: Final = structlog.get_logger("ccsync.cycle")
 RECONCILER: Final = "reconciler"
 TRACKING_FORWARDED: Final = "tracking.forwarded"
-FLUSH_AT: Final = 40_000
+FLUSH_AT: Final = 10_000
 
 
 class SyncStore(ContactSource, ListSource, CommandSink, Protocol):
@@ -124,23 +124,17 @@ class SyncEngine:
                 # observation is safe but pointless: the next cycle goes on from here.
                 summary.outcome = "interrupted"
                 return summary
-            unsettled = await self.outbox.unsettled(bound)
             head = (await self.log.head()).position
             t3 = time.perf_counter()
-            decided = await self._reconcile_and_execute(
-                full_compare, unsettled, run_id, bound, summary
-            )
+            await self._reconcile_and_execute(full_compare, run_id, bound, summary)
             tracking = [
                 *await self.outbox.failed_tracking(bound),
                 *await self._tracking_commands(),
             ]
             if tracking:
                 self._count(summary, await self.outbox.execute(tracking, run_id, bound))
-            await self.outbox.settle(
-                unsettled,
-                decided,
-                run_id,
-                checkpoints={RECONCILER: str(head), TRACKING_FORWARDED: str(head)},
+            await self.log.append(
+                [], checkpoints={RECONCILER: str(head), TRACKING_FORWARDED: str(head)}
             )
             t4 = time.perf_counter()
             summary.durations = {
@@ -228,21 +222,19 @@ class SyncEngine:
         return msgspec.structs.replace(self.policy, lists=links)
 
     async def _reconcile_and_execute(
-        self,
-        full_compare: bool,
-        unsettled: Sequence[tuple[str, Command]],
-        run_id: str,
-        bound: datetime,
-        summary: CycleSummary,
-    ) -> set[str]:
-        """Decide for every touched pair, executing in batches of about FLUSH_AT commands
-        (bounded memory; Constant Contact's imports take up to 40,000 contacts each).
-        Returns the ids of the unsettled commands that were decided again."""
+        self, full_compare: bool, run_id: str, bound: datetime, summary: CycleSummary
+    ) -> None:
+        """Decide for every touched pair, and for the contacts of unsettled commands, chunk by
+        chunk; execute whenever FLUSH_AT commands wait (bounded memory however much changed).
+
+        Unsettled commands (applied last cycle, failed, or issued before a crash) are settled
+        with the chunk that holds their contacts: decided again -> sent again (after backoff),
+        not decided again -> confirmed or superseded.
+        """
         since_text = await self.log.checkpoint(RECONCILER)
         since = None if full_compare else int(since_text or 0)
         policy = await self.resolved_policy()
-        wanted = {cid for cid, _ in unsettled}
-        decided: set[str] = set()
+        conn = self.log.connection
         pending = Decisions()
 
         async def flush() -> None:
@@ -257,19 +249,28 @@ class SyncEngine:
             pending.links.clear()
             pending.blocked.clear()
 
-        emails = [c.email for _, c in unsettled]
-        async for pairs in touched_pairs(self.log.connection, since, emails):
+        async def decide(pairs: list[Pair], unsettled: list[Unsettled] | None = None) -> None:
             d = reconcile(pairs, policy)
-            for cmd in d.commands:
-                if wanted and (cid := command_id(cmd)) in wanted:
-                    decided.add(cid)
-            pending.commands += d.commands
-            pending.links += d.links
-            pending.blocked += d.blocked
+            if unsettled is None:
+                emails = {s.email for p in pairs for s in (p.ctct, p.app) if s is not None}
+                unsettled = await self.outbox.unsettled(bound, emails | {p.email for p in pairs})
+            decided = {command_id(c) for c in d.commands}
+            await self.outbox.settle([u for u in unsettled if u.command_id not in decided], run_id)
+            pending.commands.extend(d.commands)
+            pending.links.extend(d.links)
+            pending.blocked.extend(d.blocked)
             if len(pending.commands) >= FLUSH_AT:
                 await flush()
+
+        async for pairs in touched_pairs(conn, since):
+            await decide(pairs)
+        # Unsettled commands for contacts nobody touched (a write the store did not show).
+        after: str | None = ""
+        while after is not None:
+            orphans, after = await self.outbox.orphans(bound, since or -1, after)
+            pairs = await pairs_for_emails(conn, sorted({u.command.email for u in orphans}))
+            await decide(pairs, orphans)
         await flush()
-        return decided
 
     async def _tracking_commands(self) -> Sequence[Command]:
         """New tracking activity, grouped per contact, for the app's activities table."""

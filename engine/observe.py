@@ -17,6 +17,7 @@ from typing import Final
 import msgspec
 import structlog
 
+from engine._scan import clear_seen, record_seen, scan_deletions
 from engine.diff import diff_contact, diff_list
 from engine.events import (
     CheckpointAdvanced,
@@ -125,7 +126,11 @@ async def observe_contacts(
     cp_name = checkpoint_name(store, "contacts")
     stats = ObserveStats()
     resume = await log.checkpoint(cp_name)
+    scanned = False  # did the last page belong to a full scan?
     async for page in source.observe_contacts(resume, bound):
+        scanned = page.full_scan
+        if scanned:
+            await record_seen(log, store, [r.store_id for r in page.contacts])
         records = _latest(page.contacts)
         states = await load_contacts(log.connection, store, (r.store_id for r in records))
         events = _bookkeeping(
@@ -163,6 +168,14 @@ async def observe_contacts(
         if stop is not None and stop.is_set():
             stats.interrupted = True  # the page in hand is committed; the rest waits
             break
+    if scanned and not stats.interrupted:
+        gone = await scan_deletions(log, store)
+        if gone:
+            result = await log.append(gone)
+            await projector.catch_up(result.new)
+            stats.events += len(result.new)
+            _log.info("sync.deletions_found_by_scan", store=store, contacts=len(gone))
+        await clear_seen(log, store)
     return stats
 
 

@@ -8,9 +8,9 @@ that is harmless. Failed commands are retried on later cycles with exponential b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import structlog
@@ -30,11 +30,41 @@ from engine.model import Store
 from engine.ports import CommandSink
 from projections.projector import Projector
 
-__all__ = ["Outbox", "OutboxStats", "backoff"]
+__all__ = ["Outbox", "OutboxStats", "Unsettled", "backoff"]
 
 _log: Final = structlog.get_logger("ccsync.outbox")
 BACKOFF_BASE: Final = timedelta(minutes=1)
 BACKOFF_MAX: Final = timedelta(hours=6)
+
+
+class Unsettled(NamedTuple):
+    command_id: str
+    status: str
+    command: Command
+
+
+class _UnsettledRow(msgspec.Struct, array_like=True):
+    command_id: str
+    command: bytes
+    status: str
+    attempts: int
+    outcome_at: str | None
+
+
+_CHUNK: Final = 2000
+_command_dec: Final = msgspec.json.Decoder(Command)
+
+
+def _unsettled(rows: list[Any], now: datetime) -> list[Unsettled]:
+    out = []
+    for row in msgspec.convert(rows, list[_UnsettledRow]):
+        if (
+            row.status == "issued"
+            or (row.status == "applied" and row.outcome_at and parse_ts(row.outcome_at) < now)
+            or (row.status == "failed" and _due(row.outcome_at, row.attempts, now))
+        ):
+            out.append(Unsettled(row.command_id, row.status, _command_dec.decode(row.command)))
+    return out
 
 
 def _due(outcome_at: str | None, attempts: int, now: datetime) -> bool:
@@ -82,26 +112,41 @@ class Outbox:
                 out[cid] = (status, attempts, at)
         return out
 
-    async def unsettled(self, now: datetime) -> list[tuple[str, Command]]:
-        """Commands whose effect is not yet confirmed by observation: applied before ``now``
-        (the next observation should show it), issued without an outcome (a crash), or failed
-        and past their backoff. The cycle decides their contacts again rather than resending
-        them blindly: a stale command must not act on a contact whose state has moved (an
-        opted-out contact must not be added to a list because a failed add is retried)."""
-        rows = await self.log.connection.execute_fetchall(
-            "SELECT command_id, command, status, attempts, outcome_at FROM p_commands "
-            "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
-            "ORDER BY issued_position"
+    _BASE: Final = (
+        "SELECT command_id, command, status, attempts, outcome_at FROM p_commands c "
+        "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
+    )
+
+    async def unsettled(self, now: datetime, emails: Iterable[str]) -> list[Unsettled]:
+        """Commands to these emails whose effect is not yet confirmed by observation: applied
+        before ``now`` (the next observation should show it), issued without an outcome (a
+        crash), or failed and past their backoff. The cycle decides their contacts again
+        rather than resending them blindly: a stale command must not act on a contact whose
+        state has moved (an opted-out contact must not be added to a list because a failed
+        add is retried)."""
+        rows: list[Any] = []
+        wanted = list(emails)
+        for i in range(0, len(wanted), 900):
+            part = wanted[i : i + 900]
+            rows += await self.log.connection.execute_fetchall(
+                self._BASE + f"AND email IN ({','.join('?' * len(part))})", part
+            )
+        return _unsettled(rows, now)
+
+    async def orphans(
+        self, now: datetime, untouched_since: int, after: str
+    ) -> tuple[list[Unsettled], str | None]:
+        """Unsettled commands whose email no contact touched after ``untouched_since`` holds
+        (the touched ones having been handled with their contacts), a page at a time in
+        command id order after ``after``; returns them and the next ``after`` (None: done)."""
+        rows = list(
+            await self.log.connection.execute_fetchall(
+                self._BASE + "AND command_id > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
+                "WHERE p.email = c.email AND p.position > ?) ORDER BY command_id LIMIT ?",
+                (after, untouched_since, _CHUNK),
+            )
         )
-        out = []
-        for cid, blob, status, attempts, at in rows:
-            if (
-                status == "issued"
-                or (status == "applied" and parse_ts(at) < now)
-                or (status == "failed" and _due(at, attempts, now))
-            ):
-                out.append((cid, msgspec.json.decode(blob, type=Command)))
-        return out
+        return _unsettled(rows, now), (str(rows[-1][0]) if rows else None)
 
     async def failed_tracking(self, now: datetime) -> list[Command]:
         """Tracking records that failed and are due again (they are data: resent as they are)."""
@@ -115,38 +160,27 @@ class Outbox:
             if status == "issued" or _due(at, attempts, now)
         ]
 
-    async def settle(
-        self,
-        unsettled: Sequence[tuple[str, Command]],
-        decided: set[str],
-        run_id: str,
-        *,
-        checkpoints: Mapping[str, str] | None = None,
-    ) -> int:
-        """Record what became of ``unsettled`` commands not decided again this cycle:
-        confirmed (applied, or issued before a crash: observation shows the stores agree) or
-        superseded (failed, and no longer wanted). ``checkpoints`` commit with them. Returns
-        how many were confirmed."""
-        known = await self._known([cid for cid, _ in unsettled])
+    async def settle(self, unsettled: Sequence[Unsettled], run_id: str) -> int:
+        """Record what became of commands that deciding again did not produce: confirmed
+        (applied, or issued before a crash: observation shows the stores agree) or superseded
+        (failed, and no longer wanted). Returns how many were confirmed."""
         settled: list[NewEvent] = []
         confirmed = 0
-        for cid, cmd in unsettled:
-            if cid in decided:
-                continue
+        for u in unsettled:
             ev: CommandConfirmed | CommandSuperseded
-            if known.get(cid, ("",))[0] == "failed":
+            if u.status == "failed":
                 ev = CommandSuperseded(
-                    store=cmd.target,
-                    key=cid,
+                    store=u.command.target,
+                    key=u.command_id,
                     run_id=run_id,
                     reason="not decided again on the stores' current state",
                 )
             else:
-                ev = CommandConfirmed(store=cmd.target, key=cid, run_id=run_id)
+                ev = CommandConfirmed(store=u.command.target, key=u.command_id, run_id=run_id)
                 confirmed += 1
             settled.append(NewEvent(content_id(ev), ev))
-        if settled or checkpoints:
-            done = await self.log.append(settled, checkpoints=checkpoints)
+        if settled:
+            done = await self.log.append(settled)
             await self.projector.catch_up(done.new)
         return confirmed
 

@@ -7,7 +7,7 @@ store's own id is stable, the address is not.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Final
 
 import aiosqlite
@@ -16,7 +16,7 @@ from engine.reconcile import Pair
 from projections.contacts import ContactState
 from projections.runner import decode_contact, load_contacts
 
-__all__ = ["touched_pairs"]
+__all__ = ["pairs_for_emails", "touched_pairs"]
 
 _CHUNK: Final = 2000
 
@@ -93,11 +93,14 @@ async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) ->
     return list(pairs.values())
 
 
-async def touched_pairs(
-    conn: aiosqlite.Connection, since: int | None, extra_emails: Iterable[str] = ()
-) -> AsyncIterator[list[Pair]]:
+async def pairs_for_emails(conn: aiosqlite.Connection, emails: list[str]) -> list[Pair]:
+    """Pairs for every contact holding one of ``emails`` (in either store)."""
+    return await _pairs_for(conn, await _by_email(conn, emails))
+
+
+async def touched_pairs(conn: aiosqlite.Connection, since: int | None) -> AsyncIterator[list[Pair]]:
     """Pairs, in chunks, for contacts whose projected state moved after position ``since``
-    (every contact when ``since`` is None: the full compare) plus those with ``extra_emails``."""
+    (every contact when ``since`` is None: the full compare)."""
     # Keyset pagination on position (unique per row: each event belongs to one contact, and a
     # row's position is its last event's), so each chunk is an index range, never a rescan.
     last = since or 0
@@ -113,6 +116,3 @@ async def touched_pairs(
             break
         last = rows[-1][0]
         yield await _pairs_for(conn, [decode_contact(r[1]) for r in rows])
-    extra = sorted(set(extra_emails))
-    if extra:
-        yield await _pairs_for(conn, await _by_email(conn, extra))

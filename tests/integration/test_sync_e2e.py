@@ -79,3 +79,32 @@ async def test_unsubscribe_that_does_not_move_updated_at_reaches_the_app(
         await w.engine.cycle()
         again = await w.engine.cycle()
         assert again.commands == {}, again.commands
+
+
+async def test_a_row_deleted_in_the_app_without_triggers_is_found_by_the_full_scan(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    config = await prepare_folder(tmp_path, sim, app_contacts=10)
+    text = config.read_text()
+    text = text.replace("[appdb]\n", "[appdb]\nfull_scan_interval_seconds = 0\n", 1)
+    text = text.replace(
+        'source_of_record = "app"\n', 'source_of_record = "app"\ndelete_app_to_ctct = true\n'
+    )
+    config.write_text(text)
+    async with wire(load_settings(config)) as w:
+        await w.engine.cycle()
+        await w.engine.cycle()
+        [(key, email)] = app_rows(
+            tmp_path, "SELECT id, lower(email) FROM contacts ORDER BY id LIMIT 1"
+        )
+        with sqlite3.connect(tmp_path / "app.db") as db:
+            db.execute("DELETE FROM list_members WHERE contact_id = ?", (key,))
+            db.execute("DELETE FROM contacts WHERE id = ?", (key,))
+        summary = await w.engine.cycle()
+        assert summary.commands.get("contact.delete") == 1, summary.commands
+        [gone] = [c for c in sim.account.contacts if c.email == email]
+        assert gone.deleted
+        rows = await w.log.connection.execute_fetchall(
+            "SELECT type FROM events WHERE stream = ? ORDER BY position", (f"app:contact:{key}",)
+        )
+        assert [r[0] for r in rows][-1] == "contact.deleted"
