@@ -18,6 +18,7 @@ where the description says "up to 500") are patched on load; see ``_ERRATA``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -31,7 +32,21 @@ import yaml
 
 __all__ = ["DEFAULT_SWAGGER", "SpecViolation", "SwaggerSpec"]
 
-DEFAULT_SWAGGER: Final = Path("/work/shared/reference/ctct-v3-swagger.yaml")
+
+def _find_swagger() -> Path:
+    """Constant Contact's own API description, from the project's shared folder: beside the
+    checkout (as CI lays it out), or where $CCSYNC_SWAGGER says."""
+    if env := os.environ.get("CCSYNC_SWAGGER"):
+        return Path(env)
+    rel = Path("shared/reference/ctct-v3-swagger.yaml")
+    repo = Path(__file__).resolve().parents[2]
+    for base in (repo.parent, Path("/work")):
+        if (base / rel).exists():
+            return base / rel
+    return repo.parent / rel  # reported as missing, with this path, when loaded
+
+
+DEFAULT_SWAGGER: Final = _find_swagger()
 _UUID: Final = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
