@@ -142,8 +142,12 @@ class Tracking:
                     break
         sent.sort(key=lambda c: c.seq)
         span = max(until - now, 1)
+        first = now - len(sent)
         for j, c in enumerate(sent):
-            t = now + j  # sends go out over the first seconds, in order
+            # Sends go out a millisecond apart, in order, and all before ``now``: the send
+            # list is final when the campaign is, so a later opt-out (which is stamped at or
+            # after ``now``) can never precede a send to the same contact.
+            t = first + j
             self._add(TrackingRecord(primary, c.contact_id, "em_sends", t))
             r = rng.random()
             if r < 0.03:
