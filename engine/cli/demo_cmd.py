@@ -99,7 +99,9 @@ async def _demo(args: argparse.Namespace) -> int:
             _say(_line("Incremental sync", await w.engine.cycle()))
             _say(_line("Incremental sync", await w.engine.cycle()))
             quiet = await w.engine.cycle()
-            _say(_line("Quiet sync (nothing changed)", quiet))
+            _say(
+                _line("Quiet sync (no contact changed; late opens and clicks still arrive)", quiet)
+            )
             optouts = [o for o in await audit_optouts(w.log) if o.state == "confirmed"]
             if optouts:
                 o = optouts[-1]
@@ -155,7 +157,9 @@ async def _demo(args: argparse.Namespace) -> int:
                 f"  ccsync log verify --log {folder / 'ccsync.db'}\n"
                 "(the simulator stops with the demo: `ccsync sync` there needs a new one)"
             )
-        return 0 if quiet.commands == {} else 1
+        # Campaign engagement keeps arriving (opens and clicks come hours after a send), so a
+        # quiet cycle may still record tracking; any other command would be drift.
+        return 0 if set(quiet.commands) <= {"tracking.record"} else 1
     finally:
         sim.stop()
         if tmp is not None:
