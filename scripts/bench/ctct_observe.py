@@ -18,7 +18,6 @@ import asyncio
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,9 @@ from typing import Any
 
 import aiohttp
 import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _simproc import SimProcess
 
 from adapters.constant_contact import CtctConfig, RateBudget, StoredTokens, TokenStore, open_ctct
 from adapters.constant_contact.paging import INCLUDE
@@ -140,37 +142,12 @@ async def bare_loop(sim: Sim, token: str, decoder: msgspec.json.Decoder[Any]) ->
     return count
 
 
-class Sim:
+class Sim(SimProcess):
     """A simulator in its own process (``ccsync simulator serve``), so server and client each
     have a core, as they would in production; driven through its admin API."""
 
     def __init__(self, contacts: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "simulator", "serve", "--port", "0",
-             "--contacts", str(contacts), "--campaigns", "0", "--seed", "7"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        self.info: dict[str, str] = {}
-        while "contacts" not in self.info:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("the simulator did not start")
-            key, _, value = line.partition(":")
-            self.info[key.strip()] = value.strip()
-        self.base_url = self.info["base_url"]
-        self.root_url = self.base_url.removesuffix("/v3")
-
-    async def admin(self, method: str, path: str, body: object) -> None:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.request(method, f"{self.root_url}/__admin/{path}", json=body) as resp,
-        ):
-            resp.raise_for_status()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        super().__init__(contacts, seed=7, lists=8, campaigns=0)
 
 
 def config(sim: Sim, token_file: Path, rps: float) -> CtctConfig:
