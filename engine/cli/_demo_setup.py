@@ -60,6 +60,7 @@ async def prepare_folder(
     app_contacts: int = 50,
     seed: int = 1,
     tracking: bool = True,
+    overlap_seconds: float | None = None,
 ) -> Path:
     """Create the sample app database, a token file and ``ccsync.toml`` in ``folder``."""
     access = sim if isinstance(sim, SimulatorAccess) else access_of(sim)
@@ -103,6 +104,9 @@ import_list_id = "{access.import_list_id}"
 source_of_record = "app"
 {lists}
 {sample_config_toml("sqlite", "app.db")}"""
+    if overlap_seconds is not None:  # look-back on both sides (benchmarks of back-to-back cycles)
+        text = text.replace("[ctct]\n", f"[ctct]\noverlap_seconds = {overlap_seconds}\n", 1)
+        text = text.replace("[appdb]\n", f"[appdb]\noverlap_seconds = {overlap_seconds}\n", 1)
     config = folder / "ccsync.toml"
     config.write_text(text)
     return config

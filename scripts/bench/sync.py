@@ -99,7 +99,13 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"{secs:.2f}s = {base_rate:,.0f} contacts/s",
                     flush=True,
                 )
-            config = await prepare_folder(root / "ccsync", access, app_contacts=0, tracking=False)
+            config = await prepare_folder(
+                root / "ccsync",
+                access,
+                app_contacts=0,
+                tracking=False,
+                overlap_seconds=args.overlap_seconds,
+            )
             async with wire(load_settings(config)) as w:
                 t0 = time.perf_counter()
                 first = await w.engine.cycle()
@@ -149,6 +155,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--contacts", type=int, default=100_000)
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument(
+        "--overlap-seconds",
+        type=float,
+        help="look-back of incremental fetches (default 300; the cycles here run back to back, "
+        "so the default re-reads everything the previous cycles wrote)",
+    )
     asyncio.run(main_async(p.parse_args()))
 
 
