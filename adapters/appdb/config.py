@@ -61,7 +61,7 @@ def is_engine_field(name: str) -> bool:
     return name in ENGINE_FIELDS or (name.startswith("cf:") and len(name) > 3)
 
 
-class PermissionMap(msgspec.Struct, frozen=True, kw_only=True):
+class PermissionMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How the app states email permission: a status text column, or a boolean column."""
 
     column: str
@@ -86,7 +86,7 @@ class PermissionMap(msgspec.Struct, frozen=True, kw_only=True):
         raise ConfigError("appdb.contacts.permission.values", f"no app value maps to {status!r}")
 
 
-class ContactsMap(msgspec.Struct, frozen=True, kw_only=True):
+class ContactsMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The contacts table."""
 
     table: str
@@ -99,7 +99,7 @@ class ContactsMap(msgspec.Struct, frozen=True, kw_only=True):
     deleted_kind: Literal["timestamp", "boolean"] = "timestamp"
 
 
-class ListsMap(msgspec.Struct, frozen=True, kw_only=True):
+class ListsMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The app's lists (or segments) table."""
 
     table: str
@@ -110,7 +110,7 @@ class ListsMap(msgspec.Struct, frozen=True, kw_only=True):
     deleted: str | None = None
 
 
-class MembershipsMap(msgspec.Struct, frozen=True, kw_only=True):
+class MembershipsMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The list-membership link table: one row per (contact, list)."""
 
     table: str
@@ -118,7 +118,7 @@ class MembershipsMap(msgspec.Struct, frozen=True, kw_only=True):
     list: str
 
 
-class ActivitiesMap(msgspec.Struct, frozen=True, kw_only=True):
+class ActivitiesMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The app's table of marketing activities (sends, opens, clicks ...)."""
 
     table: str
@@ -136,7 +136,7 @@ class ActivitiesMap(msgspec.Struct, frozen=True, kw_only=True):
         return self.kind_values.get(kind, kind)
 
 
-class AppDbConfig(msgspec.Struct, frozen=True, kw_only=True):
+class AppDbConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole ``[appdb]`` section: connection, mapping and behaviour."""
 
     contacts: ContactsMap
@@ -267,4 +267,7 @@ def _key_of(exc: msgspec.ValidationError) -> str:
     missing = re.search(r"missing required field `(.*?)`", text)
     if missing:
         path += "." + missing.group(1)
+    unknown = re.search(r"unknown field `(.*?)`", text)
+    if unknown:
+        path += "." + unknown.group(1)
     return "appdb" + path

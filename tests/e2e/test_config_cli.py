@@ -42,6 +42,7 @@ def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
         ('durability = "normal"', "durability = 'fast'", "log.durability"),
         ("[ctct]", "[ctct]\nclient_secret = 's3cret'", "ctct.client_secret"),
         ('email = "email"', "email = 'e-mail address'", "appdb.contacts.email"),
+        ("[appdb.contacts]", "[appdb.contacts]\nmood = 'happy'", "appdb.contacts.mood"),
         ('ctct = "Newsletter"', "ctct = 42", "lists[0].ctct"),
     ],
 )
