@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -46,6 +46,10 @@ class Status(msgspec.Struct, kw_only=True):
     failed: list[FailedCommand]
     pending: int
     oldest_unpropagated_optout_seconds: float | None = None
+    # Constant Contact requests this process family made since 00:00 UTC (summed from the
+    # recorded cycles), and the quota error of the last cycle, if it hit one.
+    api_requests_today: int = 0
+    quota_exhausted: str | None = None
 
 
 async def _has_projections(log: EventLog) -> bool:
@@ -100,7 +104,16 @@ async def read_status(log: EventLog, now: datetime, *, runs: int = 5) -> Status:
             "WHERE status = 'failed' ORDER BY outcome_position DESC LIMIT 50"
         )
     ]
+    today = now.astimezone(UTC).strftime("%Y-%m-%dT00:00:00")
+    used = 0
+    for (blob,) in await conn.execute_fetchall(
+        "SELECT counts FROM p_runs WHERE started_at >= ? AND counts IS NOT NULL", (today,)
+    ):
+        used += int(msgspec.json.decode(blob, type=dict[str, int]).get("api_requests", 0))
+    quota = next((r.error for r in run_list[:1] if r.error and "quota" in r.error.lower()), None)
     return Status(
+        api_requests_today=used,
+        quota_exhausted=quota,
         events=head.position,
         projected=int(proj[0][0]) if proj else 0,
         checkpoints=cps,

@@ -78,6 +78,12 @@ async def _status(args: argparse.Namespace) -> int:
         for r in status.runs
     ]
     print(table(["run", "started", "outcome", "counts", "error"], rows))
+    budget = int(settings.ctct.get("daily_budget", 10_000))
+    print(
+        f"\nConstant Contact API today (UTC): {status.api_requests_today:,} of {budget:,} requests"
+    )
+    if status.quota_exhausted:
+        print(f"  quota exhausted: {status.quota_exhausted}")
     print(f"\ncommands: {status.commands}")
     if status.failed:
         print("\nfailed commands")

@@ -73,9 +73,10 @@ def test_audit_of_a_scripted_opt_out_names_its_times_and_command(
     assert row["state"] == "confirmed"
     assert row["seen_at"] <= row["applied_at"] <= row["confirmed_at"]
     assert row["latency_seconds"] > 0
-    status = cli(config, "status", "--json")
-    commands = json.loads(status.stdout)["commands"]
-    assert commands.get("confirmed", 0) >= 1
+    status = json.loads(cli(config, "status", "--json").stdout)
+    assert status["commands"].get("confirmed", 0) >= 1
+    # The day's API use, summed from the recorded cycles (the simulator counted the same).
+    assert status["api_requests_today"] == sim.call(lambda: sum(sim.requests.values()))
     history = cli(config, "audit", "contact", person.email)
     assert history.returncode == 0
     assert row["command_id"][:12] in history.stdout
