@@ -190,7 +190,16 @@ class SyncEngine:
             self._add(summary, f"{store}.lists", lists)
             self._add(summary, f"{store}.contacts", contacts)
 
-        await asyncio.gather(one("ctct"), one("app"))
+        # Both stores at once; if one fails the other is cancelled (its committed pages stay
+        # committed with their checkpoints), so nothing is appended after the run has failed.
+        tasks = [asyncio.create_task(one("ctct")), asyncio.create_task(one("app"))]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         if self.tracking is not None and not self._stop.is_set():
             tr = await observe_tracking(
                 self.log, self.projector, self.tracking, run_id, bound, self._stop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -136,3 +137,40 @@ async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
     assert app.contacts[a].deleted
     bob = ctct.by_email("bob@example.org")
     assert bob is not None and not bob.deleted  # app -> ctct deletes are off
+
+
+async def test_a_store_failing_mid_observation_cancels_the_other_and_leaves_a_sound_log(
+    log: EventLog,
+) -> None:
+    from datetime import datetime
+
+    from engine.errors import RetriableError
+    from engine.logverify import verify_log
+    from engine.ports import Page
+
+    engine, ctct, app = make(log)
+    app.add("bob@example.org")
+    never = asyncio.Event()
+    real = app.observe_contacts
+
+    async def slow_app(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
+        async for page in real(resume, bound):
+            yield page
+        await never.wait()  # a store that would keep the cycle busy forever
+
+    async def failing_ctct(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
+        raise RetriableError("GET /v3/contacts: gave up after 6 attempts: HTTP 503")
+        yield  # an async generator
+
+    app.observe_contacts = slow_app  # type: ignore[method-assign]
+    ctct.observe_contacts = failing_ctct  # type: ignore[method-assign]
+    with pytest.raises(RetriableError):
+        await engine.cycle()
+    # The app's observation was cancelled with the failed cycle, not left running to append
+    # pages to a run already recorded as failed.
+    stray = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert stray == []
+    report = await verify_log(log)
+    assert report.ok, report.problems
+    rows = await log.connection.execute_fetchall("SELECT outcome, error FROM p_runs")
+    assert [r[0] for r in rows] == ["failed"]
