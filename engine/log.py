@@ -258,6 +258,11 @@ class EventLog(LogReads):
                     await self._conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as exc:
                     raise _db_error(self.path, action, exc) from exc
+                except BaseException:
+                    # Cancelled while waiting: the worker thread may still run the BEGIN, which
+                    # would leave the connection inside a transaction nobody owns.
+                    await self._rollback()
+                    raise
                 try:
                     yield
                     await self._conn.execute("COMMIT")
