@@ -15,7 +15,7 @@ from engine.bootstrap import wire
 from engine.cli._common import add_config_arg, settings_from_args, table
 from engine.cli.log_cmd import _parse_time
 from engine.errors import ConfigError
-from engine.log import EventLog, parse_ts
+from engine.log import EventLog
 from engine.progress import Progress
 from engine.status import read_status
 from projections.projector import compare_projections, rebuild
@@ -133,7 +133,3 @@ async def _replay(args: argparse.Namespace) -> int:
             diffs = await compare_projections(settings.log_path, args.out)
             print(f"rows differing from live, by table: {diffs or 'none'}")
     return 0
-
-
-def _age(ts: str, now: datetime) -> float:
-    return (now - parse_ts(ts)).total_seconds()
