@@ -136,8 +136,8 @@ async def audit_optouts(
     cmds: dict[str, list[_Cmd]] = defaultdict(list)
     for c in msgspec.convert(cmd_rows, list[_Cmd]):
         cmds[c.email].append(c)
-    present = await _present(conn)
     start = await first_run_started(log)
+    uncarried: list[OptOut] = []  # classified below, in one batched lookup
     origins: list[OptOut] = []
     open_by_email: dict[str, list[OptOut]] = defaultdict(list)
     for p in perms:
@@ -180,29 +180,52 @@ async def audit_optouts(
                 o.applied_at, o.state = carrier.outcome_at, "applied"
             elif carrier.status == "failed":
                 o.state = "failed"
-        elif (other, p.email) not in present:
-            o.state = "no-contact"
-        elif await _already(conn, other, p.email, p.position):
-            o.state = "already"
+        else:
+            uncarried.append(o)
         origins.append(o)
         open_by_email[p.email].append(o)
+    await _classify_uncarried(conn, uncarried)
     if since is not None:
         origins = [o for o in origins if parse_ts(o.seen_at) >= since]
     return origins
 
 
-async def _present(conn: aiosqlite.Connection) -> set[tuple[str, str]]:
-    return {(str(s), str(e)) for s, e in await _rows(conn, "SELECT store, email FROM p_contacts")}
+async def _by_emails(
+    conn: aiosqlite.Connection, sql: str, emails: list[str]
+) -> list[tuple[object, ...]]:
+    """Rows of ``sql`` (ending in ``email IN``) for ``emails``, in chunks of bound parameters."""
+    out: list[tuple[object, ...]] = []
+    for i in range(0, len(emails), 900):
+        part = emails[i : i + 900]
+        out += await _rows(conn, f"{sql} ({','.join('?' * len(part))})", tuple(part))
+    return out
 
 
-async def _already(conn: aiosqlite.Connection, store: str, email: str, before: int) -> bool:
-    rows = await _rows(
+async def _classify_uncarried(conn: aiosqlite.Connection, origins: list[OptOut]) -> None:
+    """An opt-out no command carried: the other store has no such contact ("no-contact"), or
+    was unsubscribed already when it was seen ("already"); else it is still "pending"."""
+    emails = sorted({o.email for o in origins})
+    present = {
+        (str(s), str(e))
+        for s, e in await _by_emails(
+            conn, "SELECT store, email FROM p_contacts WHERE email IN", emails
+        )
+    }
+    history: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+    for store, email, pos, status in await _by_emails(
         conn,
-        "SELECT new_status FROM p_permissions WHERE store = ? AND email = ? AND position < ? "
-        "ORDER BY position DESC LIMIT 1",
-        (store, email, before),
-    )
-    return bool(rows) and rows[0][0] == "unsubscribed"
+        "SELECT store, email, position, new_status FROM p_permissions WHERE email IN",
+        emails,
+    ):
+        history[(str(store), str(email))].append((int(pos), str(status)))  # type: ignore[call-overload]
+    for o in origins:
+        other = "app" if o.store == "ctct" else "ctct"
+        if (other, o.email) not in present:
+            o.state = "no-contact"
+            continue
+        before = [h for h in history[(other, o.email)] if h[0] < o.seen_position]
+        if before and max(before)[1] == "unsubscribed":
+            o.state = "already"
 
 
 def _effective_start(o: OptOut, start: str | None) -> datetime:
@@ -259,30 +282,35 @@ async def _sends_after_optout(log: EventLog, origins: list[OptOut]) -> list[Viol
     by_email: dict[str, list[OptOut]] = defaultdict(list)
     for o in origins:
         by_email[o.email].append(o)
+    emails = sorted(by_email)
+    sends_of: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for email, sent_at, campaign in await _by_emails(
+        conn,
+        "SELECT email, created_time, campaign_activity_id FROM p_tracking "
+        "WHERE kind = 'send' AND email IN",
+        emails,
+    ):
+        sends_of[str(email)].append((str(sent_at), str(campaign)))
+    optins_of: dict[str, list[str]] = defaultdict(list)
+    for email, when in await _by_emails(
+        conn,
+        "SELECT email, source_time FROM p_permissions WHERE new_status IN "
+        "('explicit', 'implicit') AND source_time IS NOT NULL AND email IN",
+        emails,
+    ):
+        optins_of[str(email)].append(str(when))
     for email, opts in by_email.items():
-        sends = await _rows(
-            conn,
-            "SELECT created_time, campaign_activity_id FROM p_tracking "
-            "WHERE email = ? AND kind = 'send' ORDER BY created_time",
-            (email,),
-        )
-        if not sends:
-            continue
-        optins = await _rows(
-            conn,
-            "SELECT source_time FROM p_permissions WHERE email = ? AND new_status IN "
-            "('explicit', 'implicit') AND source_time IS NOT NULL",
-            (email,),
-        )
+        sends = sorted(sends_of.get(email, ()))
+        optins = optins_of.get(email, [])
         for sent_at, campaign in sends:
             for o in opts:
                 t = o.happened_at or o.seen_at
-                if str(sent_at) > t and not any(t < str(r[0]) < str(sent_at) for r in optins):
+                if sent_at > t and not any(t < r < sent_at for r in optins):
                     out.append(
                         Violation(
                             kind="send-after-optout",
                             email=email,
-                            at=str(sent_at),
+                            at=sent_at,
                             detail=f"campaign activity {campaign} sent at {sent_at}, "
                             f"after the opt-out in {o.store} at {t}",
                         )

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS p_tracking (
     PRIMARY KEY (store, contact_id, campaign_activity_id, kind, created_time)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS p_tracking_position ON p_tracking (position);
+CREATE INDEX IF NOT EXISTS p_tracking_email ON p_tracking (email, kind);
 CREATE TABLE IF NOT EXISTS p_links (
     ctct_id  TEXT PRIMARY KEY,
     app_id   TEXT NOT NULL UNIQUE,
