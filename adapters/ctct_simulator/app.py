@@ -22,6 +22,7 @@ from adapters.ctct_simulator import (
     http_tracking,
 )
 from adapters.ctct_simulator.errors import ApiError
+from adapters.ctct_simulator.journal import RecordedRequest
 from adapters.ctct_simulator.state import STATE, SimState, json_response
 
 __all__ = ["build_app"]
@@ -74,9 +75,20 @@ async def _cut(request: web.Request, resp: web.Response) -> web.StreamResponse:
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count, authenticate, rate-limit, inject faults and shape errors (see module doc)."""
+    """Count (and journal), authenticate, rate-limit, inject faults, shape errors (module doc)."""
     st: SimState = request.app[STATE]
     st.requests[_endpoint(request)] += 1
+    if st.journal is not None:
+        body = await request.read() if request.body_exists else b""  # cached for the handler
+        st.journal.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                endpoint=_endpoint(request),
+                query_string=request.query_string,
+                body=body,
+            )
+        )
     if not request.path.startswith("/v3/"):
         return await _guarded(request, handler)
     header = request.headers.get("Authorization", "")

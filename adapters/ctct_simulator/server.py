@@ -18,6 +18,7 @@ from adapters.ctct_simulator.app import build_app
 from adapters.ctct_simulator.auth import Tokens
 from adapters.ctct_simulator.clock import SimClock
 from adapters.ctct_simulator.config import FaultConfig, SimulatorConfig
+from adapters.ctct_simulator.journal import RecordedRequest
 from adapters.ctct_simulator.state import SimState
 from adapters.ctct_simulator.tracking import Tracking
 from adapters.ctct_simulator.world import World
@@ -112,8 +113,21 @@ class Simulator:
         return self.state.requests
 
     def reset_requests(self) -> None:
-        """Forget the request counts."""
+        """Forget the request counts (and the journal's entries, if it is on)."""
         self.state.requests.clear()
+        if self.state.journal is not None:
+            self.state.journal.clear()
+
+    def start_journal(self) -> None:
+        """Record every request from now on, with its query and body (off by default: the
+        bodies of big imports would cost memory); ``journal`` lists them."""
+        self.state.journal = []
+
+    @property
+    def journal(self) -> list[RecordedRequest]:
+        """The requests received since ``start_journal`` (or the last ``reset_requests``),
+        oldest first; empty while the journal is off."""
+        return self.state.journal if self.state.journal is not None else []
 
     def issue_tokens(self, scope: str | None = None) -> Tokens:
         """A valid access token with a refresh token, without the OAuth dance."""

@@ -14,6 +14,7 @@ from adapters.ctct_simulator.auth import AuthServer
 from adapters.ctct_simulator.clock import SimClock
 from adapters.ctct_simulator.config import FaultConfig, SimulatorConfig
 from adapters.ctct_simulator.faults import FaultInjector
+from adapters.ctct_simulator.journal import RecordedRequest
 from adapters.ctct_simulator.limits import RateLimiter
 from adapters.ctct_simulator.seed import seed_account
 from adapters.ctct_simulator.tracking import Tracking
@@ -47,6 +48,7 @@ class SimState:
         self.faults = FaultInjector(config.faults)
         self.account.skew_ms = int(config.faults.skew_seconds * 1000)
         self.requests: Counter[str] = Counter()
+        self.journal: list[RecordedRequest] | None = None  # every request, once switched on
         self.work_ready: Any = None  # an asyncio.Event, set by the server when it starts
 
     def prerender(self) -> None:
