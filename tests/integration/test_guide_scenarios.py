@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,13 +123,13 @@ class Synced:
         self.rich: Contact | None = None  # the contact holding every kind of field
 
     def app(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.folder / "app.db") as conn:
+        """Run one statement on the app's database, committed; its rows."""
+        with closing(sqlite3.connect(self.folder / "app.db")) as conn, conn:
             return conn.execute(sql, args).fetchall()
 
     def app_write(self, sql: str, *args: object) -> None:
         """A change made by the app itself (it stamps updated_at, as the sample CRM does)."""
-        with sqlite3.connect(self.folder / "app.db") as conn:
-            conn.execute(sql, args)
+        self.app(sql, *args)
 
     def app_row(self, email: str, columns: str) -> tuple[Any, ...]:
         [row] = self.app(f"SELECT {columns} FROM contacts WHERE lower(email) = ?", email)
@@ -192,16 +192,18 @@ class Synced:
 
 @asynccontextmanager
 async def synced(
-    folder: Path, sim: Simulator, *, source_of_record: str = "app"
+    folder: Path, sim: Simulator, *, source_of_record: str = "app", events_source: str = "app"
 ) -> AsyncIterator[Synced]:
-    """Initial sync (the demo's config: Newsletter and Events follow the app, Customers follows
-    Constant Contact) run until it issues nothing more."""
+    """Initial sync (the demo's config: List 1 = Newsletter and List 3 = Events follow the app,
+    List 2 = Customers follows Constant Contact) run until it issues nothing more."""
     rich = enrich(sim)
     config = await prepare_folder(folder, sim, app_contacts=20)
     text = config.read_text()
-    config.write_text(
-        text.replace('source_of_record = "app"\n', f'source_of_record = "{source_of_record}"\n')
-    )
+    text = text.replace('source_of_record = "app"\n', f'source_of_record = "{source_of_record}"\n')
+    events = 'ctct = "List 3"\napp = "Events"\nsource = "app"\n'
+    assert events in text
+    text = text.replace(events, events.replace('"app"\n', f'"{events_source}"\n'))
+    config.write_text(text)
     async with wire(load_settings(config)) as w:
         h = Synced(folder, sim, w)
         h.rich = rich
@@ -245,7 +247,7 @@ async def test_modified_since_incremental_sync_reads_only_contacts_changed_since
             sim.account.edit_contact(
                 c.contact_id, first_name=f"Renamed{n}", job_title="Gardener", source="Account"
             )
-        modified = [c for c in sim.account.contacts if c.updated_at > ms(since)]
+        modified = [c for c in sim.account.contacts if not c.deleted and c.updated_at > ms(since)]
         assert len(modified) < len(sim.account.contacts) // 2  # an incremental read, not all
 
         summary = await h.cycle()
@@ -443,6 +445,32 @@ async def test_list_led_by_constant_contact_joins_and_leaves_reach_the_app(
         assert not member()
         assert list_id not in c.lists
         assert h.writes() == []
+        await h.quiet()
+
+
+@pytest.mark.parametrize("source", ["app", "ctct"])
+async def test_the_configured_source_of_record_decides_a_list_membership_the_stores_disagree_on(
+    tmp_path: Path, sim: Simulator, source: str
+) -> None:
+    # The same disagreement, two configs: [[lists]] ctct = "List 3", app = "Events", source = ?
+    async with synced(tmp_path, sim, events_source=source) as h:
+        list_id, app_list = h.list_id("List 3"), h.app_list_id("Events")
+        c, key = h.linked(lambda x: list_id not in x.lists)
+        h.app_write("INSERT INTO list_members (contact_id, list_id) VALUES (?, ?)", key, app_list)
+        h.app_write(f"UPDATE contacts SET updated_at = {NOW_SQL} WHERE id = ?", key)
+
+        summary = await h.cycle()
+
+        sql = "SELECT count(*) FROM list_members WHERE contact_id = ? AND list_id = ?"
+        [(in_app,)] = h.app(sql, key, app_list)
+        if source == "app":  # the app's join is carried to Constant Contact
+            assert summary.commands == {"membership.add": 1}
+            assert [r.endpoint for r in h.writes()] == ["POST /v3/activities/add_list_memberships"]
+            assert (list_id in c.lists, in_app) == (True, 1)
+        else:  # Constant Contact's "not a member" wins: the app's join is undone
+            assert summary.commands == {"membership.remove": 1}
+            assert h.writes() == []
+            assert (list_id in c.lists, in_app) == (False, 0)
         await h.quiet()
 
 
@@ -651,7 +679,7 @@ async def test_only_tracking_activity_new_since_the_last_sync_is_fetched_and_rea
 
         # The initial sync brought the campaign's whole history into the CRM, once.
         assert sorted(app_activities()) == sorted(sim_activities())
-        (c1, _), (c2, _) = h.linked(skip=0), h.linked(skip=1)
+        (c1, k1), (c2, _) = h.linked(skip=0), h.linked(skip=1)
         sim.tracking.record(activity, c1, "em_opens", {"device_type": "Mobile"})
         link = {"device_type": "Mobile", "url_id": "1", "link_url": "https://example.org/a"}
         sim.tracking.record(activity, c1, "em_clicks", link)
@@ -678,7 +706,7 @@ async def test_only_tracking_activity_new_since_the_last_sync_is_fetched_and_rea
         [(details,)] = h.app(
             "SELECT details FROM activities WHERE kind = 'click' AND contact_id = ? "
             "ORDER BY occurred_at DESC LIMIT 1",
-            h.linked(skip=0)[1],
+            k1,
         )
         assert "https://example.org/a" in details
         await h.quiet()
