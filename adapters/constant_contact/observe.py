@@ -19,12 +19,12 @@ import msgspec
 import structlog
 
 from engine.errors import CcsyncError
-from engine.model import ContactRecord, ListRecord
+from engine.model import ListRecord
 from engine.ports import Page, Rejected
 
 from .client import CtctClient, CtctRequestError
 from .config import CtctConfig
-from .normalise import normalise_contact, normalise_list
+from .normalise import ContactNormaliser, normalise_list
 from .paging import ContactSweeps
 from .schema import CONTACT, CONTACTS_PAGE, RAW_CONTACTS_PAGE, Contact, ListsPage
 
@@ -95,6 +95,7 @@ async def observe_contacts(
         path, params = sweeps.request()
         return asyncio.ensure_future(client.call("GET", path, decode_contacts, params=params))
 
+    normalise = ContactNormaliser()
     pending = fetch() if not sweeps.done else None
     restarted = False
     try:
@@ -118,15 +119,9 @@ async def observe_contacts(
             token = sweeps.advance(batch.next)
             if not sweeps.done:
                 pending = fetch()
-            records: list[ContactRecord] = []
-            rejected = list(batch.undecodable)
-            for c in batch.contacts:
-                out = normalise_contact(c, deleted=deleted)
-                if type(out) is ContactRecord:
-                    records.append(out)
-                else:
-                    assert isinstance(out, Rejected)
-                    rejected.append(out)
+            records, rejected = normalise.page(batch.contacts, deleted=deleted)
+            if batch.undecodable:
+                rejected[:0] = batch.undecodable
             for r in rejected:
                 log.warning(
                     "ctct.record_rejected", record=r.record, field=r.field, problem=r.problem

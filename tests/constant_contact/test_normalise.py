@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from adapters.constant_contact.normalise import normalise_contact
+from adapters.constant_contact.normalise import ContactNormaliser, normalise_contact
 from adapters.constant_contact.observe import decode_contacts
 from engine.model import ContactRecord
 from engine.ports import Rejected
@@ -124,3 +124,40 @@ def test_a_cut_off_page_is_a_decode_error_not_rejections() -> None:
     body = msgspec.json.encode({"contacts": [FULL]})
     with pytest.raises(msgspec.DecodeError):
         decode_contacts(body[:-10])
+
+
+def test_one_page_keeps_good_records_in_order_and_rejects_bad_emails() -> None:
+    contacts = [
+        {**FULL, "contact_id": "c-1", "list_memberships": ["l-3", "l-1", "l-3"]},
+        {**FULL, "contact_id": "c-2", "email_address": {"address": "nobody@nowhere"}},
+        {**FULL, "contact_id": "c-3", "custom_fields": [], "phone_numbers": []},
+    ]
+    batch = decode_contacts(msgspec.json.encode({"contacts": contacts}))
+    records, rejected = ContactNormaliser().page(batch.contacts)
+    assert [r.store_id for r in records] == ["c-1", "c-3"]
+    assert records[0].lists == ("l-1", "l-3")  # sorted, a repeated id once
+    assert "cf:cf-9" in records[0].fields and "cf:cf-9" not in records[1].fields
+    assert [(r.record, r.field) for r in rejected] == [("c-2", "email_address.address")]
+    assert "nobody@nowhere" in rejected[0].problem
+
+
+def test_memberships_and_custom_fields_stay_right_past_the_shared_cache_bound() -> None:
+    # More distinct memberships and custom fields than the normaliser keeps shared keys for.
+    n = 5000
+    contacts = [
+        {
+            "contact_id": f"c-{i}",
+            "email_address": {"address": f"p{i}@example.org"},
+            "list_memberships": [f"l-{i}", "l-0"],
+            "custom_fields": [{"custom_field_id": f"f-{i}", "value": str(i)}],
+        }
+        for i in range(1, n + 1)
+    ]
+    batch = decode_contacts(msgspec.json.encode({"contacts": contacts}))
+    normaliser = ContactNormaliser()
+    records, rejected = normaliser.page(batch.contacts)
+    again, _ = normaliser.page(batch.contacts)
+    assert not rejected and len(records) == n
+    for i, (r, r2) in enumerate(zip(records, again, strict=True), start=1):
+        assert r.lists == r2.lists == tuple(sorted((f"l-{i}", "l-0")))
+        assert r.fields == r2.fields == {f"cf:f-{i}": str(i)}
