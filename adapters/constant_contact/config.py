@@ -81,7 +81,8 @@ class CtctConfig(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max: float = 30.0
     refresh_margin: timedelta = timedelta(minutes=5)  # refresh this long before expiry
     page_size: int = 500
-    activity_poll_interval: float = 1.0
+    activity_poll_interval: float = 1.0  # the first wait; doubled after each poll ...
+    activity_poll_max: float = 30.0  # ... up to this
     activity_timeout: float = 900.0
     # contacts_json_import requires 1..50 list ids: imports of contacts that join no list name this.
     import_list_id: str | None = None
@@ -134,6 +135,7 @@ class CtctConfig(msgspec.Struct, frozen=True, kw_only=True):
             refresh_margin=timedelta(seconds=r.number("refresh_margin_seconds", 300, lo=0)),
             page_size=int(r.number("page_size", 500, lo=1, hi=500, integer=True)),
             activity_poll_interval=r.number("activity_poll_interval", 1.0, lo=0),
+            activity_poll_max=r.number("activity_poll_max", 30.0, lo=0),
             activity_timeout=r.number("activity_timeout", 900.0, lo=1),
             import_list_id=r.get("import_list_id", str, None),
         )
@@ -170,6 +172,7 @@ _KNOWN: Final = frozenset(
         "refresh_margin_seconds",
         "page_size",
         "activity_poll_interval",
+        "activity_poll_max",
         "activity_timeout",
         "import_list_id",
     }

@@ -14,6 +14,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 __all__ = [
+    "ActivitiesPage",
     "Activity",
     "ActivityStatus",
     "ApiError",
@@ -167,6 +168,13 @@ class Activity(msgspec.Struct, frozen=True):
     percent_done: int | None = None
     activity_errors: list[str | dict[str, str]] = []
     status: ActivityStatus | None = None
+
+
+class ActivitiesPage(msgspec.Struct, frozen=True):
+    """GET /activities: the account's bulk activities of the last 10 days, newest first."""
+
+    activities: list[Activity] = []
+    links: Links | None = msgspec.field(default=None, name="_links")
 
 
 class Campaign(msgspec.Struct, frozen=True):

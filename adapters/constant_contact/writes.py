@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import structlog
@@ -31,11 +31,12 @@ from engine.commands import (
     RemoveFromList,
     Unsubscribe,
     UpsertContact,
+    command_id,
 )
 from engine.errors import RetriableError, SkippableRecordError
 from engine.model import normalise_email
 
-from .activities import ActivityRunner, failed, succeeded
+from .activities import ActivityRunner, Submitted, failed, succeeded
 from .client import CtctClient, CtctRequestError, CtctResponseError
 from .config import CtctConfig
 from .paging import INCLUDE
@@ -45,14 +46,33 @@ from .write_bodies import encode_row, import_batches, import_row, put_body
 __all__ = ["CommandWriter"]
 
 log = structlog.get_logger("ccsync.ctct")
-MAX_IDS: Final = 500
+MAX_IDS: Final = 500  # contact_ids per membership or delete activity
+MAX_LISTS: Final = 50  # list_ids per membership activity
+_PUT_CONCURRENCY: Final = 4  # contacts read and written at once (the API allows 4/s)
 _contacts: Final = msgspec.json.Decoder(ContactsPage)
 _cfields: Final = msgspec.json.Decoder(CustomFieldsPage)
 _enc: Final = msgspec.json.Encoder()
 
 
+Key = str  # a contact as commands name it: its contact_id, else its normalised email
+Indexed = tuple[int, Command]
+
+
+def _keys(cmd: Command) -> set[Key]:
+    return {k for k in (cmd.store_id, normalise_email(cmd.email)) if k}
+
+
 class CommandWriter:
-    """Applies one batch of commands; one Outcome per command, in order."""
+    """Applies one batch of commands; one Outcome per command, in order.
+
+    Requests are kept to what the API allows (scripts/bench/ctct_writes.py counts them): every
+    bulk activity of the batch is POSTed before any is polled and all are polled together
+    (activities.py); commands that must go through GET + PUT are merged per contact, so a
+    contact costs one GET and at most one PUT however many such commands it has; the PUTs run
+    while the activities are processed. Commands whose order matters (a list change for a
+    contact being imported, a delete of a contact changed in the same batch) wait for a second
+    round, after the first has ended.
+    """
 
     def __init__(
         self,
@@ -66,34 +86,57 @@ class CommandWriter:
         self._activities = ActivityRunner(client, cfg, sleep=sleep)
         self._cf_by_id: dict[str, str] | None = None
 
+    @property
+    def activities(self) -> ActivityRunner:
+        return self._activities
+
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         out: dict[int, Outcome] = {}
         imports: list[tuple[int, UpsertContact]] = []
-        puts: list[tuple[int, Command]] = []
-        members: dict[tuple[str, str], list[tuple[int, AddToList | RemoveFromList]]] = {}
+        puts: dict[Key, list[Indexed]] = {}
+        members: list[tuple[int, AddToList | RemoveFromList]] = []
         deletes: list[tuple[int, DeleteContact]] = []
         for i, cmd in enumerate(commands):
             if cmd.target != "ctct":
                 out[i] = failed(cmd, f"command targets {cmd.target!r}, not Constant Contact")
+            elif isinstance(cmd, Unsubscribe) or (
+                isinstance(cmd, UpsertContact) and self._needs_put(cmd)
+            ):
+                puts.setdefault(cmd.store_id or normalise_email(cmd.email), []).append((i, cmd))
             elif isinstance(cmd, UpsertContact):
-                (puts if self._needs_put(cmd) else imports).append((i, cmd))
-            elif isinstance(cmd, Unsubscribe):
-                puts.append((i, cmd))
+                imports.append((i, cmd))
             elif isinstance(cmd, AddToList | RemoveFromList):
-                kind = "add" if isinstance(cmd, AddToList) else "remove"
-                members.setdefault((kind, cmd.list_id), []).append((i, cmd))
+                members.append((i, cmd))
             elif isinstance(cmd, DeleteContact):
                 deletes.append((i, cmd))
             else:
                 out[i] = failed(cmd, "tracking is recorded in the app, not in Constant Contact")
+        # A contact read and PUT whole must not be imported meanwhile: its upserts join the PUT.
+        owner = {k: key for key, group in puts.items() for _, c in group for k in _keys(c)}
+        put_keys = set(owner)
+        for i, cmd in imports:
+            if shared := _keys(cmd) & put_keys:
+                puts[owner[min(shared)]].append((i, cmd))
+        imports = [(i, c) for i, c in imports if not _keys(c) & put_keys]
+        # Order matters only within one contact: list changes wait for its import or PUT, a
+        # delete for everything else the batch does to it.
+        first = put_keys | {k for _, c in imports for k in _keys(c)}
+        later_members = [(i, c) for i, c in members if _keys(c) & first]
+        members = [(i, c) for i, c in members if not _keys(c) & first]
+        touched = first | {k for _, c in members for k in _keys(c)}
+        later_deletes = [(i, c) for i, c in deletes if _keys(c) & touched]
+        deletes = [(i, c) for i, c in deletes if not _keys(c) & touched]
+
+        submitted: list[Submitted] = []
         if imports:
-            out.update(await self._imports(imports))
-        for i, cmd in puts:
-            out[i] = await self._guard(cmd, self._put(cmd))
-        for (kind, list_id), group in members.items():
-            out.update(await self._bulk_ids(f"{kind}_list_memberships", group, list_id))
-        if deletes:
-            out.update(await self._bulk_ids("contact_delete", deletes, None))
+            submitted += await self._submit_imports(imports, out)
+        submitted += await self._submit_bulk(members, deletes, out)
+        if puts:
+            out.update(await self._puts(list(puts.values())))
+        out.update(await self._activities.finish(submitted))
+        if later_members or later_deletes:
+            later = await self._submit_bulk(later_members, later_deletes, out)
+            out.update(await self._activities.finish(later))
         return [out[i] for i in range(len(commands))]
 
     def _needs_put(self, cmd: UpsertContact) -> bool:
@@ -102,23 +145,24 @@ class CommandWriter:
         if cmd.new_email is not None and normalise_email(cmd.new_email) != cmd.email:
             return True
         if any(v is None for v in cmd.fields.values()):
-            return True
+            return True  # imports ignore blanks: only a PUT clears a field (reference §1.6)
         if any(f.startswith("address_") for f in cmd.fields):
             return True
         return not cmd.lists and self._cfg.import_list_id is None
 
-    async def _guard(self, cmd: Command, work: Awaitable[Outcome]) -> Outcome:
-        """One command's request errors become its Outcome; fatal run-level errors propagate."""
+    async def _guard(self, cmds: Sequence[Indexed], work: Awaitable[Outcome]) -> dict[int, Outcome]:
+        """Request errors become the commands' Outcomes; fatal run-level errors propagate."""
         try:
-            return await work
+            done = await work
         except CtctRequestError as exc:
-            return failed(cmd, exc.text, retriable=exc.status == 409)
+            return {i: failed(c, exc.text, retriable=exc.status == 409) for i, c in cmds}
         except CtctResponseError as exc:  # e.g. the stored contact breaks a documented limit
-            return failed(cmd, str(exc))
+            return {i: failed(c, str(exc)) for i, c in cmds}
         except SkippableRecordError as exc:
-            return failed(cmd, str(exc))
+            return {i: failed(c, str(exc)) for i, c in cmds}
         except RetriableError as exc:
-            return failed(cmd, str(exc), retriable=True)
+            return {i: failed(c, str(exc), retriable=True) for i, c in cmds}
+        return {i: msgspec.structs.replace(done, command_id=command_id(c)) for i, c in cmds}
 
     # -- reads used by writes ---------------------------------------------------------------
 
@@ -157,33 +201,61 @@ class CommandWriter:
 
     # -- PUT paths ----------------------------------------------------------------------------
 
-    async def _put(self, cmd: Command) -> Outcome:
-        current = await self._find(cmd)
+    async def _puts(self, groups: list[list[Indexed]]) -> dict[int, Outcome]:
+        """GET + PUT per contact, a few contacts at a time (the rate budget paces them)."""
+        gate = asyncio.Semaphore(_PUT_CONCURRENCY)
+        out: dict[int, Outcome] = {}
+
+        async def one(group: list[Indexed]) -> None:
+            async with gate:
+                out.update(await self._guard(group, self._put(group)))
+
+        await asyncio.gather(*(one(g) for g in groups))
+        return out
+
+    async def _put(self, group: list[Indexed]) -> Outcome:
+        """One contact's PUT-bound commands as one GET and at most one PUT.
+
+        The body is built from the GET just made: PUT nulls every core field it leaves out,
+        so it carries them all as read, changed only where a command says so (pitfall 8).
+        """
+        first = group[0][1]
+        current = await self._find(first)
         if current is None:
-            return failed(cmd, f"no contact {cmd.store_id or cmd.email} in Constant Contact")
+            return failed(first, f"no contact {first.store_id or first.email} in Constant Contact")
         cid = current.contact_id
-        if isinstance(cmd, Unsubscribe):
-            email = current.email_address
-            if email is not None and email.permission_to_send == "unsubscribed":
-                return succeeded(cmd, "already unsubscribed", store_id=cid)
+        unsubscribe = next((c for _, c in group if isinstance(c, Unsubscribe)), None)
+        upserts = [c for _, c in group if isinstance(c, UpsertContact)]
+        email = current.email_address
+        already = email is not None and email.permission_to_send == "unsubscribed"
+        notes = []
+        if unsubscribe is not None and already:
+            notes.append("already unsubscribed")
+            unsubscribe = None
+        if unsubscribe is None and not upserts:
+            return succeeded(first, "; ".join(notes) or None, store_id=cid)
+        changes: dict[str, str | None] = {}
+        new_email = None
+        for cmd in upserts:
+            changes.update(await self._ids_for_custom_fields(cmd.fields))
+            new_email = cmd.new_email or new_email
+        if unsubscribe is not None:
             # Reviving a deleted contact requires update_source=Account (pitfall 4).
-            source = "Contact" if cmd.source == "Contact" and not current.deleted_at else "Account"
+            contact_said = unsubscribe.source == "Contact" and not current.deleted_at
             body = put_body(
                 current,
-                update_source=source,
+                update_source="Contact" if contact_said else "Account",
+                changes=changes,
+                new_email=new_email,
                 permission_to_send="unsubscribed",
-                opt_out_reason=cmd.reason or "",
+                opt_out_reason=unsubscribe.reason or "",
             )
-            detail = "revived deleted contact to record the opt-out" if current.deleted_at else None
+            if current.deleted_at:
+                notes.append("revived deleted contact to record the opt-out")
         else:
-            assert isinstance(cmd, UpsertContact)
-            changes = await self._ids_for_custom_fields(cmd.fields)
-            body = put_body(
-                current, update_source="Account", changes=changes, new_email=cmd.new_email
-            )
-            detail = None
+            body = put_body(current, update_source="Account", changes=changes, new_email=new_email)
         await self._client.call("PUT", f"/contacts/{cid}", CONTACT.decode, body=_enc.encode(body))
-        return succeeded(cmd, detail, store_id=cid)
+        return succeeded(first, "; ".join(notes) or None, store_id=cid)
 
     async def _ids_for_custom_fields(self, fields: dict[str, str | None]) -> dict[str, str | None]:
         if not any(f.startswith("cf:") for f in fields):
@@ -196,8 +268,10 @@ class CommandWriter:
 
     # -- bulk activities ----------------------------------------------------------------------
 
-    async def _imports(self, items: list[tuple[int, UpsertContact]]) -> dict[int, Outcome]:
-        out: dict[int, Outcome] = {}
+    async def _submit_imports(
+        self, items: list[tuple[int, UpsertContact]], out: dict[int, Outcome]
+    ) -> list[Submitted]:
+        """POST the import activities (one per set of lists, <= 40,000 rows and < 4 MB each)."""
         names = (
             await self._custom_fields()
             if any(f.startswith("cf:") for _, c in items for f in c.fields)
@@ -218,7 +292,8 @@ class CommandWriter:
             except SkippableRecordError as exc:
                 out[i] = failed(cmd, str(exc))
                 continue
-            groups[tuple(sorted(lists))].append((i, cmd, encode_row(row)))
+            groups[tuple(sorted(set(lists)))].append((i, cmd, encode_row(row)))
+        submitted = []
         for lists, group in groups.items():
             for batch in import_batches((k, enc) for k, (_, _, enc) in enumerate(group)):
                 chosen = [group[k] for k in batch]
@@ -230,16 +305,46 @@ class CommandWriter:
                     + b"}"
                 )
                 cmds = [(i, cmd) for i, cmd, _ in chosen]
-                out.update(await self._activities.run("contacts_json_import", body, cmds))
-        return out
+                submitted.append(await self._activities.submit("contacts_json_import", body, cmds))
+        return submitted
 
-    async def _bulk_ids(
+    async def _submit_bulk(
         self,
-        kind: str,
-        group: Sequence[tuple[int, AddToList | RemoveFromList | DeleteContact]],
-        list_id: str | None,
-    ) -> dict[int, Outcome]:
-        out: dict[int, Outcome] = {}
+        members: Sequence[tuple[int, AddToList | RemoveFromList]],
+        deletes: Sequence[tuple[int, DeleteContact]],
+        out: dict[int, Outcome],
+    ) -> list[Submitted]:
+        """POST the membership and delete activities (<= 500 contact ids each)."""
+        resolved = await self._resolve([*members, *deletes], out)
+        submitted = []
+        for kind in ("add", "remove"):
+            pairs = [
+                (i, c, cid)
+                for i, c, cid in resolved
+                if isinstance(c, AddToList if kind == "add" else RemoveFromList)
+            ]
+            for list_ids, group in membership_groups(pairs):
+                cmds = [(i, c) for i, c, _ in group]
+                ids = list(dict.fromkeys(cid for _, _, cid in group))
+                payload = {"source": {"contact_ids": ids}, "list_ids": list(list_ids)}
+                submitted.append(
+                    await self._activities.submit(
+                        f"{kind}_list_memberships", _enc.encode(payload), cmds
+                    )
+                )
+        doomed = [(i, c, cid) for i, c, cid in resolved if isinstance(c, DeleteContact)]
+        for start in range(0, len(doomed), MAX_IDS):
+            chunk = doomed[start : start + MAX_IDS]
+            ids = list(dict.fromkeys(cid for _, _, cid in chunk))
+            cmds = [(i, c) for i, c, _ in chunk]
+            body = _enc.encode({"contact_ids": ids})
+            submitted.append(await self._activities.submit("contact_delete", body, cmds))
+        return submitted
+
+    async def _resolve(
+        self, group: Sequence[tuple[int, Command]], out: dict[int, Outcome]
+    ) -> list[tuple[int, Command, str]]:
+        """(index, command, contact_id); a command without an id costs a GET by email."""
         resolved: list[tuple[int, Command, str]] = []
         for i, cmd in group:
             cid = cmd.store_id
@@ -250,16 +355,7 @@ class CommandWriter:
                     continue
                 cid = found
             resolved.append((i, cmd, cid))
-        for start in range(0, len(resolved), MAX_IDS):
-            chunk = resolved[start : start + MAX_IDS]
-            ids = list(dict.fromkeys(cid for _, _, cid in chunk))
-            if list_id is None:
-                payload: dict[str, object] = {"contact_ids": ids}
-            else:
-                payload = {"source": {"contact_ids": ids}, "list_ids": [list_id]}
-            cmds = [(i, cmd) for i, cmd, _ in chunk]
-            out.update(await self._activities.run(kind, _enc.encode(payload), cmds))
-        return out
+        return resolved
 
     async def _guard_find(self, cmd: Command) -> str | Outcome:
         try:
@@ -273,3 +369,39 @@ class CommandWriter:
                 return succeeded(cmd, "no such contact in Constant Contact")
             return failed(cmd, f"no contact {cmd.email} in Constant Contact")
         return found.contact_id
+
+
+def membership_groups(
+    pairs: Sequence[tuple[int, Command, str]],
+) -> list[tuple[tuple[str, ...], list[tuple[int, Command, str]]]]:
+    """Membership changes of one kind as activities: (list_ids, [(index, command, id)]).
+
+    An activity applies every one of its list_ids to every one of its (<= 500) contact_ids, so
+    it may only hold contacts that change exactly those lists. Two ways to cut: one list per
+    activity, or one activity per set of lists that several contacts share; the fewer
+    activities wins. When each contact changes one list, both are the minimum.
+    """
+    by_list: dict[tuple[str, ...], list[tuple[int, Command, str]]] = defaultdict(list)
+    lists_of: dict[str, set[str]] = defaultdict(set)
+    for i, c, cid in pairs:
+        assert isinstance(c, AddToList | RemoveFromList)
+        by_list[(c.list_id,)].append((i, c, cid))
+        lists_of[cid].add(c.list_id)
+    by_set: dict[tuple[str, ...], list[tuple[int, Command, str]]] = defaultdict(list)
+    for i, c, cid in pairs:
+        by_set[tuple(sorted(lists_of[cid]))].append((i, c, cid))
+
+    def cut(groups: dict[tuple[str, ...], list[tuple[int, Command, str]]]) -> list[Any]:
+        out = []
+        for list_ids, group in groups.items():
+            ids = list(dict.fromkeys(cid for _, _, cid in group))
+            for start in range(0, len(ids), MAX_IDS):
+                chunk = set(ids[start : start + MAX_IDS])
+                out.append((list_ids, [p for p in group if p[2] in chunk]))
+        return out
+
+    per_list = cut(by_list)
+    if any(len(k) > MAX_LISTS for k in by_set):
+        return per_list
+    per_set = cut(by_set)
+    return per_set if len(per_set) < len(per_list) else per_list
