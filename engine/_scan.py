@@ -2,16 +2,19 @@
 its store did not include is gone (stores without a change feed for deletes, e.g. an app
 database without triggers, list their whole table now and then for this).
 
-The ids each full-scan page listed go to ``scan_seen`` before the page's events are appended,
-so a scan interrupted by a crash and resumed in a later run still has its first part. When an
-observation ends normally on a full-scan page, the scan is complete: every live contact of the
-store missing from ``scan_seen`` gets a ``contact.deleted``, then the table is cleared.
+The ids each full-scan page listed go to ``scan_seen`` in the transaction that appends the
+page's events, so a scan interrupted by a crash and resumed in a later run still has its first
+part. When an observation ends normally on a full-scan page, the scan is complete: every live
+contact of the store missing from ``scan_seen`` gets a ``contact.deleted``, then the table is
+cleared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Final
+
+import aiosqlite
 
 from engine.events import ContactDeleted, content_id
 from engine.log import EventLog, NewEvent
@@ -26,13 +29,13 @@ _SCHEMA: Final = (
 )
 
 
-async def record_seen(log: EventLog, store: Store, ids: Sequence[str]) -> None:
-    async with log.transaction() as tx:
-        await tx.conn.execute(_SCHEMA)
-        await tx.conn.executemany(
-            "INSERT OR IGNORE INTO scan_seen (store, store_id) VALUES (?, ?)",
-            [(store, i) for i in ids],
-        )
+async def record_seen(conn: aiosqlite.Connection, store: Store, ids: Sequence[str]) -> None:
+    """Note ``ids`` as listed by the scan in progress (inside the page's own transaction)."""
+    await conn.execute(_SCHEMA)
+    await conn.executemany(
+        "INSERT OR IGNORE INTO scan_seen (store, store_id) VALUES (?, ?)",
+        [(store, i) for i in ids],
+    )
 
 
 async def scan_deletions(log: EventLog, store: Store) -> list[NewEvent]:

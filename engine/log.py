@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +59,7 @@ __all__ = [
 
 Durability = Literal["normal", "full"]
 _T = TypeVar("_T")
+Consumer = Callable[[aiosqlite.Connection, Sequence[Recorded]], Awaitable[None]]
 _INSERT: Final = f"INSERT INTO events ({ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)"
 WAL_CHECKPOINT_PAGES: Final = 10_000
 WRITER_CACHE_KIB: Final = 32 * 1024
@@ -126,6 +127,7 @@ class EventLog(LogReads):
         self._owner: asyncio.Task[Any] | None = None  # the task inside a write transaction
         self._log_id = ""
         self._head: tuple[int, bytes, str | None] = (0, GENESIS, None)
+        self._consumers: list[Consumer] = []
 
     # --- opening -------------------------------------------------------------------------
 
@@ -227,6 +229,7 @@ class EventLog(LogReads):
         *,
         expected: Mapping[str, int] | None = None,
         checkpoints: Mapping[str, str] | None = None,
+        within: Callable[[aiosqlite.Connection], Awaitable[None]] | None = None,
     ) -> AppendResult:
         """Append a batch atomically; events whose id is already stored are skipped.
 
@@ -234,14 +237,27 @@ class EventLog(LogReads):
         mismatch raises ConcurrencyError and appends nothing. A batch whose events are all
         already stored is a no-op and is not checked against ``expected``, so retrying a batch
         that did commit is harmless. ``checkpoints`` are written in the same transaction, so
-        a fetcher's checkpoint never runs ahead of the events it covers.
+        a fetcher's checkpoint never runs ahead of the events it covers. ``within`` runs in the
+        same transaction too, for a consumer's own bookkeeping that must commit with the batch.
         """
         async with self._writing("append"):
             result, head = await self._append_in_tx(events, expected or {})
             if checkpoints:
                 await _write_checkpoints(self._conn, checkpoints, head[0])
+            if within is not None:
+                await within(self._conn)
+            if result.new:
+                for consumer in self._consumers:
+                    await consumer(self._conn, result.new)
         self._head = head
         return result
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Call ``consumer(conn, appended)`` inside every append's transaction, after the rows
+        are written, with the events that were new. What it writes through ``conn`` commits
+        with them; if it raises, the append is rolled back. (A projection folded this way is
+        never behind the log and costs no transaction of its own.)"""
+        self._consumers.append(consumer)
 
     @asynccontextmanager
     async def _writing(self, action: str) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+import aiosqlite
 import msgspec
 import structlog
 
@@ -28,7 +29,7 @@ from engine.events import (
 )
 from engine.log import EventLog, NewEvent
 from engine.model import ContactRecord, Store
-from engine.ports import ContactSource, ListSource, Rejected, TrackingSource
+from engine.ports import ContactSource, ListSource, Page, Rejected, TrackingSource
 from engine.progress import Progress
 from projections.projector import Projector
 from projections.runner import decode_list, load_contacts
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 _log: Final = structlog.get_logger("ccsync.observe")
+OBSERVE_BATCH: Final = 5_000  # contacts appended per transaction
 
 
 class ObserveStats(msgspec.Struct):
@@ -57,14 +59,7 @@ def checkpoint_name(store: Store, what: str) -> str:
 
 
 def _bookkeeping(
-    store: Store,
-    run_id: str,
-    page_no: str,
-    request: str,
-    count: int,
-    content_hash: str,
-    cp_name: str,
-    resume: str,
+    store: Store, run_id: str, page_no: str, request: str, count: int, content_hash: str
 ) -> list[NewEvent]:
     page = PageObserved(
         store=store,
@@ -74,11 +69,14 @@ def _bookkeeping(
         item_count=count,
         content_hash=content_hash,
     )
+    return [NewEvent(content_id(page, page_no), page)]
+
+
+def _checkpoint_event(
+    store: Store, run_id: str, page_no: str, cp_name: str, resume: str
+) -> NewEvent:
     cp = CheckpointAdvanced(store=store, key=cp_name, run_id=run_id, value=resume)
-    return [
-        NewEvent(content_id(page, page_no), page),
-        NewEvent(content_id(cp, page_no), cp),
-    ]
+    return NewEvent(content_id(cp, page_no), cp)
 
 
 def _rejections(store: Store, rejected: Sequence[Rejected]) -> list[NewEvent]:
@@ -121,53 +119,39 @@ async def observe_contacts(
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
 ) -> ObserveStats:
-    """Observe every page of changed contacts up to ``bound``; returns what was seen."""
+    """Observe every page of changed contacts up to ``bound``; returns what was seen.
+
+    Pages are appended ``OBSERVE_BATCH`` contacts at a time, each batch in one transaction with
+    the checkpoint of its last page: a commit rewrites every index page the batch touched, so
+    fewer, larger commits are what keeps a large initial fetch fast. A crash loses the pages
+    held in memory (they are fetched again from the committed checkpoint); an error from the
+    store first commits what was fetched before it.
+    """
     store = source.store
     cp_name = checkpoint_name(store, "contacts")
     stats = ObserveStats()
+    held: list[Page] = []
     resume = await log.checkpoint(cp_name)
     scanned = False  # did the last page belong to a full scan?
-    async for page in source.observe_contacts(resume, bound):
-        scanned = page.full_scan
-        if scanned:
-            await record_seen(log, store, [r.store_id for r in page.contacts])
-        records = _latest(page.contacts)
-        states = await load_contacts(log.connection, store, (r.store_id for r in records))
-        events = _bookkeeping(
-            store,
-            run_id,
-            f"contacts:{stats.pages}",
-            page.request,
-            len(page.contacts),
-            page.content_hash,
-            cp_name,
-            page.resume,
-        )
-        events += _rejections(store, page.rejected)
-        for rec in records:
-            st = states.get(rec.store_id)
-            events += diff_contact(
-                store, st.record() if st else None, st.position if st else 0, rec
-            )
-        result = await log.append(events, checkpoints={cp_name: page.resume})
-        await projector.catch_up(result.new)
-        stats.pages += 1
-        stats.items += len(page.contacts)
-        stats.rejected += len(page.rejected)
-        stats.events += len(result.new) - 2
-        _log.info(
-            "sync.page_observed",
-            store=store,
-            request=page.request,
-            items=len(page.contacts),
-            new_events=len(result.new),
-            rejected=len(page.rejected),
-        )
-        if progress is not None:
-            progress.update(f"{store} contacts", len(page.contacts))
-        if stop is not None and stop.is_set():
-            stats.interrupted = True  # the page in hand is committed; the rest waits
-            break
+    pages = source.observe_contacts(resume, bound)
+    try:
+        async for page in pages:
+            held.append(page)
+            scanned = page.full_scan
+            if progress is not None:
+                progress.update(f"{store} contacts", len(page.contacts))
+            if stop is not None and stop.is_set():
+                stats.interrupted = True  # the pages in hand are committed; the rest waits
+                break
+            if sum(len(p.contacts) for p in held) >= OBSERVE_BATCH:
+                await _append_pages(log, store, run_id, cp_name, held, stats)
+                held = []
+    except Exception:
+        if held:  # keep what was fetched before the store failed (e.g. its quota ran out)
+            await _append_pages(log, store, run_id, cp_name, held, stats)
+        raise
+    if held:
+        await _append_pages(log, store, run_id, cp_name, held, stats)
     if scanned and not stats.interrupted:
         gone = await scan_deletions(log, store)
         if gone:
@@ -177,6 +161,48 @@ async def observe_contacts(
             _log.info("sync.deletions_found_by_scan", store=store, contacts=len(gone))
         await clear_seen(log, store)
     return stats
+
+
+async def _append_pages(
+    log: EventLog, store: Store, run_id: str, cp_name: str, pages: list[Page], stats: ObserveStats
+) -> None:
+    """Diff the pages' records against the projection and append them with the checkpoint of
+    the last page; the ids of full-scan pages are noted in the same transaction."""
+    records = _latest([r for p in pages for r in p.contacts])
+    states = await load_contacts(log.connection, store, (r.store_id for r in records))
+    events: list[NewEvent] = []
+    for page in pages:
+        page_no = f"contacts:{stats.pages}"
+        events += _bookkeeping(
+            store, run_id, page_no, page.request, len(page.contacts), page.content_hash
+        )
+        stats.pages += 1
+        stats.items += len(page.contacts)
+        stats.rejected += len(page.rejected)
+        _log.info(
+            "sync.page_observed",
+            store=store,
+            request=page.request,
+            items=len(page.contacts),
+            rejected=len(page.rejected),
+        )
+    resume = pages[-1].resume
+    events.append(_checkpoint_event(store, run_id, f"contacts:{stats.pages - 1}", cp_name, resume))
+    bookkeeping = {e.id for e in events}
+    for page in pages:
+        events += _rejections(store, page.rejected)
+    for rec in records:
+        st = states.get(rec.store_id)
+        events += diff_contact(store, st.record() if st else None, st.position if st else 0, rec)
+    scan = [p for p in pages if p.full_scan]
+    seen = [r.store_id for p in scan for r in p.contacts]
+
+    async def note_seen(conn: aiosqlite.Connection) -> None:
+        if scan:  # even an empty listing: it is what the scan's end compares against
+            await record_seen(conn, store, seen)
+
+    result = await log.append(events, checkpoints={cp_name: resume}, within=note_seen)
+    stats.events += sum(1 for i in result.new_ids if i not in bookkeeping)
 
 
 async def observe_lists(
@@ -189,17 +215,10 @@ async def observe_lists(
     )
     known = {sid: (pos, decode_list(blob)) for sid, pos, blob in rows}
     body = msgspec.json.encode(sorted(lists, key=lambda x: x.store_id))
+    # Lists have no checkpoint: they are read in full each cycle.
     events = _bookkeeping(
-        store,
-        run_id,
-        "lists",
-        request,
-        len(lists),
-        hashlib.sha256(body).hexdigest(),
-        checkpoint_name(store, "lists"),
-        "",
+        store, run_id, "lists", request, len(lists), hashlib.sha256(body).hexdigest()
     )
-    events = events[:1]  # lists have no checkpoint: they are read in full each cycle
     for lst in lists:
         pos, old = known.get(lst.store_id, (0, None))
         events += diff_list(store, old, pos, lst)
@@ -222,16 +241,11 @@ async def observe_tracking(
     stats = ObserveStats()
     resume = await log.checkpoint(cp_name)
     async for page in source.observe_tracking(resume, bound):
+        page_no = f"tracking:{stats.pages}"
         events = _bookkeeping(
-            store,
-            run_id,
-            f"tracking:{stats.pages}",
-            page.request,
-            len(page.activities),
-            page.content_hash,
-            cp_name,
-            page.resume,
+            store, run_id, page_no, page.request, len(page.activities), page.content_hash
         )
+        events.append(_checkpoint_event(store, run_id, page_no, cp_name, page.resume))
         events += _rejections(store, page.rejected)
         for a in page.activities:
             ev = TrackingRecorded(

@@ -112,9 +112,12 @@ class Outbox:
                 out[cid] = (status, attempts, at)
         return out
 
+    # ``+status``: never let the planner pick the status index for these queries (most
+    # commands are 'applied' until observation confirms them, so it selects nothing, and a
+    # scan of it per chunk of emails cost seconds per 100,000 commands).
     _BASE: Final = (
         "SELECT command_id, command, status, attempts, outcome_at FROM p_commands c "
-        "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
+        "WHERE +status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
     )
 
     async def unsettled(self, now: datetime, emails: Iterable[str]) -> list[Unsettled]:
@@ -141,7 +144,10 @@ class Outbox:
         command id order after ``after``; returns them and the next ``after`` (None: done)."""
         rows = list(
             await self.log.connection.execute_fetchall(
-                self._BASE + "AND command_id > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
+                "SELECT command_id, command, status, attempts, outcome_at "
+                "FROM p_commands c INDEXED BY p_commands_open "
+                "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
+                "AND command_id > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
                 "WHERE p.email = c.email AND p.position > ?) ORDER BY command_id LIMIT ?",
                 (after, untouched_since, _CHUNK),
             )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Final
 
 import aiosqlite
+import structlog
 
 from engine.errors import FatalError
 from engine.log import EventLog, Recorded
@@ -19,45 +20,64 @@ from projections.schema import TABLES
 __all__ = ["Projector", "compare_projections", "rebuild"]
 
 _BATCH: Final = 5000
+_log: Final = structlog.get_logger("ccsync.projections")
 
 
 class Projector:
-    """Folds new log events into the projection tables that live in the log's own file."""
+    """Folds new log events into the projection tables that live in the log's own file.
+
+    Once started it folds every append inside the append's own transaction (the projections
+    and their checkpoint commit with the events, so they are never behind the log); catch_up
+    folds whatever came before, or was appended by another EventLog on the same file.
+    """
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self._lock = asyncio.Lock()
+        self._inline = False
 
     async def start(self) -> None:
         async with self.log.transaction() as tx:
-            await ensure_schema(tx.conn)
+            dropped = await ensure_schema(tx.conn)
+        if dropped:
+            _log.warning("projections.rebuilding", reason="their layout changed in this build")
         await self.catch_up()
+        if not self._inline:
+            self.log.add_consumer(self._fold_appended)
+            self._inline = True
 
     async def position(self) -> int:
         return await projected_position(self.log.connection)
 
+    async def _fold_appended(
+        self, conn: aiosqlite.Connection, appended: Sequence[Recorded]
+    ) -> None:
+        # Inside the append's transaction. Behind (the appended events do not follow the
+        # checkpoint): leave them to catch_up, which reads the log in order.
+        if appended[0].position == await projected_position(conn) + 1:
+            await apply_batch(conn, appended)
+
     async def catch_up(self, appended: Sequence[Recorded] = ()) -> int:
         """Project every event after the checkpoint; returns the new projected position.
 
-        ``appended``: the events an append just wrote. When they follow the checkpoint
-        directly they are folded as they are, saving the read-back and decode; otherwise (a
-        concurrent append came between) everything is read from the log as usual.
+        ``appended`` (the events an append just wrote) is accepted for callers that project
+        explicitly; once started, appends are folded in their own transaction and there is
+        usually nothing left to do here.
         """
+        del appended
         async with self._lock:
             pos = await self.position()
-            if appended and appended[0].position == pos + 1:
-                for i in range(0, len(appended), _BATCH):
-                    chunk = appended[i : i + _BATCH]
-                    async with self.log.transaction() as tx:
-                        await apply_batch(tx.conn, chunk)
-                    pos = chunk[-1].position
+            if pos >= (await self.log.head()).position:
+                return pos  # the usual case: every append was folded as it was written
             while True:
-                batch: list[Recorded] = [r async for r in self.log.read(pos + 1, pos + 1 + _BATCH)]
-                if not batch:
-                    return pos
                 async with self.log.transaction() as tx:
+                    # Read the checkpoint inside the transaction: an append folded meanwhile
+                    # has moved it, and nothing may be folded twice.
+                    pos = await projected_position(tx.conn)
+                    batch = [r async for r in self.log.read(pos + 1, pos + 1 + _BATCH)]
+                    if not batch:
+                        return pos
                     await apply_batch(tx.conn, batch)
-                pos = batch[-1].position
 
 
 async def rebuild(

@@ -37,7 +37,7 @@ from engine.events import (
 from engine.log import Recorded, format_ts
 from engine.model import ListRecord
 from projections.contacts import CONTACT_EVENTS, ContactState, evolve_contact
-from projections.schema import CHECKPOINT, PROJECTION_SCHEMA
+from projections.schema import CHECKPOINT, PROJECTION_SCHEMA, VERSION
 
 __all__ = [
     "apply_batch",
@@ -54,11 +54,35 @@ _list_dec: Final = msgspec.msgpack.Decoder(ListRecord)
 _json: Final = msgspec.json.Encoder()
 
 
-async def ensure_schema(conn: aiosqlite.Connection) -> None:
+async def ensure_schema(conn: aiosqlite.Connection) -> bool:
+    """Create the projection tables; returns True when an older layout was dropped (the
+    projections then rebuild from position 0)."""
+    dropped = False
+    existing = {
+        r[0]
+        for r in await conn.execute_fetchall(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'p\\_%' ESCAPE '\\'"
+        )
+    }
+    if existing:
+        version = None
+        if "p_meta" in existing:
+            rows = list(
+                await conn.execute_fetchall("SELECT value FROM p_meta WHERE key = 'version'")
+            )
+            version = rows[0][0] if rows else None
+        if version != VERSION:
+            for table in sorted(existing):
+                await conn.execute(f"DROP TABLE {table}")
+            dropped = True
     # Statement by statement: executescript() would COMMIT the caller's transaction.
     for statement in PROJECTION_SCHEMA.split(";"):
         if statement.strip():
             await conn.execute(statement)
+    await conn.execute(
+        "INSERT OR IGNORE INTO p_meta (key, value) VALUES ('version', ?)", (VERSION,)
+    )
+    return dropped
 
 
 async def projected_position(conn: aiosqlite.Connection) -> int:

@@ -6,19 +6,31 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES"]
+__all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "VERSION"]
 
 CHECKPOINT: Final = "projections"
+# The layout of the tables below. A file whose projections have another layout has them
+# dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
+VERSION: Final = "2"
 
+# The big, hot tables (contacts, commands, tracking) are rowid tables: rows are stored in the
+# order they are first written, which for a sync is the order they are projected, so a batch
+# writes a few neighbouring pages; their random keys (store ids, command ids) live only in a
+# narrow unique index. Keyed by those ids (WITHOUT ROWID), every batch of a large sync dirtied
+# pages all over a table many times the page cache, and commits spent seconds rewriting them.
 PROJECTION_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS p_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS p_contacts (
     store    TEXT NOT NULL,
     store_id TEXT NOT NULL,
     email    TEXT NOT NULL,
     position INTEGER NOT NULL,
     state    BLOB NOT NULL,
-    PRIMARY KEY (store, store_id)
-) WITHOUT ROWID;
+    UNIQUE (store, store_id)
+);
 CREATE INDEX IF NOT EXISTS p_contacts_email ON p_contacts (email);
 CREATE INDEX IF NOT EXISTS p_contacts_position ON p_contacts (position);
 CREATE TABLE IF NOT EXISTS p_lists (
@@ -51,8 +63,8 @@ CREATE TABLE IF NOT EXISTS p_tracking (
     email       TEXT NOT NULL,
     position    INTEGER NOT NULL,
     activity    BLOB NOT NULL,
-    PRIMARY KEY (store, contact_id, campaign_activity_id, kind, created_time)
-) WITHOUT ROWID;
+    UNIQUE (store, contact_id, campaign_activity_id, kind, created_time)
+);
 CREATE INDEX IF NOT EXISTS p_tracking_position ON p_tracking (position);
 CREATE INDEX IF NOT EXISTS p_tracking_email ON p_tracking (email, kind);
 CREATE TABLE IF NOT EXISTS p_links (
@@ -62,7 +74,7 @@ CREATE TABLE IF NOT EXISTS p_links (
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS p_commands (
-    command_id  TEXT PRIMARY KEY,
+    command_id  TEXT NOT NULL UNIQUE,
     target      TEXT NOT NULL,
     kind        TEXT NOT NULL,
     email       TEXT NOT NULL,
@@ -76,9 +88,13 @@ CREATE TABLE IF NOT EXISTS p_commands (
     error       TEXT,
     retriable   INTEGER,
     confirmed_at TEXT
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS p_commands_status ON p_commands (status);
 CREATE INDEX IF NOT EXISTS p_commands_email ON p_commands (email);
+-- The commands not yet settled, in id order: what the cycle's orphan sweep walks, so that it
+-- costs what is open, not every command ever issued.
+CREATE INDEX IF NOT EXISTS p_commands_open ON p_commands (command_id)
+    WHERE status IN ('issued', 'failed', 'applied');
 CREATE TABLE IF NOT EXISTS p_decisions (
     position INTEGER PRIMARY KEY,
     store_key TEXT NOT NULL,
