@@ -12,6 +12,7 @@ carries the database's error) and the rest succeed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -49,10 +50,20 @@ class Writer:
         """One Outcome per command, in order."""
         out: list[Outcome] = []
         size = self._cfg.write_batch
-        for start in range(0, len(commands), size):
-            chunk = commands[start : start + size]
+        chunks = [commands[start : start + size] for start in range(0, len(commands), size)]
+        ids = [command_id(cmd) for cmd in chunks[0]] if chunks else []
+        for n, chunk in enumerate(chunks):
+            task = asyncio.ensure_future(self._in_tx(chunk, ids))
             try:
-                out += await self._in_tx(chunk)
+                # The next batch's command ids (a hash each) are computed while the database
+                # works on this batch.
+                ids = await _ids_alongside(chunks[n + 1] if n + 1 < len(chunks) else (), task)
+            except BaseException:
+                task.cancel()
+                await asyncio.wait([task])
+                raise
+            try:
+                out += await task
             except RetriableError as exc:
                 out += [fail(cmd, str(exc), retriable=True) for cmd in chunk]
             except FatalError as exc:
@@ -61,22 +72,33 @@ class Writer:
                     continue
                 for cmd in chunk:  # isolate the bad record: one transaction each
                     try:
-                        out += await self._in_tx([cmd])
+                        out += await self._in_tx([cmd], [command_id(cmd)])
                     except RetriableError as one:
                         out.append(fail(cmd, str(one), retriable=True))
                     except FatalError as one:
                         out.append(fail(cmd, str(one)))
         return out
 
-    async def _in_tx(self, cmds: Sequence[Command]) -> list[Outcome]:
+    async def _in_tx(self, cmds: Sequence[Command], ids: Sequence[str]) -> list[Outcome]:
         async with self._d.transaction(mark_writer=True):
-            return await _Batch(self._cfg, self._d, self._rows, cmds).run()
+            return await _Batch(self._cfg, self._d, self._rows, cmds).run(ids)
+
+
+async def _ids_alongside(cmds: Sequence[Command], busy: asyncio.Future[Any]) -> list[str]:
+    """``command_id`` of each command, in slices, letting ``busy`` go on between them."""
+    ids: list[str] = []
+    for start in range(0, len(cmds), 250):
+        ids += [command_id(cmd) for cmd in cmds[start : start + 250]]
+        if not busy.done():
+            await asyncio.sleep(0)
+    return ids
 
 
 class _Batch(Batch):
     """A batch with all its phases (see the module docstring for their order)."""
 
-    async def run(self) -> list[Outcome]:
+    async def run(self, ids: Sequence[str]) -> list[Outcome]:
+        """The batch's outcomes; ``ids`` are the commands' ids, in order."""
         phases: list[tuple[type, Any]] = [
             (UpsertContact, self._upserts),
             (Unsubscribe, self._unsubscribes),
@@ -96,16 +118,12 @@ class _Batch(Batch):
                 await self._resolve(idx, trust_keys=kind is UpsertContact)
                 await handler(idx)
         await self._touch_updated_at()
+        keys, details = self.keys, self.details
         return [
             o
             if o is not None
-            else Outcome(
-                command_id=command_id(cmd),
-                ok=True,
-                store_id=self.keys.get(i),
-                detail=self.details.get(i),
-            )
-            for i, (o, cmd) in enumerate(zip(self.outcomes, self.cmds, strict=True))
+            else Outcome(command_id=cid, ok=True, store_id=keys.get(i), detail=details.get(i))
+            for i, (o, cid) in enumerate(zip(self.outcomes, ids, strict=True))
         ]
 
     async def _touch_updated_at(self) -> None:
@@ -115,13 +133,21 @@ class _Batch(Batch):
         column = self.c.updated_at
         if column is None:
             return
+        # Upserts stamped the column in their own write (``_upserts``); an upsert that found
+        # the row already holding its values leaves it, updated-at included, untouched.
+        stamped = self.stamped
         keys = sorted(
             {
                 self.keys[i]
                 for i, cmd in enumerate(self.cmds)
-                if i in self.keys and self.outcomes[i] is None and type(cmd) is not RecordTracking
+                if i in self.keys
+                and self.outcomes[i] is None
+                and i not in stamped
+                and type(cmd) is not RecordTracking
             }
         )
+        if not keys:
+            return
         now = self.d.time_param(datetime.now(UTC))
         table, key = quote(self.c.table), quote(self.c.key)
         for start in range(0, len(keys), 500):
@@ -133,52 +159,71 @@ class _Batch(Batch):
             )
 
     async def _upserts(self, idx: Sequence[int]) -> None:
+        # The hot path of a sync into the app: per command only dict and tuple work.
         c = self.c
+        mapped = c.fields
+        email_col = c.email
+        keys = self.keys
+        cmds = self.cmds
+        stamp_col = c.updated_at
+        stamp = (stamp_col, self.d.time_param(self.now)) if stamp_col else None
+        stamped = self.stamped
         updates: dict[tuple[str, ...], list[Row]] = {}
         creates: dict[str, tuple[list[int], dict[str, Any]]] = {}
         for i in self._pending(idx):
-            cmd = self.cmds[i]
-            assert isinstance(cmd, UpsertContact)
-            mapped = c.fields
-            if mapped.keys() >= cmd.fields.keys():
-                values: dict[str, Any] = {mapped[f]: v for f, v in cmd.fields.items()}
-            else:
-                unmapped = sorted(f for f in cmd.fields if f not in mapped)
+            cmd = cmds[i]
+            assert type(cmd) is UpsertContact
+            fields = cmd.fields
+            try:
+                values: dict[str, Any] = {mapped[f]: v for f, v in fields.items()}
+            except KeyError:
+                unmapped = sorted(f for f in fields if f not in mapped)
                 self.details[i] = f"not mapped in the app, left alone: {', '.join(unmapped)}"
-                values = {mapped[f]: v for f, v in cmd.fields.items() if f in mapped}
+                values = {mapped[f]: v for f, v in fields.items() if f in mapped}
             if cmd.new_email is not None:
                 new = normalise_email(cmd.new_email)
                 if not is_valid_email(new):
                     self._failed(i, f"new_email: invalid email address {cmd.new_email!r}")
                     continue
-                values[c.email] = new
-            if i in self.keys:
+                values[email_col] = new
+            key = keys.get(i)
+            if key is not None:
                 if values:
                     # Grouped by column list as given: commands built alike share one statement.
-                    updates.setdefault(tuple(values), []).append((self.keys[i], *values.values()))
+                    group = updates.get(cols := tuple(values))
+                    if group is None:
+                        group = updates[cols] = []
+                    group.append((key, *values.values()))
+                    if not cmd.lists:
+                        stamped.add(i)
                 if cmd.new_email is not None:
                     self.by_email.pop(cmd.email, None)
-                    self.by_email[normalise_email(cmd.new_email)] = self.keys[i]
+                    self.by_email[normalise_email(cmd.new_email)] = key
             elif cmd.store_id:
                 self._failed(i, self._missing(i))
             elif not is_valid_email(cmd.email):
                 self._failed(i, f"email: invalid email address {cmd.email!r}")
             else:
-                values[c.email] = values.pop(c.email, cmd.email)
-                merged = creates.setdefault(values[c.email], ([], {}))
+                values[email_col] = values.pop(email_col, cmd.email)
+                if stamp is not None:
+                    values[stamp[0]] = stamp[1]
+                    if not cmd.lists:
+                        stamped.add(i)
+                merged = creates.setdefault(values[email_col], ([], {}))
                 merged[0].append(i)
                 merged[1].update(values)  # a later command for the same new contact wins
         updated = expected = 0
         for cols, rows in updates.items():
             unique = list({row[0]: row for row in rows}.values())  # the last command wins
             expected += len(unique)
-            updated += await self.d.update_rows(c.table, c.key, cols, unique)
+            updated += await self.d.update_rows(c.table, c.key, cols, unique, stamp)
         if updated != expected:  # rows already equal, or keys not (or no longer) in the table
-            wanted = [i for i in idx if i in self.keys and self.outcomes[i] is None]
-            found = await self._existing([self.keys[i] for i in wanted])
+            wanted = [i for i in idx if i in keys and self.outcomes[i] is None]
+            found = await self._existing([keys[i] for i in wanted])
             for i in wanted:
-                if self.keys[i] not in found:
-                    del self.keys[i]
+                if keys[i] not in found:
+                    del keys[i]
+                    stamped.discard(i)
                     self._failed(i, self._missing(i))
         by_cols: dict[tuple[str, ...], list[tuple[list[int], dict[str, Any]]]] = {}
         for entry in creates.values():
@@ -191,7 +236,7 @@ class _Batch(Batch):
                 self.by_email[normalise_email(str(email))] = as_text(key) or ""
             for members, values in entries:
                 for i in members:
-                    self.keys[i] = self.by_email[normalise_email(values[c.email])]
+                    keys[i] = self.by_email[normalise_email(values[email_col])]
         joins = [
             (self.keys[i], lst)
             for i in self._pending(idx)

@@ -42,6 +42,7 @@ class Batch:
         self.outcomes: list[Outcome | None] = [None] * len(cmds)
         self.details: dict[int, str] = {}
         self.keys: dict[int, str] = {}  # command index -> resolved app key
+        self.stamped: set[int] = set()  # commands whose own write set the updated-at column
         self.by_email: dict[str, str] = {}  # normalised email -> key (live rows, this batch)
         self.now = datetime.now(UTC)
 

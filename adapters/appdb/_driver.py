@@ -99,11 +99,17 @@ class Driver(Protocol):
         ...
 
     async def update_rows(
-        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
+        self,
+        table: str,
+        key: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        stamp: tuple[str, Any] | None = None,
     ) -> int:
         """``UPDATE table SET columns WHERE key = ?`` for each row ``(key, *values)``, skipping
         rows that already hold the values; the number of rows changed. Keys must be distinct
-        (callers keep the last of each)."""
+        (callers keep the last of each). ``stamp`` (column, value): also set that column on
+        the rows changed (the updated-at column, in the same write)."""
         ...
 
     async def insert_rows(

@@ -144,10 +144,19 @@ class SqliteDriver:
         return sqlite_time(ts)
 
     async def update_rows(
-        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Row]
+        self,
+        table: str,
+        key: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        stamp: tuple[str, Any] | None = None,
     ) -> int:
         # Numbered parameters take each row as it comes, (key, *values), without re-packing.
         sets = ", ".join(f"{quote(c)} = ?{i + 2}" for i, c in enumerate(columns))
+        if stamp is not None:
+            # A constant: inlined as a literal (SQLite's text time; quotes doubled).
+            text = str(stamp[1]).replace("'", "''")
+            sets += f", {quote(stamp[0])} = '{text}'"
         # Rows already holding these values are left alone: no write, no change-table row.
         differs = " OR ".join(f"{quote(c)} IS NOT ?{i + 2}" for i, c in enumerate(columns))
         sql = f"UPDATE {quote(table)} SET {sets} WHERE {quote(key)} = ?1 AND ({differs})"
