@@ -12,7 +12,6 @@ carries the database's error) and the rest succeed.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -50,20 +49,10 @@ class Writer:
         """One Outcome per command, in order."""
         out: list[Outcome] = []
         size = self._cfg.write_batch
-        chunks = [commands[start : start + size] for start in range(0, len(commands), size)]
-        ids = [command_id(cmd) for cmd in chunks[0]] if chunks else []
-        for n, chunk in enumerate(chunks):
-            task = asyncio.ensure_future(self._in_tx(chunk, ids))
+        for start in range(0, len(commands), size):
+            chunk = commands[start : start + size]
             try:
-                # The next batch's command ids (a hash each) are computed while the database
-                # works on this batch.
-                ids = await _ids_alongside(chunks[n + 1] if n + 1 < len(chunks) else (), task)
-            except BaseException:
-                task.cancel()
-                await asyncio.wait([task])
-                raise
-            try:
-                out += await task
+                out += await self._in_tx(chunk)
             except RetriableError as exc:
                 out += [fail(cmd, str(exc), retriable=True) for cmd in chunk]
             except FatalError as exc:
@@ -72,33 +61,22 @@ class Writer:
                     continue
                 for cmd in chunk:  # isolate the bad record: one transaction each
                     try:
-                        out += await self._in_tx([cmd], [command_id(cmd)])
+                        out += await self._in_tx([cmd])
                     except RetriableError as one:
                         out.append(fail(cmd, str(one), retriable=True))
                     except FatalError as one:
                         out.append(fail(cmd, str(one)))
         return out
 
-    async def _in_tx(self, cmds: Sequence[Command], ids: Sequence[str]) -> list[Outcome]:
+    async def _in_tx(self, cmds: Sequence[Command]) -> list[Outcome]:
         async with self._d.transaction(mark_writer=True):
-            return await _Batch(self._cfg, self._d, self._rows, cmds).run(ids)
-
-
-async def _ids_alongside(cmds: Sequence[Command], busy: asyncio.Future[Any]) -> list[str]:
-    """``command_id`` of each command, in slices, letting ``busy`` go on between them."""
-    ids: list[str] = []
-    for start in range(0, len(cmds), 250):
-        ids += [command_id(cmd) for cmd in cmds[start : start + 250]]
-        if not busy.done():
-            await asyncio.sleep(0)
-    return ids
+            return await _Batch(self._cfg, self._d, self._rows, cmds).run()
 
 
 class _Batch(Batch):
     """A batch with all its phases (see the module docstring for their order)."""
 
-    async def run(self, ids: Sequence[str]) -> list[Outcome]:
-        """The batch's outcomes; ``ids`` are the commands' ids, in order."""
+    async def run(self) -> list[Outcome]:
         phases: list[tuple[type, Any]] = [
             (UpsertContact, self._upserts),
             (Unsubscribe, self._unsubscribes),
@@ -122,8 +100,10 @@ class _Batch(Batch):
         return [
             o
             if o is not None
-            else Outcome(command_id=cid, ok=True, store_id=keys.get(i), detail=details.get(i))
-            for i, (o, cid) in enumerate(zip(self.outcomes, ids, strict=True))
+            else Outcome(
+                command_id=command_id(cmd), ok=True, store_id=keys.get(i), detail=details.get(i)
+            )
+            for i, (o, cmd) in enumerate(zip(self.outcomes, self.cmds, strict=True))
         ]
 
     async def _touch_updated_at(self) -> None:
@@ -158,18 +138,22 @@ class _Batch(Batch):
                 (now, *(self.d.key_param(self.c.table, self.c.key, k) for k in part)),
             )
 
-    async def _upserts(self, idx: Sequence[int]) -> None:
+    def _prepare_upserts(
+        self,
+        idx: Sequence[int],
+        updates: dict[tuple[str, ...], list[Row]],
+        creates: dict[str, tuple[list[int], dict[str, Any]]],
+        stamp: tuple[str, Any] | None,
+    ) -> None:
+        """Updates of known rows into ``updates`` (by column list), new contacts into
+        ``creates`` (by email)."""
         # The hot path of a sync into the app: per command only dict and tuple work.
         c = self.c
         mapped = c.fields
         email_col = c.email
         keys = self.keys
         cmds = self.cmds
-        stamp_col = c.updated_at
-        stamp = (stamp_col, self.d.time_param(self.now)) if stamp_col else None
         stamped = self.stamped
-        updates: dict[tuple[str, ...], list[Row]] = {}
-        creates: dict[str, tuple[list[int], dict[str, Any]]] = {}
         for i in self._pending(idx):
             cmd = cmds[i]
             assert type(cmd) is UpsertContact
@@ -212,11 +196,24 @@ class _Batch(Batch):
                 merged = creates.setdefault(values[email_col], ([], {}))
                 merged[0].append(i)
                 merged[1].update(values)  # a later command for the same new contact wins
+
+    async def _upserts(self, idx: Sequence[int]) -> None:
+        c = self.c
+        email_col = c.email
+        keys = self.keys
+        stamped = self.stamped
+        # Upserts set the updated-at column in their own write (see ``_touch_updated_at``).
+        stamp = (c.updated_at, self.d.time_param(self.now)) if c.updated_at else None
+        creates: dict[str, tuple[list[int], dict[str, Any]]] = {}
+        updates: dict[tuple[str, ...], list[Row]] = {}
+        self._prepare_upserts(idx, updates, creates, stamp)
         updated = expected = 0
-        for cols, rows in updates.items():
-            unique = list({row[0]: row for row in rows}.values())  # the last command wins
-            expected += len(unique)
-            updated += await self.d.update_rows(c.table, c.key, cols, unique, stamp)
+        if updates:
+            async with self.d.keyed(c.table, c.key):
+                for cols, rows in updates.items():
+                    unique = list({row[0]: row for row in rows}.values())  # the last one wins
+                    expected += len(unique)
+                    updated += await self.d.update_rows(c.table, c.key, cols, unique, stamp)
         if updated != expected:  # rows already equal, or keys not (or no longer) in the table
             wanted = [i for i in idx if i in keys and self.outcomes[i] is None]
             found = await self._existing([keys[i] for i in wanted])

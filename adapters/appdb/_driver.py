@@ -112,6 +112,11 @@ class Driver(Protocol):
         the rows changed (the updated-at column, in the same write)."""
         ...
 
+    def keyed(self, table: str, key: str) -> AbstractAsyncContextManager[None]:
+        """Within: ``update_rows`` on ``table`` keyed on ``key`` joins through the key's index
+        (PostgreSQL would otherwise hash the whole table for every batch)."""
+        ...
+
     async def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
     ) -> list[Row]:

@@ -227,17 +227,21 @@ class PostgresDriver:
             f"UPDATE {quote(table)} AS t SET {sets} FROM {src} "
             f"WHERE t.{quote(key)} = {casts[0]} AND ({differs})"
         )
+        return int((await self._status(sql, params)).rsplit(" ", 1)[-1])
+
+    @asynccontextmanager
+    async def keyed(self, table: str, key: str) -> AsyncIterator[None]:
         if key not in self._indexed.get(table, ()):
-            return int((await self._status(sql, params)).rsplit(" ", 1)[-1])
+            yield
+            return
         # A batch is small beside the table, and the key is indexed: one index probe per row.
         # The planner prefers hashing the whole table for every batch (it prices a probe as a
         # random read from disk), which made the join cost as much as the writes. Scoped to
-        # this one statement: the other statements of the transaction plan as usual.
-        # (On an error the transaction is rolled back, and the settings with it.)
+        # the block: the other statements of the transaction plan as usual. (On an error the
+        # transaction is rolled back, and the settings with it.)
         await self._status("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", ())
-        status = await self._status(sql, params)
+        yield
         await self._status("RESET enable_hashjoin; RESET enable_mergejoin", ())
-        return int(status.rsplit(" ", 1)[-1])
 
     async def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
