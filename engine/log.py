@@ -63,6 +63,7 @@ Consumer = Callable[[aiosqlite.Connection, Sequence[Recorded]], Awaitable[None]]
 _INSERT: Final = f"INSERT INTO events ({ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)"
 WAL_CHECKPOINT_PAGES: Final = 10_000
 WRITER_CACHE_KIB: Final = 32 * 1024
+STATEMENTS: Final = 24
 _MAX_VARS: Final = 900  # under SQLite's oldest host-parameter limit (999)
 
 
@@ -150,7 +151,10 @@ class EventLog(LogReads):
         p = Path(path)
         lock = prepare_log_file(p, writer)
         try:
-            conn = await aiosqlite.connect(p, isolation_level=None)
+            # A small statement cache: the lookups by id lists compile one statement per list
+            # length, and at the default of 128 cached statements (several hundred KB each
+            # with 900 parameters) they held more memory than the page cache.
+            conn = await aiosqlite.connect(p, isolation_level=None, cached_statements=STATEMENTS)
         except sqlite3.Error as exc:
             if lock:
                 lock.release()

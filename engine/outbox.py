@@ -137,22 +137,23 @@ class Outbox:
         return _unsettled(rows, now)
 
     async def orphans(
-        self, now: datetime, untouched_since: int, after: str
-    ) -> tuple[list[Unsettled], str | None]:
+        self, now: datetime, untouched_since: int, after: int
+    ) -> tuple[list[Unsettled], int | None]:
         """Unsettled commands whose email no contact touched after ``untouched_since`` holds
-        (the touched ones having been handled with their contacts), a page at a time in
-        command id order after ``after``; returns them and the next ``after`` (None: done)."""
+        (the touched ones having been handled with their contacts), a page at a time in the
+        order they were issued after position ``after``; returns them and the next ``after``
+        (None: done)."""
         rows = list(
             await self.log.connection.execute_fetchall(
-                "SELECT command_id, command, status, attempts, outcome_at "
+                "SELECT command_id, command, status, attempts, outcome_at, issued_position "
                 "FROM p_commands c INDEXED BY p_commands_open "
                 "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
-                "AND command_id > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
-                "WHERE p.email = c.email AND p.position > ?) ORDER BY command_id LIMIT ?",
+                "AND issued_position > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
+                "WHERE p.email = c.email AND p.position > ?) ORDER BY issued_position LIMIT ?",
                 (after, untouched_since, _CHUNK),
             )
         )
-        return _unsettled(rows, now), (str(rows[-1][0]) if rows else None)
+        return _unsettled([r[:5] for r in rows], now), (int(rows[-1][5]) if rows else None)
 
     async def failed_tracking(self, now: datetime) -> list[Command]:
         """Tracking records that failed and are due again (they are data: resent as they are)."""

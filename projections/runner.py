@@ -188,8 +188,11 @@ async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> N
     perms: list[tuple[object, ...]] = []
     tracking: list[tuple[object, ...]] = []
     w = _Writes()
+    stamp, at = None, ""
     for r in batch:
-        ev, pos, at = r.event, r.position, format_ts(r.recorded_at)
+        ev, pos = r.event, r.position
+        if r.recorded_at is not stamp:  # the events of one append share their time
+            stamp, at = r.recorded_at, format_ts(r.recorded_at)
         match ev:
             case ContactObserved(contact=c) if c.permission.status != "not_set":
                 p = c.permission

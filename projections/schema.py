@@ -11,7 +11,7 @@ __all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "VERSION"]
 CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
-VERSION: Final = "2"
+VERSION: Final = "3"
 
 # The big, hot tables (contacts, commands, tracking) are rowid tables: rows are stored in the
 # order they are first written, which for a sync is the order they are projected, so a batch
@@ -91,9 +91,10 @@ CREATE TABLE IF NOT EXISTS p_commands (
 );
 CREATE INDEX IF NOT EXISTS p_commands_status ON p_commands (status);
 CREATE INDEX IF NOT EXISTS p_commands_email ON p_commands (email);
--- The commands not yet settled, in id order: what the cycle's orphan sweep walks, so that it
--- costs what is open, not every command ever issued.
-CREATE INDEX IF NOT EXISTS p_commands_open ON p_commands (command_id)
+-- The commands not yet settled, in the order they were issued: what the cycle's orphan sweep
+-- walks, so that it costs what is open, not every command ever issued (and, keyed by position,
+-- each batch of commands lands at the end of the index rather than all over it).
+CREATE INDEX IF NOT EXISTS p_commands_open ON p_commands (issued_position)
     WHERE status IN ('issued', 'failed', 'applied');
 CREATE TABLE IF NOT EXISTS p_decisions (
     position INTEGER PRIMARY KEY,
