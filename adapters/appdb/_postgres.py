@@ -181,7 +181,11 @@ class PostgresDriver:
         params: list[Any] = []
         args: list[str] = []
         for col in zip(*rows, strict=True):
-            texts = [v if type(v) is str else _NULL if v is None else as_text(v) for v in col]
+            first = col[0]
+            if type(first) is not str and first is not None and col.count(first) == len(col):
+                texts = [as_text(first)] * len(col)  # one value for all (the updated-at stamp)
+            else:
+                texts = [v if type(v) is str else _NULL if v is None else as_text(v) for v in col]
             joined = _SEP.join(texts)  # type: ignore[arg-type]
             params.append(len(params) + 1)
             # One text per column, split in the server: asyncpg encodes a text[] element by
