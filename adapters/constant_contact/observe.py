@@ -119,6 +119,10 @@ async def observe_contacts(
             token = sweeps.advance(batch.next)
             if not sweeps.done:
                 pending = fetch()
+                # A task starts at the loop's next turn: without one here, that turn came only
+                # after this page was normalised and handed over, and the server waited on us.
+                # One turn is enough for a kept-alive connection to send the request.
+                await asyncio.sleep(0)
             records, rejected = normalise.page(batch.contacts, deleted=deleted)
             if batch.undecodable:
                 rejected[:0] = batch.undecodable
