@@ -52,6 +52,10 @@ class UpsertContact(CommandBase, frozen=True, kw_only=True, tag="contact.upsert"
     fields: dict[str, str | None]
     new_email: str | None = None
     lists: tuple[str, ...] = ()  # for a new contact: the lists it joins (target store ids)
+    # For an existing contact: the lists it is on now in the target store. A store that can
+    # only write profiles in bulk through a list (Constant Contact's import names at least
+    # one) uses one of these, so the update joins the contact to nothing.
+    member_of: tuple[str, ...] = ()
 
 
 class Unsubscribe(CommandBase, frozen=True, kw_only=True, tag="contact.unsubscribe"):

@@ -196,6 +196,7 @@ def _profile(c: ContactState, a: ContactState, policy: Policy, out: Decisions) -
                     basis=dst.position,
                     fields=fields,
                     new_email=new_email.get(dst.store),
+                    member_of=tuple(sorted(dst.lists)),
                 )
             )
 

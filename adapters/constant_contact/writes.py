@@ -148,7 +148,9 @@ class CommandWriter:
             return True  # imports ignore blanks: only a PUT clears a field (reference §1.6)
         if any(f.startswith("address_") for f in cmd.fields):
             return True
-        return not cmd.lists and self._cfg.import_list_id is None
+        # An import joins every row to its lists (it must name one): an existing contact is
+        # imported through a list it is already on, and one on no list is written by PUT.
+        return not cmd.member_of
 
     async def _guard(self, cmds: Sequence[Indexed], work: Awaitable[Outcome]) -> dict[int, Outcome]:
         """Request errors become the commands' Outcomes; fatal run-level errors propagate."""
@@ -278,8 +280,14 @@ class CommandWriter:
             else {}
         )
         groups: dict[tuple[str, ...], list[tuple[int, UpsertContact, bytes]]] = defaultdict(list)
+        via = _covering_lists({i: cmd.member_of for i, cmd in items if cmd.store_id is not None})
         for i, cmd in items:
-            lists = cmd.lists or ((self._cfg.import_list_id,) if self._cfg.import_list_id else ())
+            if cmd.store_id is not None:
+                lists = (via[i],)  # a list it is on: the import joins it to nothing new
+            else:
+                lists = cmd.lists or (
+                    (self._cfg.import_list_id,) if self._cfg.import_list_id else ()
+                )
             if not lists:
                 out[i] = failed(
                     cmd,
@@ -405,3 +413,20 @@ def membership_groups(
         return per_list
     per_set = cut(by_set)
     return per_set if len(per_set) < len(per_list) else per_list
+
+
+def _covering_lists(member_of: dict[int, tuple[str, ...]]) -> dict[int, str]:
+    """For each existing contact, one list it is on, choosing few lists overall (greedy set
+    cover: the list most of the rest are on, again and again), so few imports carry them."""
+    out: dict[int, str] = {}
+    left = {i: lists for i, lists in member_of.items() if lists}
+    while left:
+        counts: dict[str, int] = defaultdict(int)
+        for lists in left.values():
+            for lid in lists:
+                counts[lid] += 1
+        best = max(counts, key=lambda lid: (counts[lid], lid))
+        for i in [i for i, lists in left.items() if best in lists]:
+            out[i] = best
+            del left[i]
+    return out

@@ -46,20 +46,41 @@ def a_list(env: Env) -> str:
 
 async def test_upsert_imports_only_the_given_fields(make_env: Any) -> None:
     env: Env = await make_env(contacts=60)
-    c = next(c for c in live(env) if c.last_name and c.job_title)
-    before = (c.last_name, c.job_title, c.permission, c.phones)
+    c = next(c for c in live(env) if c.last_name and c.job_title and c.lists)
+    before = (c.last_name, c.job_title, c.permission, c.phones, sorted(c.lists))
     cmd = UpsertContact(
         target="ctct",
         email=c.email.lower(),
         store_id=c.contact_id,
         fields={"first_name": "Imported"},
-        lists=(c.lists[0],) if c.lists else (a_list(env),),
+        member_of=tuple(sorted(c.lists)),
     )
     (out,), _ = await apply(env, [cmd])
     assert out.ok, out
     assert c.first_name == "Imported"
-    assert (c.last_name, c.job_title, c.permission, c.phones) == before
+    # Imported through a list it was already on: no other field and no membership moved.
+    assert (c.last_name, c.job_title, c.permission, c.phones, sorted(c.lists)) == before
     assert env.recorder.paths("POST") == ["/activities/contacts_json_import"]
+
+
+async def test_an_existing_contact_on_no_list_is_updated_by_put_and_joins_no_list(
+    make_env: Any,
+) -> None:
+    """An import must name a list and joins every row to it: not for a contact on none."""
+    env: Env = await make_env(contacts=60)
+    c = next(c for c in live(env) if c.last_name)
+    for lid in list(c.lists):
+        env.sim.account.remove_from_list(c.contact_id, lid)
+    before = (c.last_name, c.permission, c.phones)
+    cmd = UpsertContact(
+        target="ctct", email=c.email.lower(), store_id=c.contact_id, fields={"first_name": "Put"}
+    )
+    (out,), _ = await apply(env, [cmd])
+    assert out.ok, out
+    assert (c.first_name, c.lists) == ("Put", ())
+    assert (c.last_name, c.permission, c.phones) == before
+    assert env.recorder.paths("POST") == []
+    assert env.recorder.paths("PUT") == [f"/contacts/{c.contact_id}"]
 
 
 async def test_an_import_never_resubscribes(make_env: Any) -> None:
@@ -70,7 +91,7 @@ async def test_an_import_never_resubscribes(make_env: Any) -> None:
     lst = next(lid for lid in env.sim.account.lists if lid not in c.lists)
     cmd = UpsertContact(
         target="ctct", email=c.email.lower(), store_id=c.contact_id,
-        fields={"company_name": "NewCo"}, lists=(lst,),
+        fields={"company_name": "NewCo"}, member_of=(lst,),
     )  # fmt: skip
     (out,), _ = await apply(env, [cmd])
     assert out.ok
