@@ -73,13 +73,14 @@ class Batch:
         matches: dict[str, list[str]] = {}
         live = self.rows.live_condition()
         for part in _chunks(emails, 5000):
-            marks = ", ".join("?" * len(part))
-            where = f"lower(trim({quote(c.email)})) IN ({marks})" + (f" AND {live}" if live else "")
+            cond, params = d.text_in(f"lower(trim({quote(c.email)}))", [e.lower() for e in part])
+            where = cond + (f" AND {live}" if live else "")
+            wanted = set(part)
             for key, email in await d.fetch(
                 f"SELECT {quote(c.key)}, {quote(c.email)} FROM {quote(c.table)} WHERE {where}",
-                [e.lower() for e in part],
+                params,
             ):
-                if isinstance(email, str) and normalise_email(email) in part:
+                if isinstance(email, str) and normalise_email(email) in wanted:
                     matches.setdefault(normalise_email(email), []).append(as_text(key) or "")
         for email, keys in matches.items():
             if len(keys) == 1:

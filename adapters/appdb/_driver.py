@@ -94,6 +94,10 @@ class Driver(Protocol):
         """SQL ``column IN keys`` (keys as text) and its parameters."""
         ...
 
+    def text_in(self, expr: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        """SQL ``expr IN values`` (a text expression, text values) and its parameters."""
+        ...
+
     def key_param(self, table: str, column: str, key: str) -> Any:
         """One key (text) as a parameter comparable with ``table.column``."""
         ...

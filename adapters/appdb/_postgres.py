@@ -165,6 +165,11 @@ class PostgresDriver:
     def key_in(self, table: str, column: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{quote(column)} = ANY(?::text[]::{self._type(table, column)}[])", [list(keys)]
 
+    def text_in(self, expr: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        # One array parameter: one prepared statement whatever the count (a list of 5,000
+        # placeholders was parsed and planned anew for every batch).
+        return f"{expr} = ANY(?::text[])", [list(values)]
+
     def is_text(self, table: str, column: str) -> bool:
         kind = self._type(table, column)
         return kind == "text" or kind.startswith(("character varying", "character("))

@@ -132,6 +132,9 @@ class SqliteDriver:
         params = [self.key_param(table, column, k) for k in keys]
         return f"{quote(column)} IN ({', '.join('?' * len(params))})", params
 
+    def text_in(self, expr: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        return f"{expr} IN ({', '.join('?' * len(values))})", list(values)
+
     def is_text(self, table: str, column: str) -> bool:
         # Only TEXT affinity turns numbers into text on the way in (SQLite's affinity rules).
         declared = self._types.get(table, {}).get(column, "")
