@@ -340,7 +340,9 @@ class HistoryLine(msgspec.Struct, kw_only=True):
     summary: str
 
 
-def _summarise(event: EventBase) -> str:
+def _summarise(event: EventBase, command_id: str = "") -> str:
+    """One line about ``event`` (for a batch of commands: about ``command_id`` in it)."""
+    cid = (command_id or event.key)[:12]
     match event:
         case ContactObserved(contact=c):
             lists = ",".join(c.lists) or "-"
@@ -358,12 +360,17 @@ def _summarise(event: EventBase) -> str:
             return "deleted" if isinstance(event, ContactDeleted) else "restored"
         case TrackingRecorded(activity=a):
             return f"{a.kind} in campaign activity {a.campaign_activity_id} at {a.created_time}"
-        case CommandIssued(kind=kind, command=cmd):
-            shown = {k: v for k, v in cmd.items() if k not in ("kind", "target", "basis")}
-            return f"command {event.key[:12]} issued: {kind} {shown}"
+        case CommandIssued(commands=issued):
+            for ic in issued:
+                if ic.command_id.startswith(cid):
+                    shown = {
+                        k: v for k, v in ic.command.items() if k not in ("kind", "target", "basis")
+                    }
+                    return f"command {cid} issued: {ic.kind} {shown}"
+            return f"{len(issued)} commands issued"
         case CommandApplied() | CommandConfirmed():
             verb = "applied" if isinstance(event, CommandApplied) else "confirmed by observation"
-            return f"command {event.key[:12]} {verb}"
+            return f"command {cid} {verb}"
         case CommandFailed(error=error):
             return f"command {event.key[:12]} failed: {error}"
         case CommandSuperseded(reason=reason):
@@ -391,8 +398,20 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
     for c, a in links:
         streams |= {f"ctct:contact:{c}", f"app:contact:{a}", f"ctct:link:{c}"}
     streams |= {f"ctct:tracking:{i}" for s, i in ids if s == "ctct"}
-    cids = await _rows(conn, "SELECT command_id, target FROM p_commands WHERE email = ?", (email,))
-    streams |= {f"{t}:command:{c}" for c, t in cids}
+    cmds = await _rows(
+        conn,
+        "SELECT command_id, target, issued_position, outcome_position, confirmed_position "
+        "FROM p_commands WHERE email = ?",
+        (email,),
+    )
+    # Failures and supersessions are recorded per command (its own stream); issues, outcomes
+    # and confirmations in batches, found through the positions the projection kept.
+    streams |= {f"{t}:command:{c}" for c, t, *_ in cmds}
+    in_batches: dict[int, list[str]] = {}
+    for cid, _, *positions in cmds:
+        for p in positions:
+            if isinstance(p, int):
+                in_batches.setdefault(p, []).append(str(cid))
     decisions = await _rows(conn, "SELECT store_key FROM p_decisions WHERE email = ?", (email,))
     streams |= {f"engine:decision:{k}" for (k,) in decisions}
     out: list[HistoryLine] = []
@@ -409,5 +428,22 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
                     summary=_summarise(r.event),
                 )
             )
+    batched = (CommandIssued, CommandApplied, CommandConfirmed)
+    for pos, cids in sorted(in_batches.items()):
+        async for r in log.read(pos, pos + 1):
+            if not isinstance(r.event, batched):
+                continue  # a per-command event, already read with its stream
+            for cid in cids:
+                if r.event.key == cid:
+                    continue  # an event of an older log: one command, read with its stream
+                out.append(
+                    HistoryLine(
+                        position=r.position,
+                        recorded_at=format_ts(r.recorded_at),
+                        store=r.event.store,
+                        type=str(r.event.__struct_config__.tag),
+                        summary=_summarise(r.event, cid),
+                    )
+                )
     out.sort(key=lambda h: h.position)
     return out

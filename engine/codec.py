@@ -42,9 +42,30 @@ def _tracking_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
     return {**old, "activity": activity}
 
 
+# Commands were recorded one event per command before they were recorded in batches; an old
+# event reads as a batch of one whose key stays the command's id.
+def _issued_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in old.items() if k not in ("kind", "command")}
+    out["commands"] = [{"command_id": old["key"], "kind": old["kind"], "command": old["command"]}]
+    return out
+
+
+def _applied_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in old.items() if k != "detail"}
+    out["applied"] = [{"command_id": old["key"], "detail": old.get("detail")}]
+    return out
+
+
+def _confirmed_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
+    return {**old, "command_ids": [old["key"]]}
+
+
 # (tag, version) -> function turning a payload of that version into the next version's payload.
 UPCASTERS: Final[dict[tuple[str, int], Upcaster]] = {
     ("tracking.recorded", 1): _tracking_v1_to_v2,
+    ("command.issued", 1): _issued_v1_to_v2,
+    ("command.applied", 1): _applied_v1_to_v2,
+    ("command.confirmed", 1): _confirmed_v1_to_v2,
 }
 
 _encoder: Final = msgspec.json.Encoder()

@@ -13,6 +13,7 @@ log's envelope (engine.log.Recorded), since the log assigns them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar, Final, Literal
 
@@ -22,6 +23,7 @@ from engine.model import ContactRecord, ListRecord, PermissionState, TrackingAct
 
 __all__ = [
     "EVENT_TYPES",
+    "AppliedCommand",
     "CheckpointAdvanced",
     "CommandApplied",
     "CommandConfirmed",
@@ -37,6 +39,7 @@ __all__ = [
     "EventBase",
     "FieldChange",
     "IdentityLinked",
+    "IssuedCommand",
     "ListChanged",
     "ListDeleted",
     "ListObserved",
@@ -48,6 +51,7 @@ __all__ = [
     "SyncRunFinished",
     "SyncRunStarted",
     "TrackingRecorded",
+    "batch_key",
     "content_id",
     "stream_of",
 ]
@@ -212,21 +216,37 @@ class SyncRunFinished(EventBase, frozen=True, kw_only=True, tag="sync.run_finish
 # --- commands -----------------------------------------------------------------------------
 
 
-class CommandIssued(EventBase, frozen=True, kw_only=True, tag="command.issued"):
-    """A command (``key`` = its content-derived id) is about to be sent to ``store``."""
+class IssuedCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """One command of a ``command.issued`` batch."""
 
-    entity: ClassVar[str] = "command"
+    command_id: str  # content-derived (engine.commands.command_id)
     kind: str
     command: dict[str, Any]
+
+
+class CommandIssued(EventBase, frozen=True, kw_only=True, tag="command.issued"):
+    """Commands about to be sent to ``store``, recorded before any call (``key``: the batch's
+    id, derived from its command ids). One event per batch: a sync that writes 100,000
+    contacts records a few dozen of these, not 100,000."""
+
+    entity: ClassVar[str] = "command"
+    schema_version: ClassVar[int] = 2  # v1 carried one command: key = its id, kind, command
     run_id: str
+    commands: tuple[IssuedCommand, ...]
+
+
+class AppliedCommand(msgspec.Struct, frozen=True, kw_only=True):
+    command_id: str
+    detail: str | None = None  # what the store said, where it said something
 
 
 class CommandApplied(EventBase, frozen=True, kw_only=True, tag="command.applied"):
-    """The target store confirmed the command."""
+    """The target store confirmed these commands (``key``: the batch's id)."""
 
     entity: ClassVar[str] = "command"
+    schema_version: ClassVar[int] = 2  # v1: one command, key = its id, detail
     run_id: str
-    detail: str | None = None
+    applied: tuple[AppliedCommand, ...]
 
 
 class CommandFailed(EventBase, frozen=True, kw_only=True, tag="command.failed"):
@@ -240,11 +260,14 @@ class CommandFailed(EventBase, frozen=True, kw_only=True, tag="command.failed"):
 
 
 class CommandConfirmed(EventBase, frozen=True, kw_only=True, tag="command.confirmed"):
-    """Observation after the command was applied shows the target store in the state it asked
-    for: deciding again on the current state of both stores no longer produces it."""
+    """Observation after these commands were applied shows the target store in the state they
+    asked for: deciding again on the current state of both stores no longer produces them
+    (``key``: the batch's id)."""
 
     entity: ClassVar[str] = "command"
+    schema_version: ClassVar[int] = 2  # v1: one command, key = its id
     run_id: str
+    command_ids: tuple[str, ...]
 
 
 class CommandSuperseded(EventBase, frozen=True, kw_only=True, tag="command.superseded"):
@@ -316,6 +339,11 @@ def stream_of(event: EventBase) -> str:
 
 
 _encoder: Final = msgspec.json.Encoder(order="sorted")
+
+
+def batch_key(command_ids: Iterable[str]) -> str:
+    """The key of a batch event about these commands (order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(command_ids)).encode()).hexdigest()[:32]
 
 
 def content_id(event: EventBase, *salt: str) -> str:

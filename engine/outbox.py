@@ -18,11 +18,14 @@ import structlog
 from engine.commands import Command, Outcome, command_id, command_kind
 from engine.errors import CcsyncError, FatalError, RetriableError
 from engine.events import (
+    AppliedCommand,
     CommandApplied,
     CommandConfirmed,
     CommandFailed,
     CommandIssued,
     CommandSuperseded,
+    IssuedCommand,
+    batch_key,
     content_id,
 )
 from engine.log import EventLog, NewEvent, parse_ts
@@ -172,9 +175,8 @@ class Outbox:
         (applied, or issued before a crash: observation shows the stores agree) or superseded
         (failed, and no longer wanted). Returns how many were confirmed."""
         settled: list[NewEvent] = []
-        confirmed = 0
+        confirmed: dict[Store, list[str]] = {}
         for u in unsettled:
-            ev: CommandConfirmed | CommandSuperseded
             if u.status == "failed":
                 ev = CommandSuperseded(
                     store=u.command.target,
@@ -182,14 +184,18 @@ class Outbox:
                     run_id=run_id,
                     reason="not decided again on the stores' current state",
                 )
+                settled.append(NewEvent(content_id(ev), ev))
             else:
-                ev = CommandConfirmed(store=u.command.target, key=u.command_id, run_id=run_id)
-                confirmed += 1
-            settled.append(NewEvent(content_id(ev), ev))
+                confirmed.setdefault(u.command.target, []).append(u.command_id)
+        for store, ids in confirmed.items():
+            batch = CommandConfirmed(
+                store=store, key=batch_key(ids), run_id=run_id, command_ids=tuple(ids)
+            )
+            settled.append(NewEvent(content_id(batch), batch))
         if settled:
             done = await self.log.append(settled)
             await self.projector.catch_up(done.new)
-        return confirmed
+        return sum(len(ids) for ids in confirmed.values())
 
     async def execute(
         self,
@@ -218,17 +224,22 @@ class Outbox:
                     stats.skipped += 1
                     continue
             todo.append((cid, cmd))
-        issued = []
+        by_target: dict[Store, list[IssuedCommand]] = {}
         for cid, cmd in todo:
+            kind = command_kind(cmd)
+            by_target.setdefault(cmd.target, []).append(
+                IssuedCommand(command_id=cid, kind=kind, command=msgspec.to_builtins(cmd))
+            )
+            stats.issued[kind] = stats.issued.get(kind, 0) + 1
+        issued = []
+        for target, cmds in by_target.items():
             issue = CommandIssued(
-                store=cmd.target,
-                key=cid,
-                kind=command_kind(cmd),
-                command=msgspec.to_builtins(cmd),
+                store=target,
+                key=batch_key(c.command_id for c in cmds),
                 run_id=run_id,
+                commands=tuple(cmds),
             )
             issued.append(NewEvent(content_id(issue), issue))
-            stats.issued[issue.kind] = stats.issued.get(issue.kind, 0) + 1
         if issued or extra:
             result = await self.log.append([*extra, *issued])
             stats.new_extra = frozenset(result.new_ids) & {e.id for e in extra}
@@ -254,29 +265,39 @@ class Outbox:
             for (cid, cmd), res in zip(batch, results, strict=True):
                 outcomes.append((cid, cmd, res))
         records = []
+        applied: dict[Store, list[AppliedCommand]] = {}
         for cid, cmd, res in outcomes:
             store = cmd.target
-            ev: CommandApplied | CommandFailed
             if res.ok:
-                ev = CommandApplied(store=store, key=cid, run_id=run_id, detail=res.detail)
+                applied.setdefault(store, []).append(
+                    AppliedCommand(command_id=cid, detail=res.detail)
+                )
                 stats.applied += 1
-            else:
-                ev = CommandFailed(
-                    store=store,
-                    key=cid,
-                    run_id=run_id,
-                    error=res.error or "failed",
-                    retriable=res.retriable,
-                )
-                stats.failed += 1
-                _log.warning(
-                    "outbox.command_failed",
-                    command_id=cid,
-                    kind=command_kind(cmd),
-                    target=store,
-                    email=cmd.email,
-                    error=res.error,
-                )
+                continue
+            failed = CommandFailed(
+                store=store,
+                key=cid,
+                run_id=run_id,
+                error=res.error or "failed",
+                retriable=res.retriable,
+            )
+            stats.failed += 1
+            _log.warning(
+                "outbox.command_failed",
+                command_id=cid,
+                kind=command_kind(cmd),
+                target=store,
+                email=cmd.email,
+                error=res.error,
+            )
+            records.append(NewEvent(content_id(failed), failed))
+        for store, done in applied.items():
+            ev = CommandApplied(
+                store=store,
+                key=batch_key(a.command_id for a in done),
+                run_id=run_id,
+                applied=tuple(done),
+            )
             records.append(NewEvent(content_id(ev), ev))
         recorded = await self.log.append(records)
         await self.projector.catch_up(recorded.new)

@@ -265,33 +265,46 @@ async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> N
                     "VALUES (?,?,?,?)",
                     (ev.key, app_id, email, pos),
                 )
-            case CommandConfirmed():
-                w.add(
-                    "UPDATE p_commands SET status = 'confirmed', confirmed_at = ? "
-                    "WHERE command_id = ?",
-                    (at, ev.key),
-                )
+            case CommandConfirmed(command_ids=ids):
+                for cid in ids:
+                    w.add(
+                        "UPDATE p_commands SET status = 'confirmed', confirmed_at = ?, "
+                        "confirmed_position = ? WHERE command_id = ?",
+                        (at, pos, cid),
+                    )
             case CommandSuperseded(reason=reason):
                 w.add(
                     "UPDATE p_commands SET status = 'superseded', outcome_position = ?, "
                     "outcome_at = ?, error = ? WHERE command_id = ?",
                     (pos, at, reason, ev.key),
                 )
-            case CommandIssued(kind=kind, command=cmd):
-                w.add(
-                    "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, "
-                    "command, issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?, ?) "
-                    "ON CONFLICT (command_id) DO UPDATE SET status = 'issued', "
-                    "attempts = attempts + 1, issued_position = excluded.issued_position, "
-                    "issued_at = excluded.issued_at",
-                    (ev.key, ev.store, kind, str(cmd.get("email", "")), _json.encode(cmd), pos, at),
-                )
-            case CommandApplied(detail=detail):
-                w.add(
-                    "UPDATE p_commands SET status = 'applied', outcome_position = ?, "
-                    "outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?",
-                    (pos, at, detail, ev.key),
-                )
+            case CommandIssued(commands=issued):
+                for ic in issued:
+                    cmd = ic.command
+                    w.add(
+                        "INSERT INTO p_commands (command_id, target, kind, email, status, "
+                        "attempts, command, issued_position, issued_at) "
+                        "VALUES (?,?,?,?, 'issued', 1, ?, ?, ?) "
+                        "ON CONFLICT (command_id) DO UPDATE SET status = 'issued', "
+                        "attempts = attempts + 1, issued_position = excluded.issued_position, "
+                        "issued_at = excluded.issued_at",
+                        (
+                            ic.command_id,
+                            ev.store,
+                            ic.kind,
+                            str(cmd.get("email", "")),
+                            _json.encode(cmd),
+                            pos,
+                            at,
+                        ),
+                    )
+            case CommandApplied(applied=applied):
+                for done in applied:
+                    w.add(
+                        "UPDATE p_commands SET status = 'applied', outcome_position = ?, "
+                        "outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?",
+                        (pos, at, done.detail, done.command_id),
+                    )
             case CommandFailed(error=error, retriable=retriable):
                 w.add(
                     "UPDATE p_commands SET status = 'failed', outcome_position = ?, "

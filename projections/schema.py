@@ -11,7 +11,7 @@ __all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "VERSION"]
 CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
-VERSION: Final = "3"
+VERSION: Final = "4"
 
 # The big, hot tables (contacts, commands, tracking) are rowid tables: rows are stored in the
 # order they are first written, which for a sync is the order they are projected, so a batch
@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS p_commands (
     outcome_at  TEXT,
     error       TEXT,
     retriable   INTEGER,
-    confirmed_at TEXT
+    confirmed_at TEXT,
+    confirmed_position INTEGER
 );
 CREATE INDEX IF NOT EXISTS p_commands_status ON p_commands (status);
 CREATE INDEX IF NOT EXISTS p_commands_email ON p_commands (email);

@@ -282,8 +282,10 @@ class CommandWriter:
         groups: dict[tuple[str, ...], list[tuple[int, UpsertContact, bytes]]] = defaultdict(list)
         via = _covering_lists({i: cmd.member_of for i, cmd in items if cmd.store_id is not None})
         for i, cmd in items:
+            lists: tuple[str, ...]
             if cmd.store_id is not None:
-                lists = (via[i],)  # a list it is on: the import joins it to nothing new
+                # A list it is on: the import joins it to nothing new (on none: a PUT).
+                lists = (via[i],) if i in via else ()
             else:
                 lists = cmd.lists or (
                     (self._cfg.import_list_id,) if self._cfg.import_list_id else ()
@@ -302,14 +304,14 @@ class CommandWriter:
                 continue
             groups[tuple(sorted(set(lists)))].append((i, cmd, encode_row(row)))
         submitted = []
-        for lists, group in groups.items():
+        for list_ids, group in groups.items():
             for batch in import_batches((k, enc) for k, (_, _, enc) in enumerate(group)):
                 chosen = [group[k] for k in batch]
                 body = (
                     b'{"import_data":['
                     + b",".join(enc for _, _, enc in chosen)
                     + b'],"list_ids":'
-                    + _enc.encode(list(lists))
+                    + _enc.encode(list(list_ids))
                     + b"}"
                 )
                 cmds = [(i, cmd) for i, cmd, _ in chosen]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from engine.audit import contact_history
 from engine.cycle import SyncEngine
 from engine.log import EventLog
 from engine.policy import ListLink, Policy
@@ -174,3 +175,23 @@ async def test_a_store_failing_mid_observation_cancels_the_other_and_leaves_a_so
     assert report.ok, report.problems
     rows = await log.connection.execute_fetchall("SELECT outcome, error FROM p_runs")
     assert [r[0] for r in rows] == ["failed"]
+
+
+async def test_a_contacts_history_shows_its_own_commands_from_the_batches(log: EventLog) -> None:
+    engine, ctct, app = make(log)
+    ann = ctct.add("ann@example.org", first_name="Ann")
+    bob = ctct.add("bob@example.org", first_name="Bob")
+    app.add("ann@example.org", first_name="Ann")
+    app.add("bob@example.org", first_name="Bob")
+    await engine.cycle()
+    ctct.opt_out(ann, reason="too many emails")
+    ctct.opt_out(bob, reason="moved")
+    await engine.cycle()  # both unsubscribes go to the app in one batch
+    await engine.cycle()  # and are confirmed by observing the app
+    lines = [(h.type, h.summary) for h in await contact_history(log, "ann@example.org")]
+    commands = [(t, s) for t, s in lines if t.startswith("command.")]
+    assert [t for t, _ in commands] == ["command.issued", "command.applied", "command.confirmed"]
+    assert "contact.unsubscribe" in commands[0][1] and "ann@example.org" in commands[0][1]
+    assert not any("bob@example.org" in s for _, s in lines)
+    cid = commands[0][1].split()[1]
+    assert all(s.startswith(f"command {cid} ") for _, s in commands)

@@ -8,6 +8,7 @@ import msgspec
 
 from engine.events import (
     EVENT_TYPES,
+    AppliedCommand,
     CheckpointAdvanced,
     CommandApplied,
     CommandFailed,
@@ -19,6 +20,7 @@ from engine.events import (
     DecisionBlocked,
     EventBase,
     FieldChange,
+    IssuedCommand,
     ListChanged,
     ListDeleted,
     ListObserved,
@@ -49,8 +51,9 @@ _LATER_TYPES: list[dict[str, object]] = [
     {
         "type": "command.confirmed",
         "store": "app",
-        "key": "c0ffee00c0ffee00c0ffee00c0ffee00",
+        "key": "b47c4b47c4b47c4b47c4b47c4b47c4b4",
         "run_id": RUN,
+        "command_ids": ["c0ffee00c0ffee00c0ffee00c0ffee00", "c0ffee00c0ffee00c0ffee00c0ffee03"],
     },
     {
         "type": "command.superseded",
@@ -175,12 +178,30 @@ def _core_events() -> list[EventBase]:
         ),
         CommandIssued(
             store="app",
-            key="c0ffee00c0ffee00c0ffee00c0ffee00",
-            kind="set_permission",
-            command={"email": "ann@example.org", "status": "unsubscribed", "lists": ["a", "b"]},
+            key="b47c4b47c4b47c4b47c4b47c4b47c4b4",
             run_id=RUN,
+            commands=(
+                IssuedCommand(
+                    command_id="c0ffee00c0ffee00c0ffee00c0ffee00",
+                    kind="contact.unsubscribe",
+                    command={"email": "ann@example.org", "reason": "asked", "lists": ["a", "b"]},
+                ),
+                IssuedCommand(
+                    command_id="c0ffee00c0ffee00c0ffee00c0ffee03",
+                    kind="contact.upsert",
+                    command={"email": "bo@example.org", "fields": {"first_name": "Bo"}},
+                ),
+            ),
         ),
-        CommandApplied(store="app", key="c0ffee00c0ffee00c0ffee00c0ffee00", run_id=RUN),
+        CommandApplied(
+            store="app",
+            key="b47c4b47c4b47c4b47c4b47c4b47c4b4",
+            run_id=RUN,
+            applied=(
+                AppliedCommand(command_id="c0ffee00c0ffee00c0ffee00c0ffee00"),
+                AppliedCommand(command_id="c0ffee00c0ffee00c0ffee00c0ffee03", detail="updated"),
+            ),
+        ),
         CommandFailed(
             store="ctct",
             key="c0ffee00c0ffee00c0ffee00c0ffee01",

@@ -10,7 +10,14 @@ import pytest
 
 from engine.codec import current_version, decode_event, encode_event
 from engine.errors import LogCorruptError, UnknownEventError
-from engine.events import EVENT_TYPES, EventBase, TrackingRecorded
+from engine.events import (
+    EVENT_TYPES,
+    CommandApplied,
+    CommandConfirmed,
+    CommandIssued,
+    EventBase,
+    TrackingRecorded,
+)
 from engine.log import EventLog
 from engine.logverify import verify_log
 from tests.log.samples import CONTACT, T0, every_event, new
@@ -166,3 +173,35 @@ async def test_unknown_and_corrupt_rows_stop_reads_and_are_reported_by_verify(
         "position 7: contact.deleted schema version 9 is unknown" in p for p in report.problems
     )
     assert report.checked == 7
+
+
+# Before commands were recorded in batches, each command had its own events (schema v1).
+V1_COMMANDS = [
+    (
+        "command.issued",
+        b'{"type":"command.issued","store":"app","key":"c0ffee00c0ffee00c0ffee00c0ffee00",'
+        b'"kind":"contact.unsubscribe","command":{"email":"ann@example.org"},"run_id":"r1"}',
+    ),
+    (
+        "command.applied",
+        b'{"type":"command.applied","store":"app","key":"c0ffee00c0ffee00c0ffee00c0ffee00",'
+        b'"run_id":"r1","detail":"1 row"}',
+    ),
+    (
+        "command.confirmed",
+        b'{"type":"command.confirmed","store":"app","key":"c0ffee00c0ffee00c0ffee00c0ffee00",'
+        b'"run_id":"r2"}',
+    ),
+]
+
+
+def test_version_1_command_events_read_as_batches_of_one() -> None:
+    cid = "c0ffee00c0ffee00c0ffee00c0ffee00"
+    issued, applied, confirmed = (decode_event(t, 1, p, position=1) for t, p in V1_COMMANDS)
+    assert isinstance(issued, CommandIssued) and issued.key == cid
+    assert [(c.command_id, c.kind, c.command) for c in issued.commands] == [
+        (cid, "contact.unsubscribe", {"email": "ann@example.org"})
+    ]
+    assert isinstance(applied, CommandApplied)
+    assert [(a.command_id, a.detail) for a in applied.applied] == [(cid, "1 row")]
+    assert isinstance(confirmed, CommandConfirmed) and confirmed.command_ids == (cid,)
