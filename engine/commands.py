@@ -93,10 +93,22 @@ Command = UpsertContact | Unsubscribe | AddToList | RemoveFromList | DeleteConta
 _encoder: Final = msgspec.json.Encoder(order="sorted")
 
 
+_KINDS: Final[dict[type, str]] = {
+    cls: str(cls.__struct_config__.tag)
+    for cls in (
+        UpsertContact,
+        Unsubscribe,
+        AddToList,
+        RemoveFromList,
+        DeleteContact,
+        RecordTracking,
+    )
+}
+
+
 def command_kind(command: CommandBase) -> str:
-    tag = command.__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
+    # From a table: __struct_config__ builds a new object on every access.
+    return _KINDS[type(command)]
 
 
 def command_id(command: CommandBase) -> str:

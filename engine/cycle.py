@@ -245,16 +245,20 @@ class SyncEngine:
         policy = await self.resolved_policy()
         conn = self.log.connection
         pending = Decisions()
+        pending_ids: list[str] = []
 
         async def flush() -> None:
             # A pair can be reached twice (touched, and through an unsettled command).
             links = {content_id(e): e for e in pending.links}
             blocked = {content_id(e): e for e in pending.blocked}
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
-            stats = await self.outbox.execute(pending.commands, run_id, bound, extra=extra)
+            stats = await self.outbox.execute(
+                pending.commands, run_id, bound, extra=extra, ids=pending_ids
+            )
             self._count(summary, stats)
             summary.blocked += len(stats.new_extra & blocked.keys())
             pending.commands.clear()
+            pending_ids.clear()
             pending.links.clear()
             pending.blocked.clear()
 
@@ -263,9 +267,11 @@ class SyncEngine:
             if unsettled is None:
                 emails = {s.email for p in pairs for s in (p.ctct, p.app) if s is not None}
                 unsettled = await self.outbox.unsettled(bound, emails | {p.email for p in pairs})
-            decided = {command_id(c) for c in d.commands}
+            ids = [command_id(c) for c in d.commands]
+            decided = set(ids)
             await self.outbox.settle([u for u in unsettled if u.command_id not in decided], run_id)
             pending.commands.extend(d.commands)
+            pending_ids.extend(ids)
             pending.links.extend(d.links)
             pending.blocked.extend(d.blocked)
             if len(pending.commands) >= FLUSH_AT:

@@ -204,16 +204,22 @@ class Outbox:
         now: datetime,
         *,
         extra: Sequence[NewEvent] = (),
+        ids: Sequence[str] | None = None,
     ) -> OutboxStats:
         """Issue and execute ``commands`` (this cycle's decisions); ``extra`` events (the
-        reconciler's links and blocked decisions) are appended with the issue records.
+        reconciler's links and blocked decisions) are appended with the issue records;
+        ``ids``, when given, are the commands' ids (the caller computed them already).
 
         A decided command is sent unless it was applied, or failed, within its backoff; one
         applied before this cycle that is decided again (the store never reflected it) is sent
         again after its backoff.
         """
         stats = OutboxStats()
-        decided = {command_id(c): c for c in commands}
+        decided = dict(
+            zip(ids, commands, strict=True)
+            if ids is not None
+            else ((command_id(c), c) for c in commands)
+        )
         known = await self._known(list(decided))
         todo: list[tuple[str, Command]] = []
         for cid, cmd in decided.items():

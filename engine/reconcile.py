@@ -18,6 +18,7 @@ decides, in this order:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import msgspec
@@ -254,7 +255,13 @@ def _mapped_lists(src: ContactState, policy: Policy) -> tuple[str, ...]:
 
 
 def _profile_fields(src: ContactState, policy: Policy) -> dict[str, str | None]:
-    return {f: src.fields[f] for f in policy.fields if src.fields.get(f)}
+    synced = _synced(policy.fields)
+    return {f: v for f, v in src.fields.items() if v and f in synced}
+
+
+@functools.cache
+def _synced(fields: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(fields)
 
 
 def _create_in_ctct(a: ContactState, policy: Policy, out: Decisions) -> None:
