@@ -234,7 +234,8 @@ class SyncEngine:
         self, full_compare: bool, run_id: str, bound: datetime, summary: CycleSummary
     ) -> None:
         """Decide for every touched pair, and for the contacts of unsettled commands, chunk by
-        chunk; execute whenever FLUSH_AT commands wait (bounded memory however much changed).
+        chunk; execute whenever FLUSH_AT commands, links and blocked decisions wait (bounded
+        memory however much changed).
 
         Unsettled commands (applied last cycle, failed, or issued before a crash) are settled
         with the chunk that holds their contacts: decided again -> sent again (after backoff),
@@ -274,7 +275,9 @@ class SyncEngine:
             pending_ids.extend(ids)
             pending.links.extend(d.links)
             pending.blocked.extend(d.blocked)
-            if len(pending.commands) >= FLUSH_AT:
+            # Links and blocked decisions count too: a second cycle pairs every contact the
+            # first one created and issues almost no commands.
+            if len(pending.commands) + len(pending.links) + len(pending.blocked) >= FLUSH_AT:
                 await flush()
 
         async for pairs in touched_pairs(conn, since):

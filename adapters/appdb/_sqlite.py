@@ -58,7 +58,11 @@ class SqliteDriver:
             raise FatalError(f"app database: no SQLite database at {path}")
         uri = path if path.startswith("file:") else f"{Path(path).resolve().as_uri()}?mode=rw"
         try:
-            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            # Few cached statements: batched writes compile one multi-row statement per batch
+            # size, and 128 of them (the default) held ~70 MB in a 100,000-contact sync.
+            conn = await aiosqlite.connect(
+                uri, uri=True, isolation_level=None, cached_statements=16
+            )
             await conn.execute("PRAGMA busy_timeout = 5000")
         except sqlite3.Error as exc:
             raise FatalError(f"app database: cannot open {path}: {exc}") from None

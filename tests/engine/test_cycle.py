@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
+import engine.cycle as cycle_module
+import engine.pairs as pairs_module
 from engine.audit import contact_history
 from engine.cycle import SyncEngine
 from engine.log import EventLog
@@ -195,3 +198,29 @@ async def test_a_contacts_history_shows_its_own_commands_from_the_batches(log: E
     assert not any("bob@example.org" in s for _, s in lines)
     cid = commands[0][1].split()[1]
     assert all(s.startswith(f"command {cid} ") for _, s in commands)
+
+
+async def test_decisions_are_flushed_in_bounded_batches_even_without_commands(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairing 40 contacts that already agree issues no command, only links: they must still
+    go out FLUSH_AT at a time, not all at the end (memory bound for a million-contact pairing)."""
+    monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
+    monkeypatch.setattr(pairs_module, "_CHUNK", 5)  # pairs are decided 5 contacts at a time
+    engine, ctct, app = make(log)
+    for i in range(40):
+        ctct.add(f"p{i}@example.org", first_name=f"P{i}")
+        app.add(f"p{i}@example.org", first_name=f"P{i}")
+    sizes: list[int] = []
+    execute = engine.outbox.execute
+
+    async def spy(commands: Any, *args: Any, **kw: Any) -> Any:
+        sizes.append(len(commands) + len(kw.get("extra", ())))
+        return await execute(commands, *args, **kw)
+
+    monkeypatch.setattr(engine.outbox, "execute", spy)
+    s = await engine.cycle()
+    assert s.commands == {}
+    links = await log.connection.execute_fetchall("SELECT COUNT(*) FROM p_links")
+    assert next(iter(links))[0] == 40
+    assert sum(sizes) == 40 and max(sizes) < 8 + 5, sizes
