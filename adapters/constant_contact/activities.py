@@ -79,7 +79,6 @@ class ActivityRunner:
         self._cfg = cfg
         self._sleep = sleep
         self._monotonic = monotonic
-        self.polls = 0  # poll requests sent (GET /activities and GET /activities/{id})
 
     async def submit(
         self, kind: str, body: bytes, cmds: Sequence[tuple[int, Command]]
@@ -177,17 +176,14 @@ class ActivityRunner:
         """The current state of every waiting activity, in as few requests as the API allows."""
         if len(waiting) == 1:
             (aid,) = waiting
-            self.polls += 1
             return [await self._client.call("GET", f"/activities/{aid}", _activity.decode)]
         limit = min(_LIST_MAX, len(waiting) + _LIST_SLACK)
-        self.polls += 1
         page = await self._client.call(
             "GET", "/activities", _activities.decode, params={"limit": str(limit)}
         )
         found = [a for a in page.activities if a.activity_id in waiting]
         # Pushed off the page by activities submitted elsewhere since ours: ask for each.
         for aid in sorted(waiting.keys() - {a.activity_id for a in found}):
-            self.polls += 1
             found.append(await self._client.call("GET", f"/activities/{aid}", _activity.decode))
         return found
 

@@ -86,10 +86,6 @@ class CommandWriter:
         self._activities = ActivityRunner(client, cfg, sleep=sleep)
         self._cf_by_id: dict[str, str] | None = None
 
-    @property
-    def activities(self) -> ActivityRunner:
-        return self._activities
-
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         out: dict[int, Outcome] = {}
         imports: list[tuple[int, UpsertContact]] = []
