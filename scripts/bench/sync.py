@@ -120,6 +120,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     line += f"  ({rate / base_rate:.0%} of baseline)"
                 print(line, flush=True)
                 print(f"          phases: { {k: round(v, 2) for k, v in first.durations.items()} }")
+                print(f"          peak RSS after the initial sync: {rss_mb():.0f} MB", flush=True)
                 print(
                     f"          commands: {first.commands}, failed {first.failed}, "
                     f"API requests {first.api_requests}",
