@@ -170,6 +170,7 @@ class SyncEngine:
     async def _finish(self, fin: SyncRunFinished) -> None:
         done = await self.log.append([NewEvent(content_id(fin), fin)])
         await self.projector.catch_up(done.new)
+        await self.log.flush_wal()
 
     @staticmethod
     def _count(summary: CycleSummary, stats: OutboxStats) -> None:

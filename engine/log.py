@@ -408,6 +408,18 @@ class EventLog(LogReads):
         except sqlite3.Error as exc:
             raise _db_error(self.path, "read", exc) from exc
 
+    async def flush_wal(self) -> None:
+        """Copy the write-ahead log into the database file now (a passive checkpoint: it waits
+        for no reader). Called after a cycle, so the cycle that wrote the pages pays for them
+        instead of whichever later commit crosses SQLite's automatic threshold."""
+        if self._lock is None:
+            return
+        async with self._write_lock:
+            try:
+                await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                raise _db_error(self.path, "checkpoint", exc) from exc
+
     async def head(self) -> Head:
         """The newest committed row (a reader asks the file; a writer knows it)."""
         if self._lock is None:
