@@ -3,8 +3,8 @@
 The observation and write logic is written once against ``Driver``; ``_sqlite`` and
 ``_postgres`` implement it over aiosqlite and asyncpg and translate their errors into
 engine.errors here at the boundary. Bulk operations are primitives of the seam (not SQL text
-built by callers) because the fast form differs: ``executemany`` for SQLite, ``unnest`` of text
-arrays cast to each column's type for PostgreSQL.
+built by callers) because the fast form differs: ``executemany`` for SQLite, ``unnest`` of one
+text per column, cast to each column's type, for PostgreSQL.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The PostgreSQL backend of the app database adapter, over asyncpg.
 
-Bulk writes send one text array per column through ``unnest`` and cast each to the column's
-own type in SQL (``u.c::integer``): one round trip per batch whatever the column types, with
-PostgreSQL's own input functions doing the parsing.
+Bulk writes send each column of a batch as one text (U+001F between values, U+001E for NULL;
+a text array when a value holds either) through ``unnest(string_to_array(...))`` and cast it
+to the column's own type in SQL (``u.c::integer``): one round trip per batch whatever the
+column types, with PostgreSQL's own input functions doing the parsing.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class PostgresDriver:
         cols = {str(n): str(t) for n, t in rows}
         self._types[table] = cols
         # Columns that lead an index: a batch keyed on one is joined row by row through the
-        # index (see ``update_rows``).
+        # index (see ``keyed``).
         lead = await self.fetch(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
             "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
@@ -188,26 +189,27 @@ class PostgresDriver:
         params: list[Any] = []
         args: list[str] = []
         for col in zip(*rows, strict=True):
+            n = len(params) + 1
             first = col[0]
-            if type(first) is not str and first is not None and col.count(first) == len(col):
+            if type(first) is not str and first is not None and all(v is first for v in col):
                 texts = [as_text(first)] * len(col)  # one value for all (the updated-at stamp)
             else:
                 texts = [v if type(v) is str else _NULL if v is None else as_text(v) for v in col]
             joined = _SEP.join(texts)  # type: ignore[arg-type]
-            params.append(len(params) + 1)
             # One text per column, split in the server: asyncpg encodes a text[] element by
-            # element (with type checks), which cost more than the UPDATE's own writes. Texts
-            # holding either control character (never seen in contact data) go as an array.
+            # element (with type checks), which cost more than the UPDATE's own writes. A column
+            # holding either control character (never seen in contact data) goes as an array,
+            # and so does a single '' (string_to_array('') is an empty array).
             if (
                 joined
                 and joined.count(_SEP) == len(texts) - 1
                 and joined.count(_NULL) == col.count(None)
             ):
-                params[-1] = joined
-                args.append(f"string_to_array(${len(params)}::text, chr(31), chr(30))")
+                params.append(joined)
+                args.append(f"string_to_array(${n}::text, chr(31), chr(30))")
             else:
-                params[-1] = [None if v is _NULL else v for v in texts]
-                args.append(f"${len(params)}::text[]")
+                params.append([None if v is _NULL else v for v in texts])
+                args.append(f"${n}::text[]")
         names = ", ".join(f"c{i}" for i in range(len(columns)))
         return f"unnest({', '.join(args)}) AS u({names})", params
 
