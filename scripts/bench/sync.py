@@ -135,6 +135,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(f"          peak RSS so far: {rss_mb():.0f} MB", flush=True)
                 changes = max(1, n // 100)
                 events = await sim.admin("POST", "world/step", {"n": changes})
+                await sim.admin("DELETE", "requests")
                 touched = {e["contact_id"] for e in events["events"] if e.get("contact_id")}
                 t0 = time.perf_counter()
                 inc = await w.engine.cycle()
@@ -147,6 +148,10 @@ async def main_async(args: argparse.Namespace) -> None:
                     flush=True,
                 )
                 print(f"          phases: { {k: round(v, 2) for k, v in inc.durations.items()} }")
+                by_endpoint = await sim.admin("GET", "requests")
+                for endpoint, count in sorted(by_endpoint.items(), key=lambda kv: -kv[1]):
+                    if "/__admin/" not in endpoint:
+                        print(f"          {count:5d}  {endpoint}")
             print(f"peak RSS: {rss_mb():.0f} MB", flush=True)
     finally:
         sim.stop()
