@@ -4,6 +4,7 @@ changes to one contact kept."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from engine.commands import (
     Unsubscribe,
     UpsertContact,
 )
+from engine.errors import QuotaExhaustedError
 
 from .conftest import Env, Recorder
 
@@ -208,3 +210,23 @@ def test_contacts_changing_the_same_lists_share_an_activity() -> None:
     assert sorted(ids for ids, _ in membership_groups(mixed)) == [("l1",), ("l2",)]
     removes = [(0, RemoveFromList(target="ctct", email="d@x.org", store_id="d", list_id="l9"), "d")]
     assert [ids for ids, _ in membership_groups(removes)] == [("l9",)]
+
+
+@pytest.mark.asyncio
+async def test_a_quota_spent_among_the_puts_stops_every_request(make_env: Any) -> None:
+    env: Env = await make_env(
+        contacts=60, rate_limits=True, sim_kw={"daily_quota": 5, "per_second": 1000}
+    )
+    people = live(env)[:8]
+    cmds: list[Command] = [
+        Unsubscribe(target="ctct", email=c.email.lower(), store_id=c.contact_id) for c in people
+    ]
+    async with await env.open() as ctct:
+        with pytest.raises(QuotaExhaustedError):
+            await ctct.apply(cmds)
+        sent = len(env.recorder.api())
+        await asyncio.sleep(0)  # nothing left running sends another request
+        assert len(env.recorder.api()) == sent
+    # Five answered; at most the three other PUTs already in flight (4 at once) were refused.
+    assert 6 <= sent <= 8
+    assert sum(c.permission == "unsubscribed" for c in people) == 1
