@@ -232,13 +232,16 @@ async def main_async(args: argparse.Namespace) -> None:
             assert got == n_total, (got, n_total)
         for name in wall:
             ratio = (
-                "" if name == "adapter" else f"   adapter/this {wall[name] / wall['adapter']:6.1%}"
+                ""
+                if name == "adapter"
+                else f"   adapter/this {wall[name] / wall['adapter']:6.1%}"
+                f" (CPU {cpu[name] / cpu['adapter']:5.1%})"
             )
             print(
                 f"{name:26s}: {wall[name]:6.2f} s {n_total / wall[name]:9,.0f} contacts/s"
                 f"   client CPU {cpu[name]:5.2f} s{ratio}"
             )
-        print("target: adapter >= 50% of the bare loop's throughput")
+        print("target: adapter >= 50% of the bare loop's throughput (wall; CPU in brackets)")
         print(f"load average after        : {os.getloadavg()[0]:.2f} (other work on the cores)")
 
         if args.skip_rate_limited:
