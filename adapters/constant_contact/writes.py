@@ -117,14 +117,36 @@ class CommandWriter:
             if shared := _keys(cmd) & put_keys:
                 puts[owner[min(shared)]].append((i, cmd))
         imports = [(i, c) for i, c in imports if not _keys(c) & put_keys]
-        # Order matters only within one contact: list changes wait for its import or PUT, a
-        # delete for everything else the batch does to it.
-        first = put_keys | {k for _, c in imports for k in _keys(c)}
-        later_members = [(i, c) for i, c in members if _keys(c) & first]
-        members = [(i, c) for i, c in members if not _keys(c) & first]
-        touched = first | {k for _, c in members for k in _keys(c)}
+        # Order matters only within one contact: a list change waits for the contact's import
+        # when the import may touch that list or must create the contact first, and for its
+        # opt-out; a delete waits for everything else the batch does to the contact.
+        lists_of: dict[Key, set[str]] = defaultdict(set)  # lists an import may name, by contact
+        for _, cmd in imports:
+            lists = {*cmd.lists, *cmd.member_of, *filter(None, [self._cfg.import_list_id])}
+            for k in _keys(cmd):
+                lists_of[k] |= lists
+        opting_out = {
+            k for group in puts.values() for _, c in group if isinstance(c, Unsubscribe)
+            for k in _keys(c)
+        }  # fmt: skip
+
+        def waits(cmd: AddToList | RemoveFromList) -> bool:
+            keys = _keys(cmd)
+            if keys & opting_out:
+                return True
+            imported = [k for k in keys if k in lists_of]
+            return bool(imported) and (
+                cmd.store_id is None or any(cmd.list_id in lists_of[k] for k in imported)
+            )
+
+        later_members = [(i, c) for i, c in members if waits(c)]
+        members = [(i, c) for i, c in members if not waits(c)]
+        touched = {k for _, c in [*imports, *members] for k in _keys(c)} | put_keys
         later_deletes = [(i, c) for i, c in deletes if _keys(c) & touched]
         deletes = [(i, c) for i, c in deletes if not _keys(c) & touched]
+        after_later = {k for _, c in later_members for k in _keys(c)}
+        last_deletes = [(i, c) for i, c in later_deletes if _keys(c) & after_later]
+        later_deletes = [(i, c) for i, c in later_deletes if not _keys(c) & after_later]
 
         submitted: list[Submitted] = []
         if imports:
@@ -133,9 +155,10 @@ class CommandWriter:
         if puts:
             out.update(await self._puts(list(puts.values())))
         out.update(await self._activities.finish(submitted))
-        if later_members or later_deletes:
-            later = await self._submit_bulk(later_members, later_deletes, out)
-            out.update(await self._activities.finish(later))
+        for round_members, round_deletes in ((later_members, later_deletes), ([], last_deletes)):
+            if round_members or round_deletes:
+                later = await self._submit_bulk(round_members, round_deletes, out)
+                out.update(await self._activities.finish(later))
         return [out[i] for i in range(len(commands))]
 
     def _needs_put(self, cmd: UpsertContact) -> bool:

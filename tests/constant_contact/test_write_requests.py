@@ -230,3 +230,55 @@ async def test_a_quota_spent_among_the_puts_stops_every_request(make_env: Any) -
     # Five answered; at most the three other PUTs already in flight (4 at once) were refused.
     assert 6 <= sent <= 8
     assert sum(c.permission == "unsubscribed" for c in people) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_profile_update_and_a_list_join_of_one_contact_share_a_round(
+    make_env: Any,
+) -> None:
+    env: Env = await make_env(
+        contacts=100, sim_kw={"auto_process": False}, activity_poll_interval=1,
+        activity_poll_max=8,
+    )  # fmt: skip
+    c = next(c for c in live(env) if c.lists)
+    join = next(lid for lid in lists(env, 8) if lid not in c.lists)
+    cmds: list[Command] = [
+        UpsertContact(target="ctct", email=c.email.lower(), store_id=c.contact_id,
+                      fields={"job_title": "Lead"}, member_of=tuple(c.lists)),
+        AddToList(target="ctct", email=c.email.lower(), store_id=c.contact_id, list_id=join),
+    ]  # fmt: skip
+    sleep = SlowActivities(env.sim, seconds=3)
+    async with await open_slow(env, sleep) as ctct:
+        outcomes = await ctct.apply(cmds)
+    assert all(o.ok for o in outcomes), outcomes
+    assert c.job_title == "Lead" and join in c.lists
+    assert env.recorder.paths("POST") == [
+        "/activities/contacts_json_import",
+        "/activities/add_list_memberships",
+    ]
+    assert sleep.waits == [1, 2] and polls(env) == ["/activities"] * 2  # one round for both
+
+
+@pytest.mark.asyncio
+async def test_leaving_the_list_an_import_goes_through_waits_for_the_import(
+    make_env: Any,
+) -> None:
+    env: Env = await make_env(contacts=100)
+    c = next(c for c in live(env) if len(c.lists) == 1)
+    (only,) = c.lists
+    cmds: list[Command] = [
+        UpsertContact(target="ctct", email=c.email.lower(), store_id=c.contact_id,
+                      fields={"job_title": "Lead"}, member_of=(only,)),
+        RemoveFromList(target="ctct", email=c.email.lower(), store_id=c.contact_id, list_id=only),
+    ]  # fmt: skip
+    async with await env.open() as ctct:
+        outcomes = await ctct.apply(cmds)
+    assert all(o.ok for o in outcomes), outcomes
+    # The import names the contact's list (it must name one); the removal comes after it ended.
+    assert c.job_title == "Lead" and c.lists == ()
+    sent = [(r.method, p) for r, p in zip(env.recorder.api(), env.recorder.paths(), strict=True)]
+    assert [m for m, _ in sent] == ["POST", "GET", "POST", "GET"]
+    assert [p for m, p in sent if m == "POST"] == [
+        "/activities/contacts_json_import",
+        "/activities/remove_list_memberships",
+    ]
