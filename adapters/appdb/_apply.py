@@ -178,7 +178,7 @@ class _Batch(Batch):
                     if group is None:
                         group = updates[cols] = []
                     group.append((key, *values.values()))
-                    if not cmd.lists:
+                    if not cmd.lists and (stamp is None or stamp[0] not in values):
                         stamped.add(i)
                 if cmd.new_email is not None:
                     self.by_email.pop(cmd.email, None)
@@ -213,7 +213,10 @@ class _Batch(Batch):
                 for cols, rows in updates.items():
                     unique = list({row[0]: row for row in rows}.values())  # the last one wins
                     expected += len(unique)
-                    updated += await self.d.update_rows(c.table, c.key, cols, unique, stamp)
+                    # (A field mapped onto the updated-at column itself: no stamp in the
+                    # same SET; the batch's touch moves it afterwards, as it always did.)
+                    own = stamp if stamp is None or stamp[0] not in cols else None
+                    updated += await self.d.update_rows(c.table, c.key, cols, unique, own)
         if updated != expected:  # rows already equal, or keys not (or no longer) in the table
             wanted = [i for i in idx if i in keys and self.outcomes[i] is None]
             found = await self._existing([keys[i] for i in wanted])

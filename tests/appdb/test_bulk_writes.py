@@ -211,3 +211,39 @@ async def test_upserts_stamp_updated_at_only_on_rows_they_change(
         await h.app.close()
         if schema:
             await drop_schema(schema)
+
+
+@pytest.mark.postgres
+async def test_a_field_mapped_onto_the_updated_at_column_is_still_written() -> None:
+    # The stamp must not be a second assignment of the same column (PostgreSQL refuses one).
+    if not await pg_available():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    import tomllib
+
+    from adapters.appdb import AppDbConfig, create_sample_app, open_appdb, sample_config_toml
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    await create_sample_app(PG_DSN, contacts=3, seed=7, schema=schema)
+    text = sample_config_toml("postgres", PG_DSN, schema).replace(
+        '"cf:tier" = "tier"', '"cf:tier" = "tier"\n"cf:touched" = "updated_at"'
+    )
+    db = await open_appdb(AppDbConfig.from_toml(tomllib.loads(text)["appdb"]))
+    try:
+        [outcome] = await db.apply(
+            [
+                UpsertContact(
+                    target="app",
+                    email="x@e.org",
+                    store_id="1",
+                    fields={"first_name": "Z", "cf:touched": "2020-01-01T00:00:00+00:00"},
+                )
+            ]
+        )
+        assert outcome.ok, outcome.error
+        [(first, at)] = await db.driver.fetch(
+            "SELECT first_name, updated_at FROM contacts WHERE id = 1"
+        )
+        assert first == "Z" and at > datetime(2021, 1, 1, tzinfo=UTC)  # moved by the batch
+    finally:
+        await db.close()
+        await drop_schema(schema)
