@@ -72,9 +72,9 @@ class CommandWriter:
     bulk activity of the batch is POSTed before any is polled and all are polled together
     (activities.py); commands that must go through GET + PUT are merged per contact, so a
     contact costs one GET and at most one PUT however many such commands it has; the PUTs run
-    while the activities are processed. Commands whose order matters (a list change for a
-    contact being imported, a delete of a contact changed in the same batch) wait for a second
-    round, after the first has ended.
+    while the activities are processed. Commands whose order matters wait for a later round,
+    after the first has ended: a list change of a contact whose import creates it or may name
+    that list, or who is opting out; a delete of a contact changed in the same batch.
     """
 
     def __init__(
