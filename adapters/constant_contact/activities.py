@@ -135,12 +135,6 @@ class ActivityRunner:
                 out.update(spread(act, s.cmds, by_row=s.kind == "contacts_json_import"))
         return out
 
-    async def run(
-        self, kind: str, body: bytes, cmds: Sequence[tuple[int, Command]]
-    ) -> dict[int, Outcome]:
-        """POST one activity, poll it to an end state, and spread its result over ``cmds``."""
-        return await self.finish([await self.submit(kind, body, cmds)])
-
     async def poll(
         self, running: dict[str, Activity]
     ) -> tuple[dict[str, Activity], dict[str, Activity]]:
