@@ -117,10 +117,10 @@ def command_id(command: CommandBase) -> str:
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What a store made of one command."""
+    """What a store made of one command (a sink returns one per command, in order)."""
 
-    command_id: str
     ok: bool
+    command_id: str = ""  # filled in by the outbox; a sink may leave it empty
     error: str | None = None  # the store's own error text when not ok
     retriable: bool = False
     detail: str | None = None  # e.g. "not added to list: contact is unsubscribed"
