@@ -17,6 +17,7 @@ from uuid import uuid4
 import msgspec
 import structlog
 
+from engine._aio import gather_or_cancel
 from engine.commands import Command, RecordTracking, command_id
 from engine.events import SyncRunFinished, SyncRunStarted, content_id
 from engine.log import EventLog, NewEvent
@@ -193,14 +194,7 @@ class SyncEngine:
 
         # Both stores at once; if one fails the other is cancelled (its committed pages stay
         # committed with their checkpoints), so nothing is appended after the run has failed.
-        tasks = [asyncio.create_task(one("ctct")), asyncio.create_task(one("app"))]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        await gather_or_cancel(one("ctct"), one("app"))
         if self.tracking is not None and not self._stop.is_set():
             tr = await observe_tracking(
                 self.log, self.projector, self.tracking, run_id, bound, self._stop

@@ -15,6 +15,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import structlog
 
+from engine._aio import gather_or_cancel
 from engine.commands import Command, Outcome, command_id, command_kind
 from engine.errors import CcsyncError, FatalError, RetriableError
 from engine.events import (
@@ -197,6 +198,24 @@ class Outbox:
             await self.projector.catch_up(done.new)
         return sum(len(ids) for ids in confirmed.values())
 
+    async def _apply(
+        self, target: Store, todo: Sequence[tuple[str, Command]]
+    ) -> tuple[list[tuple[str, Command, Outcome]], FatalError | None]:
+        """Send ``target``'s commands; an error of the whole call fails each of them."""
+        batch = [(cid, c) for cid, c in todo if c.target == target]
+        fatal = None
+        try:
+            results = await self.sinks[target].apply([c for _, c in batch])
+        except CcsyncError as exc:
+            retriable = isinstance(exc, RetriableError) or not isinstance(exc, FatalError)
+            results = [
+                Outcome(command_id=cid, ok=False, error=str(exc), retriable=retriable)
+                for cid, _ in batch
+            ]
+            if isinstance(exc, FatalError):
+                fatal = exc
+        return [(cid, cmd, res) for (cid, cmd), res in zip(batch, results, strict=True)], fatal
+
     async def execute(
         self,
         commands: Sequence[Command],
@@ -252,24 +271,13 @@ class Outbox:
             await self.projector.catch_up(result.new)
         if not todo:
             return stats
-        outcomes: list[tuple[str, Command, Outcome]] = []
-        fatal: CcsyncError | None = None
-        for target in ("ctct", "app"):
-            batch = [(cid, c) for cid, c in todo if c.target == target]
-            if not batch:
-                continue
-            try:
-                results = await self.sinks[target].apply([c for _, c in batch])
-            except CcsyncError as exc:
-                retriable = isinstance(exc, RetriableError) or not isinstance(exc, FatalError)
-                results = [
-                    Outcome(command_id=cid, ok=False, error=str(exc), retriable=retriable)
-                    for cid, _ in batch
-                ]
-                if isinstance(exc, FatalError):
-                    fatal = exc
-            for (cid, cmd), res in zip(batch, results, strict=True):
-                outcomes.append((cid, cmd, res))
+        # The stores are written concurrently: one's writes (network round trips, activities
+        # polled to completion) need not wait for the other's.
+        stores: tuple[Store, ...] = ("ctct", "app")
+        targets = [t for t in stores if any(c.target == t for _, c in todo)]
+        parts = await gather_or_cancel(*(self._apply(t, todo) for t in targets))
+        outcomes = [o for part, _ in parts for o in part]
+        fatal = next((f for _, f in parts if f is not None), None)
         records = []
         applied: dict[Store, list[AppliedCommand]] = {}
         for cid, cmd, res in outcomes:

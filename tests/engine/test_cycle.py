@@ -224,3 +224,28 @@ async def test_decisions_are_flushed_in_bounded_batches_even_without_commands(
     links = await log.connection.execute_fetchall("SELECT COUNT(*) FROM p_links")
     assert next(iter(links))[0] == 40
     assert sum(sizes) == 40 and max(sizes) < 8 + 5, sizes
+
+
+async def test_both_stores_are_written_at_once(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Constant Contact's writes (activities polled to completion) do not hold up the app's:
+    here Constant Contact's sink finishes only once the app's has started."""
+    engine, ctct, app = make(log)
+    ctct.add("from-ctct@example.org", first_name="C")
+    app.add("from-app@example.org", first_name="A")
+    app_started = asyncio.Event()
+    ctct_apply, app_apply = ctct.apply, app.apply
+
+    async def ctct_waits(commands: Any) -> Any:
+        await asyncio.wait_for(app_started.wait(), timeout=10)  # a guard, not a clock
+        return await ctct_apply(commands)
+
+    async def app_signals(commands: Any) -> Any:
+        app_started.set()
+        return await app_apply(commands)
+
+    monkeypatch.setattr(ctct, "apply", ctct_waits)
+    monkeypatch.setattr(app, "apply", app_signals)
+    s = await engine.cycle()
+    assert s.failed == 0 and s.applied == 2, s
