@@ -29,7 +29,6 @@ from engine.commands import (
     RemoveFromList,
     Unsubscribe,
     UpsertContact,
-    command_id,
 )
 from engine.errors import FatalError, RetriableError
 from engine.model import is_valid_email, normalise_email
@@ -97,13 +96,10 @@ class _Batch(Batch):
                 await handler(idx)
         await self._touch_updated_at()
         keys, details = self.keys, self.details
+        # One Outcome per command, in order; the outbox fills in the command ids.
         return [
-            o
-            if o is not None
-            else Outcome(
-                command_id=command_id(cmd), ok=True, store_id=keys.get(i), detail=details.get(i)
-            )
-            for i, (o, cmd) in enumerate(zip(self.outcomes, self.cmds, strict=True))
+            o if o is not None else Outcome(ok=True, store_id=keys.get(i), detail=details.get(i))
+            for i, o in enumerate(self.outcomes)
         ]
 
     async def _touch_updated_at(self) -> None:
