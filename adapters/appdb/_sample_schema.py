@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS contacts (
     deleted_at TEXT
 );
 CREATE INDEX IF NOT EXISTS contacts_updated ON contacts (updated_at, id);
-CREATE INDEX IF NOT EXISTS contacts_email ON contacts (email);
+-- Exactly the expression ccsync matches emails by (lookups, the duplicate-email check).
+CREATE INDEX IF NOT EXISTS contacts_email_lookup ON contacts (lower(trim(email)));
 CREATE TABLE IF NOT EXISTS list_members (
     contact_id INTEGER NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
     list_id INTEGER NOT NULL REFERENCES lists (id),
@@ -91,7 +92,8 @@ CREATE TABLE IF NOT EXISTS contacts (
     deleted_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS contacts_updated ON contacts (updated_at, id);
-CREATE INDEX IF NOT EXISTS contacts_email ON contacts (lower(email));
+-- Exactly the expression ccsync matches emails by (lookups, the duplicate-email check).
+CREATE INDEX IF NOT EXISTS contacts_email_lookup ON contacts (lower(trim(email)));
 CREATE TABLE IF NOT EXISTS list_members (
     contact_id bigint NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
     list_id integer NOT NULL REFERENCES lists (id),
