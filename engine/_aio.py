@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from typing import Any, Final, TypeVar, cast
 
-__all__ = ["gather_or_cancel"]
+__all__ = ["gather_or_cancel", "prefetch"]
 
 _T = TypeVar("_T")
 
@@ -23,3 +23,48 @@ async def gather_or_cancel(*work: Coroutine[Any, Any, _T]) -> list[_T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+_DONE: Final = object()
+
+
+async def prefetch(source: AsyncIterator[_T], depth: int = 2) -> AsyncGenerator[_T, None]:
+    """Iterate ``source`` in a task of its own, up to ``depth`` items ahead of the consumer, so
+    that producing the next item (a page decoded and normalised) runs while the consumer waits
+    on something else (its database). Errors reach the consumer in order, after the items
+    produced before them; leaving early cancels the producer."""
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for item in source:
+                await queue.put(item)
+        except asyncio.CancelledError:
+            raise  # the consumer left: nobody is waiting for the rest
+        except Exception as exc:  # handed over in order, after the items before it
+            await queue.put(_Failure(exc))
+            return
+        await queue.put(_DONE)
+
+    task = asyncio.ensure_future(produce())
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield cast(_T, item)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc

@@ -18,6 +18,7 @@ import aiosqlite
 import msgspec
 import structlog
 
+from engine._aio import prefetch
 from engine._scan import clear_seen, record_seen, scan_deletions
 from engine.diff import diff_contact, diff_list
 from engine.events import (
@@ -133,9 +134,10 @@ async def observe_contacts(
     held: list[Page] = []
     resume = await log.checkpoint(cp_name)
     scanned = False  # did the last page belong to a full scan?
-    pages = source.observe_contacts(resume, bound)
+    # The store's next page is fetched and normalised while this one is being appended.
+    pages = prefetch(source.observe_contacts(resume, bound))
     try:
-        async for page in pages:
+        async for page in pages:  # (closed in the finally below, not whenever it is collected)
             held.append(page)
             scanned = page.full_scan
             if progress is not None:
@@ -150,6 +152,8 @@ async def observe_contacts(
         if held:  # keep what was fetched before the store failed (e.g. its quota ran out)
             await _append_pages(log, store, run_id, cp_name, held, stats)
         raise
+    finally:
+        await pages.aclose()  # a stop leaves early: no page is fetched after it
     if held:
         await _append_pages(log, store, run_id, cp_name, held, stats)
     if scanned and not stats.interrupted:

@@ -1,0 +1,78 @@
+"""The engine's asyncio helpers: prefetching a page source, and gathering with cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine._aio import gather_or_cancel, prefetch
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_prefetch_keeps_the_order_and_reaches_the_end() -> None:
+    async def pages() -> AsyncIterator[int]:
+        for i in range(10):
+            yield i
+
+    assert [p async for p in prefetch(pages(), depth=3)] == list(range(10))
+
+
+async def test_prefetch_hands_over_the_items_before_an_error_then_the_error() -> None:
+    async def pages() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+        raise RuntimeError("quota spent")
+
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for p in prefetch(pages()):
+            got.append(p)
+
+    with pytest.raises(RuntimeError, match="quota spent"):
+        await consume()
+    assert got == [1, 2]
+
+
+async def test_prefetch_runs_ahead_while_the_consumer_waits_and_stops_when_it_leaves() -> None:
+    produced: list[int] = []
+    closed = asyncio.Event()
+
+    async def pages() -> AsyncIterator[int]:
+        try:
+            for i in range(100):
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    ahead = prefetch(pages(), depth=2)
+    assert await anext(ahead) == 0
+    for _ in range(10):  # the consumer waits on something else; the producer runs
+        await asyncio.sleep(0)
+    assert produced[:3] == [0, 1, 2]  # ahead by the depth, no further
+    assert len(produced) <= 4
+    await ahead.aclose()
+    assert closed.is_set()  # leaving early closed the source
+
+
+async def test_gather_or_cancel_cancels_the_others_when_one_fails() -> None:
+    cancelled = asyncio.Event()
+
+    async def slow() -> int:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    async def failing() -> int:
+        raise ValueError("store went away")
+
+    with pytest.raises(ValueError, match="went away"):
+        await gather_or_cancel(slow(), failing())
+    assert cancelled.is_set()
