@@ -26,6 +26,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 
+from engine._aio import gather_or_cancel
 from engine.commands import (
     AddToList,
     Command,
@@ -234,15 +235,8 @@ class CommandWriter:
             async with gate:
                 out.update(await self._guard(group, self._put(group)))
 
-        tasks = [asyncio.ensure_future(one(g)) for g in groups]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            # A run-level failure (quota spent, authorisation lost): no more requests.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        # A run-level failure (quota spent, authorisation lost): no more requests.
+        await gather_or_cancel(*(one(g) for g in groups))
         return out
 
     async def _put(self, group: list[Indexed]) -> Outcome:

@@ -59,7 +59,8 @@ token_file = "tokens.json"    # written by `ccsync auth login`, mode 0600, refre
 # backoff_max = 30
 # refresh_margin_seconds = 300  # refresh the access token this long before it expires
 # page_size = 500
-# activity_poll_interval = 1
+# activity_poll_interval = 1     # the first wait before polling bulk activities; doubles ...
+# activity_poll_max = 30         # ... up to this
 # activity_timeout = 900
 # import_list_id = "..."        # the list new contacts join when no mapped list applies
 #                               # (Constant Contact imports need at least one list)
