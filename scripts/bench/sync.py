@@ -133,7 +133,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     flush=True,
                 )
                 print(f"          peak RSS so far: {rss_mb():.0f} MB", flush=True)
-                changes = max(1, n // 100)
+                changes = args.changes or max(1, n // 100)
                 events = await sim.admin("POST", "world/step", {"n": changes})
                 await sim.admin("DELETE", "requests")
                 touched = {e["contact_id"] for e in events["events"] if e.get("contact_id")}
@@ -161,6 +161,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--contacts", type=int, default=100_000)
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument(
+        "--changes",
+        type=int,
+        help="world changes before the incremental cycle (default: 1%% of --contacts)",
+    )
     p.add_argument(
         "--overlap-seconds",
         type=float,
