@@ -64,7 +64,7 @@ class Batch:
         return found
 
     async def _resolve(self, idx: Sequence[int], *, trust_keys: bool = False) -> None:
-        c, d = self.c, self.d
+        d = self.d
         cmds = self.cmds
         given = list(dict.fromkeys(sid for i in idx if (sid := cmds[i].store_id)))
         found = set(given) if trust_keys else await self._existing(given)
@@ -72,15 +72,10 @@ class Batch:
             {self.cmds[i].email for i in idx if not self.cmds[i].store_id} - set(self.by_email)
         )
         matches: dict[str, list[str]] = {}
-        live = self.rows.live_condition()
         for part in _chunks(emails, 5000):
-            cond, params = d.text_in(f"lower(trim({quote(c.email)}))", [e.lower() for e in part])
-            where = cond + (f" AND {live}" if live else "")
+            # Through the lower(trim(email)) index when the app has one (docs/appdb.md).
             wanted = set(part)
-            for key, email in await d.fetch(
-                f"SELECT {quote(c.key)}, {quote(c.email)} FROM {quote(c.table)} WHERE {where}",
-                params,
-            ):
+            for key, email in await d.fetch(*self.rows.by_email(part)):
                 if isinstance(email, str) and normalise_email(email) in wanted:
                     matches.setdefault(normalise_email(email), []).append(as_text(key) or "")
         for email, keys in matches.items():

@@ -3,10 +3,18 @@
 The SELECT list is built once from the mapping; each row is converted positionally. Bad rows
 (NULL key, invalid email, an email another live row shares, an unknown status value) become
 ``Rejected`` naming the key and the column, and the rest of the page goes on.
+
+Emails are matched as ``lower(trim(email))`` in SQL (lookups by email, the duplicate check).
+When the contacts table has an index on exactly that expression, each observed row carries the
+keys of the other live rows sharing its email, found by one index probe inside the page's own
+query: the check costs what the page costs, whatever the table's size. Without such an index a
+probe would scan the table for every row, so the check falls back to one ``GROUP BY`` over the
+whole table per observation run (``duplicates``), and ``ccsync appdb check`` warns.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -15,10 +23,11 @@ import msgspec
 
 from adapters.appdb._driver import Driver, Row, as_text, parse_time, quote
 from adapters.appdb.config import AppDbConfig
+from engine.errors import CcsyncError
 from engine.model import ContactRecord, PermissionState, is_valid_email, normalise_email
 from engine.ports import Rejected
 
-__all__ = ["ContactRows"]
+__all__ = ["ContactRows", "email_index_statement", "email_index_used"]
 
 _enc: Final = msgspec.json.Encoder()
 _FALSE_STRINGS: Final = frozenset(("", "0", "f", "false", "no", "n", "off"))
@@ -27,10 +36,11 @@ _FALSE_STRINGS: Final = frozenset(("", "0", "f", "false", "no", "n", "off"))
 class ContactRows:
     """The contacts SELECT for a mapping, and the conversion of its rows."""
 
-    def __init__(self, cfg: AppDbConfig, driver: Driver) -> None:
+    def __init__(self, cfg: AppDbConfig, driver: Driver, *, email_indexed: bool = False) -> None:
         c = cfg.contacts
         self._cfg = cfg
         self._driver = driver
+        self.email_indexed = email_indexed
         cols: list[str] = [c.key, c.email]
         self._i_updated = self._i_deleted = self._i_perm = -1
         self._i_reason = self._i_source = self._i_changed = -1
@@ -57,6 +67,17 @@ class ContactRows:
         self._nontext = [name for name, col in c.fields.items() if not driver.is_text(c.table, col)]
         self.columns: tuple[str, ...] = tuple(cols)
         select = [f"c.{quote(col)}" for col in cols]
+        self._i_shared = -1
+        if email_indexed:
+            # The keys of the other live rows holding this row's email: one probe of the
+            # lower(trim(email)) index per row (NULL: none).
+            self._i_shared = len(select)
+            live = self.live_condition("o.")
+            select.append(
+                f"(SELECT {driver.group_keys(f'o.{quote(c.key)}')} FROM {quote(c.table)} AS o "
+                f"WHERE {email_expr(c.email, 'o.')} = {email_expr(c.email, 'c.')} "
+                f"AND o.{quote(c.key)} <> c.{quote(c.key)}{f' AND {live}' if live else ''})"
+            )
         self._has_lists = cfg.memberships is not None
         if cfg.memberships is not None:
             m = cfg.memberships
@@ -65,17 +86,34 @@ class ContactRows:
         self.select = f"SELECT {self.select_list} FROM {quote(c.table)} AS c"
 
     async def duplicates(self) -> dict[str, list[str]]:
-        """Lower-cased emails that more than one live row holds, with those rows' keys."""
-        # One pass over the table per run; usually empty.
+        """Without the email index only: key -> the keys of every live row sharing its email
+        (itself included), for the whole table. Empty when each page checks its own rows."""
+        if self.email_indexed:
+            return {}
+        # One pass over the table per run (the fallback; see the module docstring).
         c = self._cfg.contacts
         live = self.live_condition()
         where = f"WHERE {live}" if live else ""
-        email = f"lower(trim({quote(c.email)}))"
         rows = await self._driver.fetch(
-            f"SELECT {email}, {self._driver.group_keys(quote(c.key))} FROM {quote(c.table)} "
-            f"{where} GROUP BY 1 HAVING count(*) > 1"
+            f"SELECT {email_expr(c.email)}, {self._driver.group_keys(quote(c.key))} "
+            f"FROM {quote(c.table)} {where} GROUP BY 1 HAVING count(*) > 1"
         )
-        return {str(e): str(keys).split("\x1f") for e, keys in rows if e is not None}
+        out: dict[str, list[str]] = {}
+        for e, keys in rows:
+            if e is not None:
+                group = str(keys).split("\x1f")
+                out.update(dict.fromkeys(group, group))
+        return out
+
+    def by_email(self, emails: Sequence[str]) -> tuple[str, list[Any]]:
+        """SQL for (key, email) of the live rows whose ``lower(trim(email))`` is one of
+        ``emails`` (normalised), and its parameters; it probes the email index if there is one."""
+        c = self._cfg.contacts
+        cond, params = self._driver.text_in(email_expr(c.email), [e.lower() for e in emails])
+        live = self.live_condition()
+        where = cond + (f" AND {live}" if live else "")
+        sql = f"SELECT {quote(c.key)}, {quote(c.email)} FROM {quote(c.table)} WHERE {where}"
+        return sql, params
 
     def live_condition(self, alias: str = "") -> str:
         """SQL true for rows that are not soft-deleted ('' when there is no such column)."""
@@ -99,7 +137,8 @@ class ContactRows:
     def convert(
         self, rows: Sequence[Row], dups: dict[str, list[str]]
     ) -> tuple[list[ContactRecord], list[Rejected]]:
-        """Rows as records, and the rows refused (one Rejected each)."""
+        """Rows as records, and the rows refused (one Rejected each). ``dups``: what
+        ``duplicates`` returned (used only when the rows do not carry their own check)."""
         # The hot loop of observation: locals, cached PermissionStates, no per-row lookups.
         c = self._cfg.contacts
         perm = c.permission
@@ -109,6 +148,7 @@ class ContactRows:
         i0, i1 = self._i_fields, self._i_fields + len(names)
         nontext = self._nontext
         i_del, i_perm, i_upd = self._i_deleted, self._i_perm, self._i_updated
+        i_shared = self._i_shared
         i_reason, i_source, i_changed = self._i_reason, self._i_source, self._i_changed
         plain_perm = i_reason < 0 and i_source < 0 and i_changed < 0
         perms: dict[str, PermissionState] = {}
@@ -130,13 +170,13 @@ class ContactRows:
                     problem = "email is NULL" if raw_email is None else "invalid email address"
                     rejected.append(self._reject(row, store_id, c.email, problem))
                     continue
-                if dups:
-                    others = dups.get(raw_email.strip().lower())
-                    if others:
-                        rest = ", ".join(k for k in others if k != store_id)
-                        problem = f"email shared with row(s) {rest}; fix one of them in the app"
-                        rejected.append(self._reject(row, store_id, c.email, problem))
-                        continue
+                shared = row[i_shared] if i_shared >= 0 else dups.get(store_id) if dups else None
+                if shared:
+                    others = shared.split("\x1f") if type(shared) is str else shared
+                    rest = ", ".join(sorted(k for k in others if k != store_id))
+                    problem = f"email shared with row(s) {rest}; fix one of them in the app"
+                    rejected.append(self._reject(row, store_id, c.email, problem))
+                    continue
             permission = not_set
             if perm is not None:
                 value = row[i_perm]
@@ -234,3 +274,51 @@ def _truthy(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in _FALSE_STRINGS
     return True
+
+
+def email_expr(column: str, alias: str = "") -> str:
+    """The expression emails are matched by, in SQL (and the one the index must cover)."""
+    return f"lower(trim({alias}{quote(column)}))"
+
+
+def email_index_statement(cfg: AppDbConfig, dialect: str) -> str:
+    """The CREATE INDEX statement that lets email lookups and the duplicate check probe an
+    index (CONCURRENTLY on PostgreSQL: it does not block the app's writes while it builds)."""
+    c = cfg.contacts
+    name = quote(c.table.rsplit(".", 1)[-1] + "_email_lookup")
+    how = "CREATE INDEX CONCURRENTLY" if dialect == "postgres" else "CREATE INDEX"
+    return f"{how} {name} ON {quote(c.table)} ({email_expr(c.email)});"
+
+
+async def email_index_used(cfg: AppDbConfig, driver: Driver, live: str) -> bool:
+    """Whether the database answers ``lower(trim(email)) = ...`` (on live rows) through an
+    index, as the planner itself says (EXPLAIN), not by reading index definitions."""
+    c = cfg.contacts
+    where = f"{email_expr(c.email)} = ''" + (f" AND {live}" if live else "")
+    sql = f"SELECT {quote(c.key)} FROM {quote(c.table)} WHERE {where}"
+    try:
+        if driver.dialect == "sqlite":
+            # A fresh text each time: the connection caches prepared statements by text, and
+            # a cached EXPLAIN is not re-planned after an index is created or dropped.
+            plan = await driver.fetch(f"EXPLAIN QUERY PLAN {sql} /* {uuid.uuid4().hex} */")
+            return any("<expr>" in str(r[-1]) and "INDEX" in str(r[-1]) for r in plan)
+        # Small tables are read whole whatever the indexes: ask whether it *can* probe one.
+        await driver.execute("SET enable_seqscan = off")
+        try:
+            (text,) = (await driver.fetch(f"EXPLAIN (FORMAT JSON) {sql}"))[0]
+        finally:
+            await driver.execute("RESET enable_seqscan")
+    except CcsyncError:
+        return False  # a column or table missing: check() reports that
+    return _probes_email(msgspec.json.decode(str(text)))
+
+
+def _probes_email(plan: Any) -> bool:
+    if isinstance(plan, list):
+        return any(_probes_email(p) for p in plan)
+    if isinstance(plan, dict):
+        cond = plan.get("Index Cond")
+        if isinstance(cond, str) and "lower(" in cond.lower():
+            return True
+        return any(_probes_email(v) for v in plan.values() if isinstance(v, list | dict))
+    return False

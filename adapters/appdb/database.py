@@ -11,7 +11,7 @@ import structlog
 from adapters.appdb._apply import Writer
 from adapters.appdb._driver import Driver, as_text, parse_time, quote
 from adapters.appdb._observe import Observer
-from adapters.appdb._rows import ContactRows
+from adapters.appdb._rows import ContactRows, email_index_statement, email_index_used
 from adapters.appdb._triggers import install_sql, uninstall_sql
 from adapters.appdb.config import AppDbConfig
 from engine.commands import Command, Outcome
@@ -170,6 +170,22 @@ class AppDatabase:
                     )
         return out
 
+    async def warnings(self) -> list[str]:
+        """What works but will not scale (empty: nothing); ``ccsync appdb check`` prints these
+        without failing. Today: no index on the expression emails are matched by."""
+        c = self.cfg.contacts
+        if await self._schema_problems():
+            return []  # check() reports those; an index on a missing column means nothing
+        if await email_index_used(self.cfg, self._d, self._rows.live_condition()):
+            return []
+        return [
+            f"appdb.contacts.email: no index on lower(trim({c.email})) of {c.table}: every "
+            "observation run checks the whole table for shared emails, and every batch of "
+            "commands without a key scans it to find contacts by email (fine for a small "
+            "table; it grows with the table). Create the index: "
+            + email_index_statement(self.cfg, self._d.dialect)
+        ]
+
     async def install_triggers(self) -> None:
         """Create the change table and its triggers; change detection switches to them."""
         problems = await self._schema_problems()
@@ -217,8 +233,10 @@ class AppDatabase:
                 "without triggers, change detection needs an updated-at column",
             )
         self._d.writer_table = self.cfg.change_table + "_writer" if installed else None
-        # Rebuilt now that the driver knows the columns' types (see ContactRows).
-        self._rows = ContactRows(self.cfg, self._d)
+        # Rebuilt now that the driver knows the columns' types (see ContactRows), and whether
+        # emails can be matched through an index (the duplicate check depends on it).
+        indexed = await email_index_used(self.cfg, self._d, self._rows.live_condition())
+        self._rows = ContactRows(self.cfg, self._d, email_indexed=indexed)
         self._writer = Writer(self.cfg, self._d, self._rows)
         self._observer = Observer(self.cfg, self._d, self._rows, triggers=use)
 

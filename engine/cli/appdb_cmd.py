@@ -62,9 +62,12 @@ async def _check(args: argparse.Namespace) -> int:
     db = await open_appdb(cfg, check_schema=False)
     try:
         problems = await db.check()
+        warnings = await db.warnings()
         mode = db.change_detection
     finally:
         await db.close()
+    for warning in warnings:  # works, but will not scale: said, not failed
+        print(f"warning: {warning}", file=sys.stderr)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)

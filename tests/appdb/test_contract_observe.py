@@ -98,6 +98,22 @@ async def test_bad_rows_are_rejected_one_by_one_and_the_rest_goes_on(harness: Ha
 
 
 @pytest.mark.asyncio
+async def test_a_duplicate_is_caught_when_the_other_row_did_not_change(harness: Harness) -> None:
+    mirror = Mirror()
+    await mirror.sync(harness.db)
+    taken = mirror.state["1"].email
+    # Row 2 takes row 1's address (padded, other case); row 1 itself is not touched.
+    await harness.app.update("2", email=f" {taken[0].upper()}{taken[1:]}")
+    pages = await mirror.sync(harness.db)
+    assert pages and not any(p.full_scan for p in pages)  # an incremental run
+    assert "1" not in {c.store_id for p in pages for c in p.contacts}
+    [bad] = [r for p in pages for r in p.rejected]
+    assert (bad.record, bad.field) == ("2", "email")
+    assert "shared with row(s) 1;" in bad.problem
+    assert "2" not in {c.store_id for p in pages for c in p.contacts}  # skipped
+
+
+@pytest.mark.asyncio
 async def test_lists_are_observed(harness: Harness) -> None:
     _request, lists = await harness.db.observe_lists()
     assert [(x.store_id, x.name) for x in lists] == [
