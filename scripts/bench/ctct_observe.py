@@ -18,6 +18,7 @@ import asyncio
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -205,8 +206,8 @@ def machine() -> str:
 async def main_async(args: argparse.Namespace) -> None:
     configure_logging(level="warning")  # as in production: no per-request debug lines
     sim = Sim(args.contacts)
+    tmp = Path(tempfile.mkdtemp(prefix="ctct-bench-"))
     try:
-        tmp = Path(tempfile.mkdtemp(prefix="ctct-bench-"))
         token_file = tmp / "tokens.json"
         access = sim.info["access_token"]
         TokenStore(token_file).save(
@@ -268,6 +269,7 @@ async def main_async(args: argparse.Namespace) -> None:
             )
     finally:
         sim.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

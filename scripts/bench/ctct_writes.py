@@ -44,6 +44,7 @@ import math
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -199,8 +200,9 @@ def config(sim: SimProcess, token_file: Path, import_list: str, poll: float) -> 
 
 async def run_once(args: argparse.Namespace, seed: int) -> None:
     sim = SimProcess(args.contacts, seed=seed, lists=8)
+    tmp = Path(tempfile.mkdtemp(prefix="ctct-writes-"))
     try:
-        token_file = Path(tempfile.mkdtemp(prefix="ctct-writes-")) / "tokens.json"
+        token_file = tmp / "tokens.json"
         TokenStore(token_file).save(
             StoredTokens(
                 access_token=sim.info["access_token"], refresh_token=sim.info["refresh_token"]
@@ -254,6 +256,7 @@ async def run_once(args: argparse.Namespace, seed: int) -> None:
             print(f"  failed: {o.error}")
     finally:
         sim.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def main_async(args: argparse.Namespace) -> None:
