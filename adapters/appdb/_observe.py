@@ -79,16 +79,20 @@ class Observer:
                 tok = _dec.decode(resume)
             except msgspec.DecodeError as exc:
                 raise ConfigError("appdb resume token", f"not one of ours: {exc}") from None
-        dups = await self._rows.duplicates()
+        # Shared emails: a full scan checks the whole table once (it reads every row anyway);
+        # an incremental run checks the rows it reads, through the email index (without
+        # one, the whole table once per run as well). See adapters.appdb._rows.
         if tok is not None and tok.mode == "scan":
-            async for page in self._scan(tok, dups):
+            async for page in self._scan(tok, await self._rows.duplicates()):
                 yield page
             return
         if tok is None or tok.mode != self.mode or self._scan_due(tok, bound):
             then = await self._steady_after_scan(bound)
+            dups = await self._rows.duplicates()
             async for page in self._scan(Token(mode="scan", then=_encode(then)), dups):
                 yield page
             return
+        dups = {} if self._rows.email_indexed else await self._rows.duplicates()
         if self.mode == "changes":
             async for page in self._changes_pages(tok, dups):
                 yield page
@@ -181,11 +185,11 @@ class Observer:
         )
         if pg:
             head = (
-                f"SELECT ch.txid, ch.seq, ch.key, ch.op, ch.email, {self._rows.select_list} {join}"
+                f"SELECT ch.txid, ch.seq, ch.key, ch.op, ch.email, {self._rows.probed_list} {join}"
             )
             where = "(ch.txid, ch.seq) > (?, ?) AND ch.txid < ? ORDER BY ch.txid, ch.seq"
         else:
-            head = f"SELECT 0, ch.seq, ch.key, ch.op, ch.email, {self._rows.select_list} {join}"
+            head = f"SELECT 0, ch.seq, ch.key, ch.op, ch.email, {self._rows.probed_list} {join}"
             where = "ch.seq > ? AND ch.seq <= ? ORDER BY ch.seq"
         n = self._cfg.page_size
 
@@ -230,7 +234,7 @@ class Observer:
             latest.pop(k, None)  # keep the order of last change
             latest[k] = row
         present = [r[5:] for r in latest.values() if r[5] is not None]
-        records, bad = self._rows.convert(present, dups)
+        records, bad = self._rows.convert(present, dups, probed=True)
         for k, r in latest.items():
             if r[5] is None:
                 email = normalise_email(r[4] or "")
@@ -262,7 +266,9 @@ class Observer:
             elif start is not None:
                 conds.append(f"{u} >= ?")
                 params.append(self._d.time_param(start))
-            sql = f"{self._rows.select} WHERE {' AND '.join(conds)} ORDER BY {u}, {k} LIMIT ?"
+            sql = (
+                f"{self._rows.probed_select} WHERE {' AND '.join(conds)} ORDER BY {u}, {k} LIMIT ?"
+            )
             return self._d.fetch(sql, [*params, n])
 
         after_ts, after_key = tok.after_ts, tok.after_key
@@ -278,7 +284,7 @@ class Observer:
                     after_key = as_text(rows[-1][0])
                 if not done:
                     ahead.start(query(after_ts, after_key))
-                records, rejected = self._rows.convert(rows, dups)
+                records, rejected = self._rows.convert(rows, dups, probed=True)
                 if done:
                     nxt = Token(mode="column", since=bound.isoformat(), last_scan=tok.last_scan)
                 else:

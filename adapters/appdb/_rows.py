@@ -5,11 +5,12 @@ The SELECT list is built once from the mapping; each row is converted positional
 ``Rejected`` naming the key and the column, and the rest of the page goes on.
 
 Emails are matched as ``lower(trim(email))`` in SQL (lookups by email, the duplicate check).
-When the contacts table has an index on exactly that expression, each observed row carries the
-keys of the other live rows sharing its email, found by one index probe inside the page's own
-query: the check costs what the page costs, whatever the table's size. Without such an index a
-probe would scan the table for every row, so the check falls back to one ``GROUP BY`` over the
-whole table per observation run (``duplicates``), and ``ccsync appdb check`` warns.
+When the contacts table has an index on exactly that expression, each row an incremental run
+reads carries the keys of the other live rows sharing its email, found by one index probe
+inside the page's own query: the check grows with the rows read, not with the table. A full
+scan reads every row anyway, and one ``GROUP BY`` over the table (``duplicates``) is cheaper
+than a probe per row, so it keeps that. Without the index a probe would scan the table for
+every row: every run then does the ``GROUP BY``, and ``ccsync appdb check`` warns.
 """
 
 from __future__ import annotations
@@ -67,30 +68,33 @@ class ContactRows:
         self._nontext = [name for name, col in c.fields.items() if not driver.is_text(c.table, col)]
         self.columns: tuple[str, ...] = tuple(cols)
         select = [f"c.{quote(col)}" for col in cols]
+        probe: list[str] = []
         self._i_shared = -1
         if email_indexed:
             # The keys of the other live rows holding this row's email: one probe of the
             # lower(trim(email)) index per row (NULL: none).
             self._i_shared = len(select)
             live = self.live_condition("o.")
-            select.append(
+            probe.append(
                 f"(SELECT {driver.group_keys(f'o.{quote(c.key)}')} FROM {quote(c.table)} AS o "
                 f"WHERE {email_expr(c.email, 'o.')} = {email_expr(c.email, 'c.')} "
                 f"AND o.{quote(c.key)} <> c.{quote(c.key)}{f' AND {live}' if live else ''})"
             )
+        lists: list[str] = []
         self._has_lists = cfg.memberships is not None
         if cfg.memberships is not None:
             m = cfg.memberships
-            select.append(driver.list_agg(m.table, m.list, m.contact, f"c.{quote(c.key)}"))
-        self.select_list = ", ".join(select)  # the contact columns, for joins
+            lists.append(driver.list_agg(m.table, m.list, m.contact, f"c.{quote(c.key)}"))
+        # Two SELECT lists: full scans check duplicates once for the whole table (they read
+        # every row anyway); incremental runs check each row they read through the index.
+        self.select_list = ", ".join([*select, *lists])  # the contact columns, for joins
         self.select = f"SELECT {self.select_list} FROM {quote(c.table)} AS c"
+        self.probed_list = ", ".join([*select, *probe, *lists])  # ...each with its own check
+        self.probed_select = f"SELECT {self.probed_list} FROM {quote(c.table)} AS c"
 
     async def duplicates(self) -> dict[str, list[str]]:
-        """Without the email index only: key -> the keys of every live row sharing its email
-        (itself included), for the whole table. Empty when each page checks its own rows."""
-        if self.email_indexed:
-            return {}
-        # One pass over the table per run (the fallback; see the module docstring).
+        """Key -> the keys of every live row sharing its email (itself included), for the
+        whole table: one pass, for full scans, and for every run when there is no index."""
         c = self._cfg.contacts
         live = self.live_condition()
         where = f"WHERE {live}" if live else ""
@@ -135,10 +139,11 @@ class ContactRows:
         return self._driver.dialect == "postgres"
 
     def convert(
-        self, rows: Sequence[Row], dups: dict[str, list[str]]
+        self, rows: Sequence[Row], dups: dict[str, list[str]], *, probed: bool = False
     ) -> tuple[list[ContactRecord], list[Rejected]]:
         """Rows as records, and the rows refused (one Rejected each). ``dups``: what
-        ``duplicates`` returned (used only when the rows do not carry their own check)."""
+        ``duplicates`` returned; ``probed``: the rows were read with ``probed_list``, so
+        they carry their own duplicate check (when the index exists)."""
         # The hot loop of observation: locals, cached PermissionStates, no per-row lookups.
         c = self._cfg.contacts
         perm = c.permission
@@ -148,7 +153,7 @@ class ContactRows:
         i0, i1 = self._i_fields, self._i_fields + len(names)
         nontext = self._nontext
         i_del, i_perm, i_upd = self._i_deleted, self._i_perm, self._i_updated
-        i_shared = self._i_shared
+        i_shared = self._i_shared if probed else -1
         i_reason, i_source, i_changed = self._i_reason, self._i_source, self._i_changed
         plain_perm = i_reason < 0 and i_source < 0 and i_changed < 0
         perms: dict[str, PermissionState] = {}
