@@ -127,12 +127,22 @@ async def main_async(args: argparse.Namespace) -> None:
                     flush=True,
                 )
                 second = await w.engine.cycle()  # observes what the first wrote to the app
+                print(f"          second cycle observed: {second.observed}")
                 print(
                     f"          second cycle: {sum(second.durations.values()):.2f}s, "
                     f"commands {second.commands}",
                     flush=True,
                 )
                 print(f"          peak RSS so far: {rss_mb():.0f} MB", flush=True)
+                # Back-to-back cycles re-read, through the look-back overlap, the rows the
+                # previous cycle wrote; one cycle with nothing new brings the run to the steady
+                # state a daemon is in, so the incremental cycle below costs what changed.
+                settle = await w.engine.cycle()
+                print(
+                    f"          settling cycle: {sum(settle.durations.values()):.2f}s, "
+                    f"commands {settle.commands}, observed {settle.observed}",
+                    flush=True,
+                )
                 changes = args.changes or max(1, n // 100)
                 events = await sim.admin("POST", "world/step", {"n": changes})
                 await sim.admin("DELETE", "requests")
@@ -148,6 +158,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     flush=True,
                 )
                 print(f"          phases: { {k: round(v, 2) for k, v in inc.durations.items()} }")
+                print(f"          observed: {inc.observed}")
                 by_endpoint = await sim.admin("GET", "requests")
                 for endpoint, count in sorted(by_endpoint.items(), key=lambda kv: -kv[1]):
                     if "/__admin/" not in endpoint:
