@@ -59,9 +59,9 @@ def checkpoint_name(store: Store, what: str) -> str:
     return f"observe.{store}.{what}"
 
 
-def _bookkeeping(
+def _page_event(
     store: Store, run_id: str, page_no: str, request: str, count: int, content_hash: str
-) -> list[NewEvent]:
+) -> NewEvent:
     page = PageObserved(
         store=store,
         key=run_id,
@@ -70,7 +70,7 @@ def _bookkeeping(
         item_count=count,
         content_hash=content_hash,
     )
-    return [NewEvent(content_id(page, page_no), page)]
+    return NewEvent(content_id(page, page_no), page)
 
 
 def _checkpoint_event(
@@ -146,8 +146,8 @@ async def observe_contacts(
                 stats.interrupted = True  # the pages in hand are committed; the rest waits
                 break
             if sum(len(p.contacts) for p in held) >= OBSERVE_BATCH:
-                await _append_pages(log, store, run_id, cp_name, held, stats)
-                held = []
+                batch, held = held, []  # (an append that fails is not tried again below)
+                await _append_pages(log, store, run_id, cp_name, batch, stats)
     except Exception:
         if held:  # keep what was fetched before the store failed (e.g. its quota ran out)
             await _append_pages(log, store, run_id, cp_name, held, stats)
@@ -177,8 +177,8 @@ async def _append_pages(
     events: list[NewEvent] = []
     for page in pages:
         page_no = f"contacts:{stats.pages}"
-        events += _bookkeeping(
-            store, run_id, page_no, page.request, len(page.contacts), page.content_hash
+        events.append(
+            _page_event(store, run_id, page_no, page.request, len(page.contacts), page.content_hash)
         )
         stats.pages += 1
         stats.items += len(page.contacts)
@@ -220,9 +220,9 @@ async def observe_lists(
     known = {sid: (pos, decode_list(blob)) for sid, pos, blob in rows}
     body = msgspec.json.encode(sorted(lists, key=lambda x: x.store_id))
     # Lists have no checkpoint: they are read in full each cycle.
-    events = _bookkeeping(
-        store, run_id, "lists", request, len(lists), hashlib.sha256(body).hexdigest()
-    )
+    events = [
+        _page_event(store, run_id, "lists", request, len(lists), hashlib.sha256(body).hexdigest())
+    ]
     for lst in lists:
         pos, old = known.get(lst.store_id, (0, None))
         events += diff_list(store, old, pos, lst)
@@ -246,10 +246,12 @@ async def observe_tracking(
     resume = await log.checkpoint(cp_name)
     async for page in source.observe_tracking(resume, bound):
         page_no = f"tracking:{stats.pages}"
-        events = _bookkeeping(
-            store, run_id, page_no, page.request, len(page.activities), page.content_hash
-        )
-        events.append(_checkpoint_event(store, run_id, page_no, cp_name, page.resume))
+        events = [
+            _page_event(
+                store, run_id, page_no, page.request, len(page.activities), page.content_hash
+            ),
+            _checkpoint_event(store, run_id, page_no, cp_name, page.resume),
+        ]
         events += _rejections(store, page.rejected)
         for a in page.activities:
             ev = TrackingRecorded(
