@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest_asyncio
 
 from adapters.appdb import AppDatabase, AppDbConfig, create_sample_app, open_appdb
 from adapters.appdb import sample_config_toml as config_toml
+from adapters.appdb._observe import _dec
 from engine.cli import main
 from engine.commands import UpsertContact
 from tests.appdb.harness import PG_DSN, Mirror, drop_schema, pg_available
@@ -115,6 +117,31 @@ async def test_without_the_index_check_warns_and_duplicates_are_still_caught(
         mirror.rejected.clear()
         await mirror.sync(db)
         assert [(r.record, r.problem) for r in mirror.rejected] == [(twins[1][0], twins[1][2])]
+
+
+@pytest.mark.asyncio
+async def test_a_run_reading_most_of_the_table_still_rejects_shared_emails(
+    sample: AppDbConfig,
+) -> None:
+    async with await open_appdb(sample) as db:
+        mirror = Mirror()
+        await mirror.sync(db)
+        assert mirror.rejected == []
+        now = "now()" if sample.backend == "postgres" else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+        await db.driver.execute(f"UPDATE contacts SET updated_at = {now}")  # every row changed
+        await db.driver.execute("UPDATE contacts SET email = ' Twin@Example.org' WHERE id = 7")
+        await db.driver.execute("UPDATE contacts SET email = 'twin@example.org ' WHERE id = 9")
+        # PostgreSQL checks such a run against the whole table once, SQLite row by row.
+        token = _dec.decode(mirror.token or "")
+        probed = await db._observer._probe_rows(token, datetime.now(UTC) + timedelta(seconds=1))
+        assert probed is (sample.backend == "sqlite")
+        pages = await mirror.sync(db, datetime.now(UTC) + timedelta(seconds=1))
+        assert not any(p.full_scan for p in pages)
+        assert sum(len(p.contacts) for p in pages) == ROWS - 2
+        assert sorted((r.record, r.problem) for r in mirror.rejected) == [
+            ("7", "email shared with row(s) 9; fix one of them in the app"),
+            ("9", "email shared with row(s) 7; fix one of them in the app"),
+        ]
 
 
 @pytest.mark.asyncio
