@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import tempfile
 import time
 import uuid
@@ -163,6 +164,7 @@ async def bench_sqlite(n: int, repeat: int) -> dict[str, float]:
         out.update(await measure(db, rows, repeat))
     finally:
         await db.close()
+        shutil.rmtree(tmp, ignore_errors=True)  # one database per repetition, ~90 MB in all
     return out
 
 
