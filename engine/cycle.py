@@ -112,8 +112,8 @@ class SyncEngine:
             bound=bound,
             mode="full-compare" if full_compare else "incremental",
         )
-        begun = await self.log.append([NewEvent(content_id(started), started)])
-        await self.projector.catch_up(begun.new)
+        await self.log.append([NewEvent(content_id(started), started)])
+        await self.projector.catch_up()
         try:
             t1 = time.perf_counter()
             await self._observe(run_id, bound, summary)
@@ -169,8 +169,8 @@ class SyncEngine:
         return summary
 
     async def _finish(self, fin: SyncRunFinished) -> None:
-        done = await self.log.append([NewEvent(content_id(fin), fin)])
-        await self.projector.catch_up(done.new)
+        await self.log.append([NewEvent(content_id(fin), fin)])
+        await self.projector.catch_up()
         await self.log.flush_wal()
 
     @staticmethod

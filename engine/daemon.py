@@ -261,8 +261,9 @@ class Daemon:
         return None, None
 
     async def _settle(self, engine: SyncEngine) -> None:
-        # The cycle's closing event is appended outside the projector; fold it now so /metrics,
-        # `ccsync status` and the audit see the cycle that just ended, not only the next one.
+        # Appends are folded as they are written; this catches up anything that was not (a
+        # cycle that failed before its projector started), so /metrics, `ccsync status` and
+        # the audit see the cycle that just ended, not only the next one.
         try:
             await engine.projector.catch_up()
         except CcsyncError as exc:

@@ -160,7 +160,7 @@ async def observe_contacts(
         gone = await scan_deletions(log, store)
         if gone:
             result = await log.append(gone)
-            await projector.catch_up(result.new)
+            await projector.catch_up()
             stats.events += len(result.new)
             _log.info("sync.deletions_found_by_scan", store=store, contacts=len(gone))
         await clear_seen(log, store)
@@ -227,7 +227,7 @@ async def observe_lists(
         pos, old = known.get(lst.store_id, (0, None))
         events += diff_list(store, old, pos, lst)
     result = await log.append(events)
-    await projector.catch_up(result.new)
+    await projector.catch_up()
     return ObserveStats(pages=1, items=len(lists), events=len(result.new) - 1)
 
 
@@ -259,7 +259,7 @@ async def observe_tracking(
             )
             events.append(NewEvent(content_id(ev), ev))
         result = await log.append(events, checkpoints={cp_name: page.resume})
-        await projector.catch_up(result.new)
+        await projector.catch_up()
         stats.pages += 1
         stats.items += len(page.activities)
         stats.events += len(result.new) - 2

@@ -194,8 +194,8 @@ class Outbox:
             )
             settled.append(NewEvent(content_id(batch), batch))
         if settled:
-            done = await self.log.append(settled)
-            await self.projector.catch_up(done.new)
+            await self.log.append(settled)
+            await self.projector.catch_up()
         return sum(len(ids) for ids in confirmed.values())
 
     async def _apply(
@@ -268,7 +268,7 @@ class Outbox:
         if issued or extra:
             result = await self.log.append([*extra, *issued])
             stats.new_extra = frozenset(result.new_ids) & {e.id for e in extra}
-            await self.projector.catch_up(result.new)
+            await self.projector.catch_up()
         if not todo:
             return stats
         # The stores are written concurrently: one's writes (network round trips, activities
@@ -313,8 +313,8 @@ class Outbox:
                 applied=tuple(done),
             )
             records.append(NewEvent(content_id(ev), ev))
-        recorded = await self.log.append(records)
-        await self.projector.catch_up(recorded.new)
+        await self.log.append(records)
+        await self.projector.catch_up()
         if fatal is not None:
             raise fatal
         return stats

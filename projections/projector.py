@@ -57,14 +57,12 @@ class Projector:
         if appended[0].position == await projected_position(conn) + 1:
             await apply_batch(conn, appended)
 
-    async def catch_up(self, appended: Sequence[Recorded] = ()) -> int:
+    async def catch_up(self) -> int:
         """Project every event after the checkpoint; returns the new projected position.
 
-        ``appended`` (the events an append just wrote) is accepted for callers that project
-        explicitly; once started, appends are folded in their own transaction and there is
-        usually nothing left to do here.
+        Once started, appends are folded in their own transaction and there is usually nothing
+        left to do here: it is the safety net after an append made before ``start``.
         """
-        del appended
         async with self._lock:
             pos = await self.position()
             if pos >= (await self.log.head()).position:
