@@ -33,7 +33,7 @@ from engine.events import (
     PermissionChanged,
     TrackingRecorded,
 )
-from engine.log import EventLog, format_ts, parse_ts
+from engine.log import EventLog, Recorded, format_ts, parse_ts
 
 __all__ = [
     "HistoryLine",
@@ -383,6 +383,16 @@ def _summarise(event: EventBase, command_id: str = "") -> str:
             return event.__struct_config__.tag  # type: ignore[return-value]
 
 
+def _line(r: Recorded, command_id: str = "") -> HistoryLine:
+    return HistoryLine(
+        position=r.position,
+        recorded_at=format_ts(r.recorded_at),
+        store=r.event.store,
+        type=str(r.event.__struct_config__.tag),
+        summary=_summarise(r.event, command_id),
+    )
+
+
 async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
     """Everything recorded about one address, across both stores, in log order."""
     conn = log.connection
@@ -419,15 +429,7 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
         for r in await log.read_stream(stream):
             if isinstance(r.event, DecisionBlocked) and r.event.email != email:
                 continue
-            out.append(
-                HistoryLine(
-                    position=r.position,
-                    recorded_at=format_ts(r.recorded_at),
-                    store=r.event.store,
-                    type=str(r.event.__struct_config__.tag),
-                    summary=_summarise(r.event),
-                )
-            )
+            out.append(_line(r))
     batched = (CommandIssued, CommandApplied, CommandConfirmed)
     for pos, cids in sorted(in_batches.items()):
         async for r in log.read(pos, pos + 1):
@@ -436,14 +438,6 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
             for cid in cids:
                 if r.event.key == cid:
                     continue  # an event of an older log: one command, read with its stream
-                out.append(
-                    HistoryLine(
-                        position=r.position,
-                        recorded_at=format_ts(r.recorded_at),
-                        store=r.event.store,
-                        type=str(r.event.__struct_config__.tag),
-                        summary=_summarise(r.event, cid),
-                    )
-                )
+                out.append(_line(r, cid))
     out.sort(key=lambda h: h.position)
     return out

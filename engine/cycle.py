@@ -240,8 +240,8 @@ class SyncEngine:
         since = None if full_compare else int(since_text or 0)
         policy = await self.resolved_policy()
         conn = self.log.connection
-        pending = Decisions()
-        pending_ids: list[str] = []
+        pending = Decisions()  # its links and blocked decisions; the commands, by id:
+        commands: dict[str, Command] = {}
 
         async def flush() -> None:
             # A pair can be reached twice (touched, and through an unsettled command).
@@ -249,12 +249,11 @@ class SyncEngine:
             blocked = {content_id(e): e for e in pending.blocked}
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
             stats = await self.outbox.execute(
-                pending.commands, run_id, bound, extra=extra, ids=pending_ids
+                list(commands.values()), run_id, bound, extra=extra, ids=list(commands)
             )
             self._count(summary, stats)
             summary.blocked += len(stats.new_extra & blocked.keys())
-            pending.commands.clear()
-            pending_ids.clear()
+            commands.clear()
             pending.links.clear()
             pending.blocked.clear()
 
@@ -266,13 +265,12 @@ class SyncEngine:
             ids = [command_id(c) for c in d.commands]
             decided = set(ids)
             await self.outbox.settle([u for u in unsettled if u.command_id not in decided], run_id)
-            pending.commands.extend(d.commands)
-            pending_ids.extend(ids)
+            commands.update(zip(ids, d.commands, strict=True))
             pending.links.extend(d.links)
             pending.blocked.extend(d.blocked)
             # Links and blocked decisions count too: a second cycle pairs every contact the
             # first one created and issues almost no commands.
-            if len(pending.commands) + len(pending.links) + len(pending.blocked) >= FLUSH_AT:
+            if len(commands) + len(pending.links) + len(pending.blocked) >= FLUSH_AT:
                 await flush()
 
         async for pairs in touched_pairs(conn, since):
