@@ -195,15 +195,20 @@ async def _append_pages(
     bookkeeping = {e.id for e in events}
     for page in pages:
         events += _rejections(store, page.rejected)
+    scanning = any(p.full_scan for p in pages)
+    unchanged: list[str] = []  # what a full scan listed that needs noting (see engine._scan)
     for rec in records:
         st = states.get(rec.store_id)
-        events += diff_contact(store, st.record() if st else None, st.position if st else 0, rec)
-    scan = [p for p in pages if p.full_scan]
-    seen = [r.store_id for p in scan for r in p.contacts]
+        diff = diff_contact(store, st.record() if st else None, st.position if st else 0, rec)
+        if diff:
+            events += diff
+        elif scanning:
+            unchanged.append(rec.store_id)
+    start = (await log.head()).position if scanning else 0
 
     async def note_seen(conn: aiosqlite.Connection) -> None:
-        if scan:  # even an empty listing: it is what the scan's end compares against
-            await record_seen(conn, store, seen)
+        if scanning:  # even an empty listing: its start is what the scan's end compares with
+            await record_seen(conn, store, start, unchanged)
 
     result = await log.append(events, checkpoints={cp_name: resume}, within=note_seen)
     stats.events += sum(1 for i in result.new_ids if i not in bookkeeping)

@@ -37,12 +37,17 @@ async def _links(conn: aiosqlite.Connection, column: str, ids: list[str]) -> dic
     return out
 
 
-async def _by_email(conn: aiosqlite.Connection, emails: list[str]) -> list[ContactState]:
+async def _by_email(
+    conn: aiosqlite.Connection, emails: list[str], store: str | None = None
+) -> list[ContactState]:
+    """Contacts holding one of ``emails``, of one store or of both."""
     out: list[ContactState] = []
+    where = "" if store is None else "store = ? AND "
     for i in range(0, len(emails), 900):
         chunk = emails[i : i + 900]
         rows = await conn.execute_fetchall(
-            f"SELECT state FROM p_contacts WHERE email IN ({_marks(len(chunk))})", chunk
+            f"SELECT state FROM p_contacts WHERE {where}email IN ({_marks(len(chunk))})",
+            chunk if store is None else [store, *chunk],
         )
         out.extend(decode_contact(r[0]) for r in rows)
     return out
@@ -56,7 +61,12 @@ async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) ->
     partners_ctct = await load_contacts(conn, "ctct", [a2c[i] for i in app_ids if i in a2c])
     partners_app = await load_contacts(conn, "app", [c2a[i] for i in ctct_ids if i in c2a])
     unlinked = [s for s in touched if s.store_id not in (c2a if s.store == "ctct" else a2c)]
-    candidates = await _by_email(conn, sorted({s.email for s in unlinked}))
+    # Partners by address are looked for in the other store only (the touched contacts
+    # themselves hold these addresses: an initial sync would read each of them back).
+    candidates = [
+        *await _by_email(conn, sorted({s.email for s in unlinked if s.store == "app"}), "ctct"),
+        *await _by_email(conn, sorted({s.email for s in unlinked if s.store == "ctct"}), "app"),
+    ]
     cand_c = [s.store_id for s in candidates if s.store == "ctct"]
     cand_a = [s.store_id for s in candidates if s.store == "app"]
     # A candidate is taken when it is paired with a live contact; a pair whose other side was

@@ -26,8 +26,16 @@ BOUND = datetime(2026, 6, 1, tzinfo=UTC)
 class Listing:
     """A store that answers with fixed pages, each resuming at its number, then maybe fails."""
 
-    def __init__(self, pages: Sequence[Sequence[str]], *, full_scan: bool, fail_after: int = -1):
+    def __init__(
+        self,
+        pages: Sequence[Sequence[str]],
+        *,
+        full_scan: bool,
+        fail_after: int = -1,
+        emails: dict[str, str] | None = None,
+    ):
         self.pages = pages
+        self.emails = emails or {}
         self.full_scan = full_scan
         self.fail_after = fail_after
         self.asked_from: list[str | None] = []
@@ -44,7 +52,10 @@ class Listing:
                 raise RuntimeError("the store went away")
             yield Page(
                 request=f"GET page {n}",
-                contacts=tuple(ContactRecord(store_id=i, email=f"{i}@example.org") for i in ids),
+                contacts=tuple(
+                    ContactRecord(store_id=i, email=self.emails.get(i, f"{i}@example.org"))
+                    for i in ids
+                ),
                 content_hash=f"{n:064x}",
                 resume=str(n),
                 full_scan=self.full_scan,
@@ -118,6 +129,34 @@ async def test_a_full_scan_across_batches_finds_exactly_the_contacts_it_did_not_
     assert stats.events == 2
     states = await load_contacts(lg.connection, "app", "abcde")
     assert {k for k, s in states.items() if s.deleted} == {"b", "d"}
+
+
+async def test_a_scan_that_changes_adds_and_resumes_after_a_failure_deletes_only_the_unlisted(
+    log: tuple[EventLog, Projector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lg, projector = log
+    monkeypatch.setattr(observe, "OBSERVE_BATCH", 2)
+    await observe_contacts(
+        lg, projector, Listing([["a", "b", "c", "d", "e"]], full_scan=True), "r1", BOUND
+    )  # type: ignore[arg-type]
+    await lg.append([], checkpoints={checkpoint_name("app", "contacts"): "0"})  # scan again
+    # Changed (a), unchanged (c), new (f) and unlisted (b, d, e) contacts; the store fails
+    # after the first batch and the scan resumes in a later run from its checkpoint.
+    pages = [["a", "c"], ["f"], []]
+    moved = {"a": "a.new@example.org"}
+    failing = Listing(pages, full_scan=True, fail_after=2, emails=moved)
+    with pytest.raises(RuntimeError, match="went away"):
+        await observe_contacts(lg, projector, failing, "r2", BOUND)  # type: ignore[arg-type]
+    assert await events_of(lg, ContactDeleted) == []  # an unfinished scan deletes nothing
+    await observe_contacts(lg, projector, Listing(pages, full_scan=True, emails=moved), "r3", BOUND)  # type: ignore[arg-type]
+    gone = sorted(e.key for e in await events_of(lg, ContactDeleted))  # type: ignore[attr-defined]
+    assert gone == ["b", "d", "e"]
+    # The next complete scan starts afresh: listing everything deletes nothing more.
+    await lg.append([], checkpoints={checkpoint_name("app", "contacts"): "0"})
+    await observe_contacts(
+        lg, projector, Listing([["a", "c", "f"]], full_scan=True, emails=moved), "r4", BOUND
+    )  # type: ignore[arg-type]
+    assert sorted(e.key for e in await events_of(lg, ContactDeleted)) == ["b", "d", "e"]  # type: ignore[attr-defined]
 
 
 async def test_an_empty_full_scan_of_an_empty_store_is_a_quiet_success(
