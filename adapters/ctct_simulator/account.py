@@ -16,6 +16,7 @@ from adapters.ctct_simulator.clock import SimClock
 from adapters.ctct_simulator.contact import Contact
 from adapters.ctct_simulator.errors import Conflict, Invalid, NotFound
 from adapters.ctct_simulator.records import ContactList, CustomFieldDef, field_name
+from adapters.ctct_simulator.timeindex import TimeIndex, make_key
 
 if TYPE_CHECKING:
     from adapters.ctct_simulator.tracking import Campaign
@@ -57,7 +58,8 @@ class Account:
     def __init__(self, clock: SimClock, seed: int) -> None:
         self.clock = clock
         self._rng = random.Random(f"ids:{seed}")
-        self.contacts: list[Contact] = []
+        self.contacts: list[Contact] = []  # by seq
+        self.index = TimeIndex()  # updated_at, created_at, opt_out_date -> seq
         self.by_id: dict[str, Contact] = {}
         self.by_email: dict[str, Contact] = {}
         self.lists: dict[str, ContactList] = {}
@@ -161,6 +163,28 @@ class Account:
         self.contacts.append(c)
         self.by_id[c.contact_id] = c
         self.by_email[normalise(c.email)] = c
+        c.attach(self.index)
+
+    def register_seeded(self, contacts: list[Contact]) -> None:
+        """Add contacts built directly (the seeder): the indexes are built in one sort each
+        rather than by a million inserts. Their ``seq`` must continue ``contacts``."""
+        base = len(self.contacts)
+        for k, c in enumerate(contacts):
+            if c.seq != base + k:
+                raise ValueError(f"seq: contact {c.contact_id} has {c.seq}, expected {base + k}")
+        self.contacts.extend(contacts)
+        for c in contacts:
+            self.by_id[c.contact_id] = c
+            self.by_email[normalise(c.email)] = c
+        index = self.index
+        every = self.contacts
+        index.build(
+            [make_key(c.updated_at, c.seq) for c in every],
+            [make_key(c.created_at, c.seq) for c in every],
+            [make_key(c.opt_out_date, c.seq) for c in every if c.opt_out_date is not None],
+        )
+        for c in contacts:
+            c.attach(index, insert=False)
 
     # changes ------------------------------------------------------------------------------
     def _changed(self, c: Contact, source: str, *, profile: bool) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Final
 import msgspec
 
 from adapters.ctct_simulator.clock import date_only, iso_ms
+from adapters.ctct_simulator.timeindex import TimeIndex
 
 __all__ = [
     "INCLUDES",
@@ -96,6 +97,10 @@ class Contact:
     __slots__ = (
         "_bytes0",
         "_cache",
+        "_created_at",
+        "_index",
+        "_opt_out_date",
+        "_updated_at",
         "addresses",
         "anniversary",
         "birthday_day",
@@ -104,7 +109,6 @@ class Contact:
         "confirm_status",
         "contact_id",
         "create_source",
-        "created_at",
         "custom_fields",
         "deleted_at",
         "email",
@@ -117,7 +121,6 @@ class Contact:
         "notes",
         "opt_in_date",
         "opt_in_source",
-        "opt_out_date",
         "opt_out_reason",
         "opt_out_source",
         "permission",
@@ -125,7 +128,6 @@ class Contact:
         "seq",
         "taggings",
         "update_source",
-        "updated_at",
     )
 
     def __init__(self, seq: int, contact_id: str, email: str, now: int, source: str) -> None:
@@ -138,7 +140,7 @@ class Contact:
         self.opt_in_source: str | None = source
         self.opt_in_date: int | None = now
         self.opt_out_source: str | None = None
-        self.opt_out_date: int | None = None
+        self._opt_out_date: int | None = None
         self.opt_out_reason: str | None = None
         self.confirm_status = "off"
         self.first_name: str | None = None
@@ -150,8 +152,8 @@ class Contact:
         self.anniversary: str | None = None
         self.create_source = source
         self.update_source = source
-        self.created_at = now
-        self.updated_at = now
+        self._created_at = now
+        self._updated_at = now
         self.deleted_at: int | None = None
         self.custom_fields: tuple[tuple[str, str], ...] = ()  # (custom_field_id, value)
         self.phones: tuple[Phone, ...] = ()
@@ -161,11 +163,61 @@ class Contact:
         self.notes: tuple[tuple[str, int, str], ...] = ()  # (note_id, created_at, content)
         self._bytes0: bytes | None = None
         self._cache: tuple[int, bytes] | None = None
+        self._index: TimeIndex | None = None  # set when the account registers the contact
 
     @property
     def deleted(self) -> bool:
         """Whether the contact is (soft) deleted."""
         return self.deleted_at is not None
+
+    # The three indexed times are properties: assigning one moves the contact in the account's
+    # time index (and drops the cached JSON) wherever the assignment is written, so no code
+    # path can leave a time-filtered listing out of step with the contacts.
+    @property
+    def updated_at(self) -> int:
+        """The contact's ``updated_at`` (profile, list and address changes move it)."""
+        return self._updated_at
+
+    @updated_at.setter
+    def updated_at(self, ms: int) -> None:
+        old, self._updated_at = self._updated_at, ms
+        self.touch()
+        if self._index is not None:
+            self._index.move("updated", self.seq, old, ms)
+
+    @property
+    def created_at(self) -> int:
+        """When the contact was created."""
+        return self._created_at
+
+    @created_at.setter
+    def created_at(self, ms: int) -> None:
+        old, self._created_at = self._created_at, ms
+        self.touch()
+        if self._index is not None:
+            self._index.move("created", self.seq, old, ms)
+
+    @property
+    def opt_out_date(self) -> int | None:
+        """When the contact last opted out (None if it never did or was opted in since)."""
+        return self._opt_out_date
+
+    @opt_out_date.setter
+    def opt_out_date(self, ms: int | None) -> None:
+        old, self._opt_out_date = self._opt_out_date, ms
+        self.touch()
+        if self._index is not None:
+            self._index.move("optout", self.seq, old, ms)
+
+    def attach(self, index: TimeIndex, *, insert: bool = True) -> None:
+        """Enter ``index`` (once, when the account registers the contact); ``insert=False``
+        when the index was built with this contact's times already."""
+        self._index = index
+        if not insert:
+            return
+        index.insert("updated", self._updated_at, self.seq)
+        index.insert("created", self._created_at, self.seq)
+        index.insert("optout", self._opt_out_date, self.seq)
 
     def touch(self) -> None:
         """Drop the cached JSON: call after every change."""

@@ -3,11 +3,17 @@
 Contacts are scanned in creation order (``seq``, which never changes), and the cursor carries
 the whole query plus the last ``seq`` served. A contact that exists for the whole scan is
 therefore never missed, however the account changes between pages.
+
+A time filter (``updated_after``, ``created_before``, ``optout_after``...) is answered from the
+account's time index (adapters/ctct_simulator/timeindex.py) as the real API does: the contacts
+in the time range, in ``seq`` order, each still tested against the whole filter. The answer,
+the order and the cursors are exactly those of the scan; only the contacts looked at differ.
 """
 
 from __future__ import annotations
 
 import base64
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -17,8 +23,17 @@ from adapters.ctct_simulator.account import Account, normalise
 from adapters.ctct_simulator.clock import parse_iso_ms
 from adapters.ctct_simulator.contact import INCLUDES, Contact, include_mask
 from adapters.ctct_simulator.errors import Invalid
+from adapters.ctct_simulator.timeindex import Field
 
-__all__ = ["ContactQuery", "count", "decode_cursor", "encode_cursor", "parse_query", "scan"]
+__all__ = [
+    "ContactQuery",
+    "candidates",
+    "count",
+    "decode_cursor",
+    "encode_cursor",
+    "parse_query",
+    "scan",
+]
 
 STATUSES: Final = frozenset(
     ("all", "active", "deleted", "not_set", "pending_confirmation", "temp_hold", "unsubscribed")
@@ -228,6 +243,30 @@ def decode_cursor(text: str) -> tuple[ContactQuery, int]:
     return cur.query, cur.after
 
 
+def candidates(account: Account, query: ContactQuery) -> list[int] | None:
+    """The ``seq`` of every contact the time index says may match (ascending), or None when
+    the query is better answered by a scan (no time filter, or one matching much of the
+    account). The caller still applies the whole predicate to each candidate."""
+    index = account.index
+    best: tuple[int, Field, int | None, int | None] | None = None
+    ranges: tuple[tuple[Field, int | None, int | None], ...] = (
+        ("updated", query.updated_after, query.updated_before),
+        ("created", query.created_after, query.created_before),
+        ("optout", query.optout_after, query.optout_before),
+    )
+    for field, after, before in ranges:
+        if after is None and before is None:
+            continue
+        if index.cached(field, after, before):
+            return index.seqs(field, after, before)
+        n = index.count(field, after, before)
+        if best is None or n < best[0]:
+            best = (n, field, after, before)
+    if best is None or best[0] * index.scan_share > len(account.contacts):
+        return None
+    return index.seqs(best[1], best[2], best[3])
+
+
 def scan(account: Account, query: ContactQuery, after: int) -> tuple[list[Contact], int | None]:
     """One page: up to ``limit`` matches after ``seq`` ``after``, and the seq to continue
     after (None on the last page)."""
@@ -239,13 +278,22 @@ def scan(account: Account, query: ContactQuery, after: int) -> tuple[list[Contac
     pred = query.predicate()
     limit = query.limit
     out: list[Contact] = []
+    seqs = candidates(account, query)
+    if seqs is not None:
+        for k in range(bisect_right(seqs, after), len(seqs)):
+            c = contacts[seqs[k]]
+            if pred(c):
+                if len(out) == limit:
+                    return out, out[-1].seq  # a further match exists: there is a next page
+                out.append(c)
+        return out, None
     n = len(contacts)
     i = after + 1
     while i < n:
         c = contacts[i]
         if pred(c):
             if len(out) == limit:
-                return out, out[-1].seq  # a further match exists: there is a next page
+                return out, out[-1].seq
             out.append(c)
         i += 1
     return out, None
@@ -257,4 +305,8 @@ def count(account: Account, query: ContactQuery) -> int:
         c = account.find_email(query.email)
         return 1 if c is not None and query.predicate()(c) else 0
     pred = query.predicate()
+    seqs = candidates(account, query)
+    if seqs is not None:
+        contacts = account.contacts
+        return sum(1 for s in seqs if pred(contacts[s]))
     return sum(1 for c in account.contacts if pred(c))

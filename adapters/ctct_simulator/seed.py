@@ -10,7 +10,7 @@ import gc
 import random
 from typing import Final
 
-from adapters.ctct_simulator.account import Account, normalise
+from adapters.ctct_simulator.account import Account
 from adapters.ctct_simulator.contact import Contact, Phone, StreetAddress
 
 __all__ = ["seed_account"]
@@ -104,16 +104,16 @@ def _seed(account: Account, contacts: int, lists: int, seed: int) -> None:
     span = 2 * _YEAR_MS
     start = now - span
     step = span // max(contacts, 1)
-    append = account.contacts.append
-    by_id = account.by_id
-    by_email = account.by_email
+    built: list[Contact] = []
+    append = built.append
+    base = len(account.contacts)
     for i in range(contacts):
         first = FIRST[randrange(len(FIRST))]
         last = LAST[randrange(len(LAST))]
         email = f"{first.lower()}.{last.lower()}{i}@{DOMAINS[i & 3]}"
         created = start + i * step + randrange(max(step, 1))
         source = "Contact" if rand() < 0.6 else "Account"
-        c = Contact(i, new_id(), email, created, source)
+        c = Contact(base + i, new_id(), email, created, source)
         c.first_name = first
         c.last_name = last
         r = rand()
@@ -177,5 +177,4 @@ def _seed(account: Account, contacts: int, lists: int, seed: int) -> None:
             c.deleted_at = updated
             c.lists = ()
         append(c)
-        by_id[c.contact_id] = c
-        by_email[normalise(email)] = c
+    account.register_seeded(built)
