@@ -54,17 +54,26 @@ def _day_prefix(days: int) -> str:
     return time.strftime("%Y-%m-%dT", time.gmtime(days * 86_400))
 
 
+@lru_cache(maxsize=1)
+def _time_parts() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Every ``HH:MM:SS.`` of a day and every ``mmmZ`` (built on first use, ~5 MB)."""
+    clock = tuple(
+        f"{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)
+    )
+    return clock, tuple(f"{i:03d}Z" for i in range(1000))
+
+
 def iso_ms(ms: int) -> str:
     """``2016-01-23T13:48:44.108Z`` for a millisecond timestamp.
 
-    Hot path (five per contact rendered): the date part is memoised per day, the rest is
-    integer arithmetic, about 3x faster than strftime on every call.
+    Hot path (a million contacts rendered at start-up, several timestamps each): the date
+    part is memoised per day and the rest looked up in tables, about 2.5x faster than integer
+    formatting on every call and 7x faster than strftime.
     """
     days, rem = divmod(ms, 86_400_000)
     secs, milli = divmod(rem, 1000)
-    hours, secs = divmod(secs, 3600)
-    minutes, secs = divmod(secs, 60)
-    return f"{_day_prefix(days)}{hours:02d}:{minutes:02d}:{secs:02d}.{milli:03d}Z"
+    clock, millis = _time_parts()
+    return _day_prefix(days) + clock[secs] + millis[milli]
 
 
 def date_only(ms: int) -> str:

@@ -25,6 +25,9 @@ async def sim() -> AsyncIterator[Simulator]:
     """A small seeded account, rate limits off."""
     async with run_simulator(SimulatorConfig(contacts=300, seed=7, lists=4, campaigns=2)) as s:
         yield s
+        # Whatever the test did, no contact may be served from JSON cached before a change.
+        stale = [c.contact_id for c in s.account.contacts if not c.cache_is_current()]
+        assert not stale, f"contacts changed without touch(): {stale[:5]}"
 
 
 @pytest_asyncio.fixture
