@@ -35,6 +35,23 @@ from engine.model import is_valid_email, normalise_email
 
 __all__ = ["Writer"]
 
+# A new contact: the commands creating it, the columns, the row (in the columns' order).
+_Create = list[Any]
+
+
+def _add_create(
+    creates: dict[str, _Create], email: str, i: int, cols: tuple[str, ...], row: Row
+) -> None:
+    entry = creates.get(email)
+    if entry is None:
+        creates[email] = [[i], cols, row]
+        return
+    # Two commands creating the same new contact: one row, a later command's value wins.
+    merged = dict(zip(entry[1], entry[2], strict=True))
+    merged.update(zip(cols, row, strict=True))
+    entry[0].append(i)
+    entry[1], entry[2] = tuple(merged), tuple(merged.values())
+
 
 class Writer:
     """Applies commands for one AppDatabase."""
@@ -97,8 +114,14 @@ class _Batch(Batch):
         await self._touch_updated_at()
         keys, details = self.keys, self.details
         # One Outcome per command, in order; the outbox fills in the command ids.
+        get = keys.get
+        if details:
+            return [
+                o if o is not None else Outcome(ok=True, store_id=get(i), detail=details.get(i))
+                for i, o in enumerate(self.outcomes)
+            ]
         return [
-            o if o is not None else Outcome(ok=True, store_id=keys.get(i), detail=details.get(i))
+            o if o is not None else Outcome(ok=True, store_id=get(i))
             for i, o in enumerate(self.outcomes)
         ]
 
@@ -111,15 +134,12 @@ class _Batch(Batch):
             return
         # Upserts stamped the column in their own write (``_upserts``); an upsert that found
         # the row already holding its values leaves it, updated-at included, untouched.
-        stamped = self.stamped
+        stamped, outcomes, cmds = self.stamped, self.outcomes, self.cmds
         keys = sorted(
             {
-                self.keys[i]
-                for i, cmd in enumerate(self.cmds)
-                if i in self.keys
-                and self.outcomes[i] is None
-                and i not in stamped
-                and type(cmd) is not RecordTracking
+                key
+                for i, key in self.keys.items()
+                if i not in stamped and outcomes[i] is None and type(cmds[i]) is not RecordTracking
             }
         )
         if not keys:
@@ -138,69 +158,120 @@ class _Batch(Batch):
         self,
         idx: Sequence[int],
         updates: dict[tuple[str, ...], list[Row]],
-        creates: dict[str, tuple[list[int], dict[str, Any]]],
+        creates: dict[str, _Create],
         stamp: tuple[str, Any] | None,
     ) -> None:
         """Updates of known rows into ``updates`` (by column list), new contacts into
         ``creates`` (by email)."""
-        # The hot path of a sync into the app: per command only dict and tuple work.
-        c = self.c
-        mapped = c.fields
-        email_col = c.email
-        keys = self.keys
-        cmds = self.cmds
-        stamped = self.stamped
+        # The hot path of a sync into the app. Commands built alike name the same fields in
+        # the same order: their columns are worked out once per field list (``plans``), and a
+        # command's row is its key and its values as given, without a dict per command.
+        keys, cmds, stamped = self.keys, self.cmds, self.stamped
+        stamp_col = stamp[0] if stamp is not None else None
+        plans: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
         for i in self._pending(idx):
             cmd = cmds[i]
             assert type(cmd) is UpsertContact
             fields = cmd.fields
+            names = tuple(fields)
             try:
-                values: dict[str, Any] = {mapped[f]: v for f, v in fields.items()}
+                plan = plans[names]
             except KeyError:
-                unmapped = sorted(f for f in fields if f not in mapped)
-                self.details[i] = f"not mapped in the app, left alone: {', '.join(unmapped)}"
-                values = {mapped[f]: v for f, v in fields.items() if f in mapped}
-            if cmd.new_email is not None:
-                new = normalise_email(cmd.new_email)
-                if not is_valid_email(new):
-                    self._failed(i, f"new_email: invalid email address {cmd.new_email!r}")
-                    continue
-                values[email_col] = new
+                plan = plans[names] = self._plain_plan(names, stamp_col)
+            if plan is None or cmd.new_email is not None:
+                self._prepare_one(i, cmd, updates, creates, stamp)
+                continue
             key = keys.get(i)
             if key is not None:
-                if values:
-                    # Grouped by column list as given: commands built alike share one statement.
-                    group = updates.get(cols := tuple(values))
+                cols = plan[0]
+                if cols:
+                    group = updates.get(cols)
                     if group is None:
                         group = updates[cols] = []
-                    group.append((key, *values.values()))
-                    if not cmd.lists and (stamp is None or stamp[0] not in values):
+                    group.append((key, *fields.values()))
+                    if not cmd.lists:
                         stamped.add(i)
-                if cmd.new_email is not None:
-                    self.by_email.pop(cmd.email, None)
-                    self.by_email[normalise_email(cmd.new_email)] = key
             elif cmd.store_id:
                 self._failed(i, self._missing(i))
             elif not is_valid_email(cmd.email):
                 self._failed(i, f"email: invalid email address {cmd.email!r}")
             else:
-                values[email_col] = values.pop(email_col, cmd.email)
-                if stamp is not None:
-                    values[stamp[0]] = stamp[1]
+                if stamp is None:
+                    row: Row = (*fields.values(), cmd.email)
+                else:
+                    row = (*fields.values(), cmd.email, stamp[1])
                     if not cmd.lists:
                         stamped.add(i)
-                merged = creates.setdefault(values[email_col], ([], {}))
-                merged[0].append(i)
-                merged[1].update(values)  # a later command for the same new contact wins
+                _add_create(creates, cmd.email, i, plan[1], row)
+
+    def _plain_plan(
+        self, names: tuple[str, ...], stamp_col: str | None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """For commands naming these fields: the columns of an update and of an insert, or
+        None when they need ``_prepare_one`` (a field not mapped, two fields on one column,
+        a field on the email or updated-at column)."""
+        mapped = self.c.fields
+        cols = tuple(mapped.get(f) or "" for f in names)
+        email_col = self.c.email
+        if "" in cols or len(set(cols)) < len(cols) or email_col in cols or stamp_col in cols:
+            return None
+        extra = (email_col,) if stamp_col is None else (email_col, stamp_col)
+        return cols, (*cols, *extra)
+
+    def _prepare_one(
+        self,
+        i: int,
+        cmd: UpsertContact,
+        updates: dict[tuple[str, ...], list[Row]],
+        creates: dict[str, _Create],
+        stamp: tuple[str, Any] | None,
+    ) -> None:
+        """``_prepare_upserts`` for one command, whatever its fields and renames."""
+        c = self.c
+        mapped = c.fields
+        email_col = c.email
+        fields = cmd.fields
+        try:
+            values: dict[str, Any] = {mapped[f]: v for f, v in fields.items()}
+        except KeyError:
+            unmapped = sorted(f for f in fields if f not in mapped)
+            self.details[i] = f"not mapped in the app, left alone: {', '.join(unmapped)}"
+            values = {mapped[f]: v for f, v in fields.items() if f in mapped}
+        if cmd.new_email is not None:
+            new = normalise_email(cmd.new_email)
+            if not is_valid_email(new):
+                self._failed(i, f"new_email: invalid email address {cmd.new_email!r}")
+                return
+            values[email_col] = new
+        key = self.keys.get(i)
+        if key is not None:
+            if values:
+                # Grouped by column list as given: commands built alike share one statement.
+                updates.setdefault(tuple(values), []).append((key, *values.values()))
+                if not cmd.lists and (stamp is None or stamp[0] not in values):
+                    self.stamped.add(i)
+            if cmd.new_email is not None:
+                self.by_email.pop(cmd.email, None)
+                self.by_email[normalise_email(cmd.new_email)] = key
+        elif cmd.store_id:
+            self._failed(i, self._missing(i))
+        elif not is_valid_email(cmd.email):
+            self._failed(i, f"email: invalid email address {cmd.email!r}")
+        else:
+            values[email_col] = values.pop(email_col, cmd.email)
+            if stamp is not None:
+                values[stamp[0]] = stamp[1]
+                if not cmd.lists:
+                    self.stamped.add(i)
+            _add_create(creates, values[email_col], i, tuple(values), tuple(values.values()))
 
     async def _upserts(self, idx: Sequence[int]) -> None:
         c = self.c
-        email_col = c.email
         keys = self.keys
         stamped = self.stamped
         # Upserts set the updated-at column in their own write (see ``_touch_updated_at``).
         stamp = (c.updated_at, self.d.time_param(self.now)) if c.updated_at else None
-        creates: dict[str, tuple[list[int], dict[str, Any]]] = {}
+        creates: dict[str, _Create] = {}
         updates: dict[tuple[str, ...], list[Row]] = {}
         self._prepare_upserts(idx, updates, creates, stamp)
         updated = expected = 0
@@ -221,26 +292,46 @@ class _Batch(Batch):
                     del keys[i]
                     stamped.discard(i)
                     self._failed(i, self._missing(i))
-        by_cols: dict[tuple[str, ...], list[tuple[list[int], dict[str, Any]]]] = {}
+        created: set[str] = set()
+        if creates:
+            await self._insert_contacts(creates, created)
+        cmds = self.cmds
+        new: list[tuple[str, str]] = []
+        old: list[tuple[str, str]] = []
+        for i in self._pending(idx):
+            cmd = cmds[i]
+            assert type(cmd) is UpsertContact
+            lists = cmd.lists
+            if lists and i in keys:
+                key = keys[i]
+                (new if key in created else old).extend((key, lst) for lst in lists)
+        if (new or old) and self.cfg.memberships is not None:
+            await self._add_members(old, created=new)
+
+    async def _insert_contacts(self, creates: dict[str, _Create], created: set[str]) -> None:
+        """INSERT the new contacts (one statement per column list); their keys into
+        ``keys``, ``by_email`` and ``created``."""
+        c = self.c
+        by_cols: dict[tuple[str, ...], list[_Create]] = {}
         for entry in creates.values():
-            by_cols.setdefault(tuple(sorted(entry[1])), []).append(entry)
+            group = by_cols.get(entry[1])
+            if group is None:
+                group = by_cols[entry[1]] = []
+            group.append(entry)
+        by_email, keys = self.by_email, self.keys
         for cols, entries in by_cols.items():
             made = await self.d.insert_rows(
-                c.table, cols, [tuple(v[col] for col in cols) for _, v in entries], (c.key, c.email)
+                c.table, cols, [entry[2] for entry in entries], (c.key, c.email)
             )
             for key, email in made:
-                self.by_email[normalise_email(str(email))] = as_text(key) or ""
-            for members, values in entries:
+                text = as_text(key) or ""
+                by_email[normalise_email(str(email))] = text
+                created.add(text)
+            at = cols.index(c.email)
+            for members, _, row in entries:
+                key = by_email[normalise_email(row[at])]
                 for i in members:
-                    keys[i] = self.by_email[normalise_email(values[email_col])]
-        joins = [
-            (self.keys[i], lst)
-            for i in self._pending(idx)
-            if i in self.keys
-            for lst in getattr(self.cmds[i], "lists", ())
-        ]
-        if joins and self.cfg.memberships is not None:
-            await self._add_members(joins)
+                    keys[i] = key
 
     # --- unsubscribes ---------------------------------------------------------------------
 

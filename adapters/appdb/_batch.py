@@ -66,11 +66,12 @@ class Batch:
     async def _resolve(self, idx: Sequence[int], *, trust_keys: bool = False) -> None:
         d = self.d
         cmds = self.cmds
-        given = list(dict.fromkeys(sid for i in idx if (sid := cmds[i].store_id)))
-        found = set(given) if trust_keys else await self._existing(given)
-        emails = sorted(
-            {self.cmds[i].email for i in idx if not self.cmds[i].store_id} - set(self.by_email)
-        )
+        found: set[str] | None = None  # None: every given key is taken as it is
+        if not trust_keys:
+            found = await self._existing(
+                list(dict.fromkeys(sid for i in idx if (sid := cmds[i].store_id)))
+            )
+        emails = sorted({cmds[i].email for i in idx if not cmds[i].store_id} - set(self.by_email))
         matches: dict[str, list[str]] = {}
         for part in _chunks(emails, 5000):
             # Through the lower(trim(email)) index when the app has one (docs/appdb.md).
@@ -81,13 +82,15 @@ class Batch:
         for email, keys in matches.items():
             if len(keys) == 1:
                 self.by_email[email] = keys[0]
+        by_email = self.by_email
         for i in idx:
-            cmd = self.cmds[i]
-            if cmd.store_id:
-                if cmd.store_id in found:
-                    self.keys[i] = cmd.store_id
-            elif cmd.email in self.by_email:
-                self.keys[i] = self.by_email[cmd.email]
+            cmd = cmds[i]
+            sid = cmd.store_id
+            if sid:
+                if found is None or sid in found:
+                    self.keys[i] = sid
+            elif cmd.email in by_email:
+                self.keys[i] = by_email[cmd.email]
             elif len(matches.get(cmd.email, ())) > 1:
                 shared = ", ".join(matches[cmd.email])
                 self._failed(i, f"email {cmd.email} is shared by app rows {shared}")
@@ -143,10 +146,18 @@ class Batch:
             for k, lst in dict.fromkeys(pairs)
         ]
 
-    async def _add_members(self, pairs: Sequence[tuple[str, str]]) -> None:
+    async def _add_members(
+        self, pairs: Sequence[tuple[str, str]], created: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Add memberships unless present. ``created``: pairs whose contact this transaction
+        inserted, so none can be present: inserted without looking first."""
         m = self.cfg.memberships
         assert m is not None
-        await self.d.insert_missing(m.table, (m.contact, m.list), self._member_rows(pairs), 2)
+        cols = (m.contact, m.list)
+        if pairs:
+            await self.d.insert_missing(m.table, cols, self._member_rows(pairs), 2)
+        if created:
+            await self.d.insert_new(m.table, cols, self._member_rows(created))
 
     # --- tracking -------------------------------------------------------------------------
 

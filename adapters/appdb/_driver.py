@@ -137,6 +137,12 @@ class Driver(Protocol):
         """Insert each row unless one equal on its first ``match`` columns exists; rows inserted."""
         ...
 
+    async def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Insert rows that cannot exist yet (distinct, and naming a contact this transaction
+        created): no look before each row. One that collides with a unique key anyway (a row
+        left over from a deleted contact whose key the table gave out again) is skipped."""
+        ...
+
     def list_agg(self, sub_table: str, value_col: str, link_col: str, outer: str) -> str:
         """SQL for the sorted text values of ``sub_table.value_col`` linked to ``outer``."""
         ...

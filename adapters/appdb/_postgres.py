@@ -303,6 +303,15 @@ class PostgresDriver:
         status = await self._status(sql, arrays)
         return int(status.rsplit(" ", 1)[-1])
 
+    async def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        src, arrays = self._unnest(table, columns, rows)
+        cols = ", ".join(quote(c) for c in columns)
+        sql = (
+            f"INSERT INTO {quote(table)} ({cols}) SELECT {', '.join(self._cast(table, columns))} "
+            f"FROM {src} ON CONFLICT DO NOTHING"
+        )
+        await self._status(sql, arrays)
+
     def group_keys(self, key_expr: str) -> str:
         return f"string_agg({key_expr}::text, chr(31))"
 

@@ -23,6 +23,8 @@ from tests.appdb.harness import (
     sql_harness,
 )
 
+PG = pytest.mark.postgres
+
 
 @pytest_asyncio.fixture
 async def pg_triggers(tmp_path: Path) -> AsyncIterator[Harness]:
@@ -169,6 +171,55 @@ async def test_text_keys_boolean_permission_and_null_keys(tmp_path: Path) -> Non
         assert made.ok  # the app has no key default: the new row's key is NULL, reported later
     finally:
         await db.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=PG)])
+async def test_fields_the_app_does_not_map_are_named_and_left_alone(
+    backend: str, tmp_path: Path
+) -> None:
+    if backend == "postgres" and not await pg_available():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    h, schema = await sql_harness(backend, tmp_path, False)
+    try:
+        odd = {"first_name": "Odd", "shoe_size": "44"}
+        made, changed = await h.db.apply(
+            [
+                UpsertContact(target="app", email="odd@example.org", fields=odd),
+                UpsertContact(target="app", email="x@example.org", store_id="2", fields=odd),
+            ]
+        )
+        for outcome in (made, changed):
+            assert outcome.ok and outcome.detail == "not mapped in the app, left alone: shoe_size"
+        assert made.store_id
+        live = await h.app.live()
+        assert live[made.store_id] == ("odd@example.org", "Odd") and live["2"][1] == "Odd"
+    finally:
+        await h.db.close()
+        await h.app.close()
+        if schema:
+            await drop_schema(schema)
+
+
+@pytest.mark.asyncio
+async def test_a_new_contact_joins_its_lists_beside_a_leftover_membership(tmp_path: Path) -> None:
+    # SQLite gives a new row the highest key + 1, so a deleted contact's key comes back; its
+    # membership rows stay when the app does not enforce foreign keys (SQLite's default).
+    h, _ = await sql_harness("sqlite", tmp_path, False)
+    try:
+        (top,) = (await h.db.driver.fetch("SELECT max(id) FROM contacts"))[0]
+        await h.db.driver.execute(
+            "INSERT INTO list_members (contact_id, list_id) VALUES (?, 1)", (top + 1,)
+        )
+        [made] = await h.db.apply(
+            [UpsertContact(target="app", email="back@example.org", fields={}, lists=("1", "2"))]
+        )
+        assert made.ok and made.store_id == str(top + 1)
+        row = await h.app.row(made.store_id)
+        assert row is not None and row["lists"] == ("1", "2")  # once each
+    finally:
+        await h.db.close()
+        await h.app.close()
 
 
 @pytest.mark.asyncio

@@ -219,3 +219,22 @@ async def test_an_upsert_that_changes_nothing_is_not_a_change(harness: Harness) 
     [outcome] = await harness.db.apply([same])
     assert outcome.ok and outcome.store_id == "2"
     assert await harness.app.row("2") == row
+
+
+@pytest.mark.asyncio
+async def test_two_commands_creating_one_new_contact_make_one_row(harness: Harness) -> None:
+    first = UpsertContact(
+        target="app",
+        email="twice@example.org",
+        fields={"first_name": "First", "last_name": "Kept"},
+        lists=("1",),
+    )
+    second = UpsertContact(target="app", email="twice@example.org", fields={"first_name": "Second"})
+    a, b = await harness.db.apply([first, second])
+    assert a.ok and b.ok and a.store_id and a.store_id == b.store_id
+    assert [k for k, (e, _) in (await harness.app.live()).items() if e == "twice@example.org"] == [
+        a.store_id
+    ]
+    row = await harness.app.row(a.store_id)
+    assert row is not None
+    assert (row["first_name"], row["last_name"], row["lists"]) == ("Second", "Kept", ("1",))
