@@ -8,6 +8,7 @@ starts; no checkpoint moves past it. Both stores are observed concurrently; each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -242,17 +243,38 @@ class SyncEngine:
         conn = self.log.connection
         pending = Decisions()  # its links and blocked decisions; the commands, by id:
         commands: dict[str, Command] = {}
+        # One batch executes while the next is decided (the stores' writes overlap the
+        # reconciler's reads and decisions); batches are issued and executed in order.
+        inflight: asyncio.Future[None] | None = None
+        inflight_ids: set[str] = set()
+
+        async def landed() -> None:
+            nonlocal inflight
+            if inflight is not None:
+                task, inflight = inflight, None
+                try:
+                    await task
+                finally:
+                    inflight_ids.clear()
+
+        async def execute(
+            batch: dict[str, Command], extra: list[NewEvent], blocked: set[str]
+        ) -> None:
+            stats = await self.outbox.execute(
+                list(batch.values()), run_id, bound, extra=extra, ids=list(batch)
+            )
+            self._count(summary, stats)
+            summary.blocked += len(stats.new_extra & blocked)
 
         async def flush() -> None:
+            nonlocal inflight
+            await landed()
             # A pair can be reached twice (touched, and through an unsettled command).
             links = {content_id(e): e for e in pending.links}
             blocked = {content_id(e): e for e in pending.blocked}
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
-            stats = await self.outbox.execute(
-                list(commands.values()), run_id, bound, extra=extra, ids=list(commands)
-            )
-            self._count(summary, stats)
-            summary.blocked += len(stats.new_extra & blocked.keys())
+            inflight_ids.update(commands)
+            inflight = asyncio.ensure_future(execute(dict(commands), extra, set(blocked)))
             commands.clear()
             pending.links.clear()
             pending.blocked.clear()
@@ -264,7 +286,15 @@ class SyncEngine:
                 unsettled = await self.outbox.unsettled(bound, emails | {p.email for p in pairs})
             ids = [command_id(c) for c in d.commands]
             decided = set(ids)
-            await self.outbox.settle([u for u in unsettled if u.command_id not in decided], run_id)
+            # (The batch in flight is this cycle's own: not a leftover to settle.)
+            await self.outbox.settle(
+                [
+                    u
+                    for u in unsettled
+                    if u.command_id not in decided and u.command_id not in inflight_ids
+                ],
+                run_id,
+            )
             commands.update(zip(ids, d.commands, strict=True))
             pending.links.extend(d.links)
             pending.blocked.extend(d.blocked)
@@ -273,15 +303,24 @@ class SyncEngine:
             if len(commands) + len(pending.links) + len(pending.blocked) >= FLUSH_AT:
                 await flush()
 
-        async for pairs in touched_pairs(conn, since):
-            await decide(pairs)
-        # Unsettled commands for contacts nobody touched (a write the store did not show).
-        after: int | None = 0
-        while after is not None:
-            orphans, after = await self.outbox.orphans(bound, since or -1, after)
-            pairs = await pairs_for_emails(conn, sorted({u.command.email for u in orphans}))
-            await decide(pairs, orphans)
-        await flush()
+        try:
+            async for pairs in touched_pairs(conn, since):
+                await decide(pairs)
+            # Unsettled commands for contacts nobody touched (a write the store did not show).
+            after: int | None = 0
+            while after is not None:
+                await landed()  # the orphan sweep must not meet this cycle's batch half-done
+                orphans, after = await self.outbox.orphans(bound, since or -1, after)
+                pairs = await pairs_for_emails(conn, sorted({u.command.email for u in orphans}))
+                await decide(pairs, orphans)
+            await flush()
+            await landed()
+        except BaseException:
+            # The batch in flight ends (its writes were sent) before the cycle does; the
+            # first error is the one raised.
+            with contextlib.suppress(Exception):
+                await landed()
+            raise
 
     async def _tracking_commands(self) -> Sequence[Command]:
         """New tracking activity, grouped per contact, for the app's activities table."""

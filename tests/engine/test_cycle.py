@@ -14,6 +14,7 @@ import engine.cycle as cycle_module
 import engine.pairs as pairs_module
 from engine.audit import contact_history
 from engine.cycle import SyncEngine
+from engine.errors import FatalError
 from engine.log import EventLog
 from engine.policy import ListLink, Policy
 from tests.engine.fakes import FakeStore
@@ -249,3 +250,61 @@ async def test_both_stores_are_written_at_once(
     monkeypatch.setattr(app, "apply", app_signals)
     s = await engine.cycle()
     assert s.failed == 0 and s.applied == 2, s
+
+
+async def test_the_next_batch_is_decided_while_one_is_being_written(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's write of the first batch finishes only once the reconciler has gone on to
+    decide later contacts: deciding and writing overlap."""
+    monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
+    monkeypatch.setattr(pairs_module, "_CHUNK", 5)
+    engine, ctct, app = make(log)
+    for i in range(30):
+        ctct.add(f"p{i}@example.org", first_name=f"P{i}")
+    decided_more = asyncio.Event()
+    calls = 0
+    reconcile = cycle_module.reconcile
+
+    def counting(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 2:  # the first flush came after two chunks of five
+            decided_more.set()
+        return reconcile(*args)
+
+    app_apply = app.apply
+
+    async def app_waits(commands: Any) -> Any:
+        await asyncio.wait_for(decided_more.wait(), timeout=10)  # a guard, not a clock
+        return await app_apply(commands)
+
+    monkeypatch.setattr(cycle_module, "reconcile", counting)
+    monkeypatch.setattr(app, "apply", app_waits)
+    s = await engine.cycle()
+    assert s.failed == 0 and s.applied == 30, s
+    assert len(app.contacts) == 30
+
+
+async def test_a_batch_that_fails_fatally_ends_the_cycle_before_the_next_is_issued(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
+    monkeypatch.setattr(pairs_module, "_CHUNK", 5)
+    engine, ctct, app = make(log)
+    for i in range(30):
+        ctct.add(f"p{i}@example.org", first_name=f"P{i}")
+    sent: list[int] = []
+
+    async def app_fails(commands: Any) -> Any:
+        sent.append(len(commands))
+        raise FatalError("the app database refused the login")
+
+    monkeypatch.setattr(app, "apply", app_fails)
+    with pytest.raises(FatalError, match="refused the login"):
+        await engine.cycle()
+    rows = await log.connection.execute_fetchall(
+        "SELECT status, COUNT(*) FROM p_commands GROUP BY status"
+    )
+    assert sent == [10]  # the first batch (two chunks of five) and nothing after it
+    assert dict(rows) == {"failed": 10}  # type: ignore[arg-type]
