@@ -45,6 +45,10 @@ __all__ = [
 
 _log: Final = structlog.get_logger("ccsync.observe")
 OBSERVE_BATCH: Final = 5_000  # contacts appended per transaction
+# Pages fetched ahead of the one being appended: enough for a whole batch of Constant
+# Contact's 500-contact pages, so the store keeps answering while a batch is committed
+# (with 2, fetching stalled behind every commit and the two took turns).
+PREFETCH_PAGES: Final = 12
 
 
 class ObserveStats(msgspec.Struct):
@@ -134,8 +138,8 @@ async def observe_contacts(
     held: list[Page] = []
     resume = await log.checkpoint(cp_name)
     scanned = False  # did the last page belong to a full scan?
-    # The store's next page is fetched and normalised while this one is being appended.
-    pages = prefetch(source.observe_contacts(resume, bound))
+    # The store's next pages are fetched and normalised while this batch is being appended.
+    pages = prefetch(source.observe_contacts(resume, bound), PREFETCH_PAGES)
     try:
         async for page in pages:  # (closed in the finally below, not whenever it is collected)
             held.append(page)
