@@ -37,6 +37,8 @@ __all__ = ["Writer"]
 
 # A new contact: the commands creating it, the columns, the row (in the columns' order).
 _Create = list[Any]
+# The upserts prepared: updates by column list, new contacts by email, the updated-at stamp.
+_Prepared = tuple[dict[tuple[str, ...], list[Row]], dict[str, _Create], tuple[str, Any] | None]
 
 
 def _add_create(
@@ -65,10 +67,18 @@ class Writer:
         """One Outcome per command, in order."""
         out: list[Outcome] = []
         size = self._cfg.write_batch
+        following: _Batch | None = None
         for start in range(0, len(commands), size):
             chunk = commands[start : start + size]
+            batch = following or self._batch(chunk)
+            following = None
+            if start + size < len(commands):
+                # The next batch's Python work runs while this batch's main write is in the
+                # server (``Batch.meanwhile``): the two overlap instead of taking turns.
+                following = self._batch(commands[start + size : start + 2 * size])
+                batch.meanwhile = following.plan
             try:
-                out += await self._in_tx(chunk)
+                out += await self._in_tx(batch)
             except RetriableError as exc:
                 out += [fail(cmd, str(exc), retriable=True) for cmd in chunk]
             except FatalError as exc:
@@ -77,20 +87,48 @@ class Writer:
                     continue
                 for cmd in chunk:  # isolate the bad record: one transaction each
                     try:
-                        out += await self._in_tx([cmd])
+                        out += await self._in_tx(self._batch([cmd]))
                     except RetriableError as one:
                         out.append(fail(cmd, str(one), retriable=True))
                     except FatalError as one:
                         out.append(fail(cmd, str(one)))
         return out
 
-    async def _in_tx(self, cmds: Sequence[Command]) -> list[Outcome]:
+    def _batch(self, cmds: Sequence[Command]) -> _Batch:
+        return _Batch(self._cfg, self._d, self._rows, cmds)
+
+    async def _in_tx(self, batch: _Batch) -> list[Outcome]:
         async with self._d.transaction(mark_writer=True):
-            return await _Batch(self._cfg, self._d, self._rows, cmds).run()
+            return await batch.run()
 
 
 class _Batch(Batch):
     """A batch with all its phases (see the module docstring for their order)."""
+
+    # ``plan``'s result: the upserts' rows, and the batch state their preparation decided.
+    _planned: tuple[_Prepared, list[Outcome | None], dict[int, str], set[int]] | None = None
+
+    def plan(self) -> None:
+        """Prepare the upserts ahead, without the database (the previous batch's write is in
+        the server meanwhile): given keys taken as they are, as ``_upserts`` does, and every
+        command without one prepared as a new contact. ``_upserts`` uses the plan unless the
+        lookup by email then finds one of those emails in the app."""
+        cmds = self.cmds
+        idx = [i for i, cmd in enumerate(cmds) if type(cmd) is UpsertContact]
+        # (A rename changes the emails a lookup must skip: such batches prepare in turn.)
+        if not idx or any(cmds[i].new_email is not None for i in idx):  # type: ignore[union-attr]
+            return
+        keys = self.keys
+        for i in idx:
+            if sid := cmds[i].store_id:
+                keys[i] = sid
+        kept = self.outcomes, self.details, self.stamped
+        self.outcomes, self.details, self.stamped = [None] * len(cmds), {}, set()
+        try:
+            prepared = self._prepare(idx)
+            self._planned = (prepared, self.outcomes, self.details, self.stamped)
+        finally:
+            self.outcomes, self.details, self.stamped = kept
 
     async def run(self) -> list[Outcome]:
         phases: list[tuple[type, Any]] = [
@@ -109,7 +147,9 @@ class _Batch(Batch):
             if idx:
                 # Upserts trust given keys and check the update count instead (one query
                 # fewer on the bulk path); the other phases must not act on a missing row.
-                await self._resolve(idx, trust_keys=kind is UpsertContact)
+                matched = await self._resolve(idx, trust_keys=kind is UpsertContact)
+                if matched:
+                    self._planned = None  # it took those emails for new contacts
                 await handler(idx)
         await self._touch_updated_at()
         keys, details = self.keys, self.details
@@ -265,15 +305,24 @@ class _Batch(Batch):
                     self.stamped.add(i)
             _add_create(creates, values[email_col], i, tuple(values), tuple(values.values()))
 
-    async def _upserts(self, idx: Sequence[int]) -> None:
+    def _prepare(self, idx: Sequence[int]) -> _Prepared:
         c = self.c
-        keys = self.keys
-        stamped = self.stamped
         # Upserts set the updated-at column in their own write (see ``_touch_updated_at``).
         stamp = (c.updated_at, self.d.time_param(self.now)) if c.updated_at else None
         creates: dict[str, _Create] = {}
         updates: dict[tuple[str, ...], list[Row]] = {}
         self._prepare_upserts(idx, updates, creates, stamp)
+        return updates, creates, stamp
+
+    async def _upserts(self, idx: Sequence[int]) -> None:
+        c = self.c
+        keys = self.keys
+        if self._planned is not None:
+            (updates, creates, stamp), self.outcomes, self.details, self.stamped = self._planned
+            self._planned = None
+        else:
+            updates, creates, stamp = self._prepare(idx)
+        stamped = self.stamped
         updated = expected = 0
         if updates:
             async with self.d.keyed(c.table, c.key):
@@ -283,7 +332,9 @@ class _Batch(Batch):
                     # (A field mapped onto the updated-at column itself: no stamp in the
                     # same SET; the batch's touch moves it afterwards, as it always did.)
                     own = stamp if stamp is None or stamp[0] not in cols else None
-                    updated += await self.d.update_rows(c.table, c.key, cols, unique, own)
+                    updated += await self.d.update_rows(
+                        c.table, c.key, cols, unique, own, meanwhile=self._take_meanwhile()
+                    )
         if updated != expected:  # rows already equal, or keys not (or no longer) in the table
             wanted = [i for i in idx if i in keys and self.outcomes[i] is None]
             found = await self._existing([keys[i] for i in wanted])
@@ -321,7 +372,11 @@ class _Batch(Batch):
         by_email, keys = self.by_email, self.keys
         for cols, entries in by_cols.items():
             made = await self.d.insert_rows(
-                c.table, cols, [entry[2] for entry in entries], (c.key, c.email)
+                c.table,
+                cols,
+                [entry[2] for entry in entries],
+                (c.key, c.email),
+                meanwhile=self._take_meanwhile(),
             )
             for key, email in made:
                 text = as_text(key) or ""

@@ -3,7 +3,7 @@ deletion phases (the upsert and unsubscribe phases are in ``_apply``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -46,6 +46,13 @@ class Batch:
         self.stamped: set[int] = set()  # commands whose own write set the updated-at column
         self.by_email: dict[str, str] = {}  # normalised email -> key (live rows, this batch)
         self.now = datetime.now(UTC)
+        # Work to do while this batch's main write runs in the server: the next batch's plan.
+        self.meanwhile: Callable[[], None] | None = None
+
+    def _take_meanwhile(self) -> Callable[[], None] | None:
+        """``meanwhile``, once (for the first big write of the batch)."""
+        work, self.meanwhile = self.meanwhile, None
+        return work
 
     def _failed(self, i: int, error: str) -> None:
         self.outcomes[i] = fail(self.cmds[i], error)
@@ -63,7 +70,9 @@ class Batch:
             found.update(str(r[0]) for r in await d.fetch(_sel(c, cond), params))
         return found
 
-    async def _resolve(self, idx: Sequence[int], *, trust_keys: bool = False) -> None:
+    async def _resolve(self, idx: Sequence[int], *, trust_keys: bool = False) -> int:
+        """Keys of the commands: given ones (checked unless ``trust_keys``), else found by
+        email; the number of emails found in the app."""
         d = self.d
         cmds = self.cmds
         found: set[str] | None = None  # None: every given key is taken as it is
@@ -94,6 +103,7 @@ class Batch:
             elif len(matches.get(cmd.email, ())) > 1:
                 shared = ", ".join(matches[cmd.email])
                 self._failed(i, f"email {cmd.email} is shared by app rows {shared}")
+        return len(matches)
 
     def _missing(self, i: int) -> str:
         cmd = self.cmds[i]

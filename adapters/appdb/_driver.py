@@ -9,15 +9,17 @@ text per column, cast to each column's type, for PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeVar
 
-__all__ = ["Driver", "Row", "as_text", "parse_time", "quote"]
+__all__ = ["Driver", "Row", "as_text", "overlapped", "parse_time", "quote"]
 
 Row = tuple[Any, ...]
+_T = TypeVar("_T")
 
 
 def quote(name: str) -> str:
@@ -67,6 +69,25 @@ def parse_time(value: object) -> datetime | None:
 _fromiso: Final = datetime.fromisoformat
 
 
+async def overlapped(call: Awaitable[_T], meanwhile: Callable[[], None] | None) -> _T:
+    """Await ``call``, running ``meanwhile`` once the call has sent its statement."""
+    if meanwhile is None:
+        return await call
+    task = asyncio.ensure_future(call)
+    # One turn of the loop: the task runs until it waits for the answer, its statement sent
+    # (asyncpg writes to the socket; aiosqlite hands it to its thread). Were it not yet sent,
+    # ``meanwhile`` would only run first: later, never wrong.
+    await asyncio.sleep(0)
+    try:
+        meanwhile()
+    except BaseException:
+        await asyncio.wait({task})  # the connection is busy until the statement ends
+        if not task.cancelled():
+            task.exception()  # retrieved: the error of ``meanwhile`` is the one raised
+        raise
+    return await task
+
+
 class Driver(Protocol):
     """One connection to the app's database, with the bulk primitives the adapter uses."""
 
@@ -109,11 +130,15 @@ class Driver(Protocol):
         columns: Sequence[str],
         rows: Sequence[Row],
         stamp: tuple[str, Any] | None = None,
+        *,
+        meanwhile: Callable[[], None] | None = None,
     ) -> int:
         """``UPDATE table SET columns WHERE key = ?`` for each row ``(key, *values)``, skipping
         rows that already hold the values; the number of rows changed. Keys must be distinct
         (callers keep the last of each). ``stamp`` (column, value): also set that column on
-        the rows changed (the updated-at column, in the same write)."""
+        the rows changed (the updated-at column, in the same write). ``meanwhile``: called
+        once the statement is on its way, before waiting for it (work that needs no database
+        runs while the database works)."""
         ...
 
     def keyed(self, table: str, key: str) -> AbstractAsyncContextManager[None]:
@@ -122,9 +147,16 @@ class Driver(Protocol):
         ...
 
     async def insert_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        returning: Sequence[str],
+        *,
+        meanwhile: Callable[[], None] | None = None,
     ) -> list[Row]:
-        """Insert rows; the ``returning`` columns of each inserted row (in no set order)."""
+        """Insert rows; the ``returning`` columns of each inserted row (in no set order).
+        ``meanwhile``: as for ``update_rows``."""
         ...
 
     async def delete_rows(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import asyncpg
 
-from adapters.appdb._driver import Row, as_text, quote
+from adapters.appdb._driver import Row, as_text, overlapped, quote
 from engine.errors import ConfigError, FatalError, RetriableError
 
 __all__ = ["PostgresDriver"]
@@ -130,10 +130,12 @@ class PostgresDriver:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "script") from None
 
-    async def _status(self, sql: str, params: Sequence[Any]) -> str:
+    async def _status(
+        self, sql: str, params: Sequence[Any], meanwhile: Callable[[], None] | None = None
+    ) -> str:
         try:
             async with self._lock:
-                return str(await self._conn.execute(sql, *params))
+                return str(await overlapped(self._conn.execute(sql, *params), meanwhile))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "batch") from None
 
@@ -177,6 +179,11 @@ class PostgresDriver:
         # placeholders was parsed and planned anew for every batch). A semi-join, not
         # '= ANY(?)': after five runs PostgreSQL may switch a prepared statement to its generic
         # plan, where '= ANY' of a parameter is a linear search of the array for every row.
+        joined = _SEP.join(values)
+        if values and joined.count(_SEP) == len(values) - 1 and "" not in values:
+            # One text split in the server, as for writes (asyncpg encodes a text[] element
+            # by element: 5,000 emails a batch cost 5 ms of the client's time, this 0.8 ms).
+            return f"{expr} IN (SELECT unnest(string_to_array(?::text, chr(31))))", [joined]
         return f"{expr} IN (SELECT unnest(?::text[]))", [list(values)]
 
     def is_text(self, table: str, column: str) -> bool:
@@ -229,6 +236,8 @@ class PostgresDriver:
         columns: Sequence[str],
         rows: Sequence[Row],
         stamp: tuple[str, Any] | None = None,
+        *,
+        meanwhile: Callable[[], None] | None = None,
     ) -> int:
         allcols = [key, *columns]
         src, arrays = self._unnest(table, allcols, rows)
@@ -246,7 +255,7 @@ class PostgresDriver:
             f"UPDATE {quote(table)} AS t SET {sets} FROM {src} "
             f"WHERE t.{quote(key)} = {casts[0]} AND ({differs})"
         )
-        return int((await self._status(sql, params)).rsplit(" ", 1)[-1])
+        return int((await self._status(sql, params, meanwhile)).rsplit(" ", 1)[-1])
 
     @asynccontextmanager
     async def keyed(self, table: str, key: str) -> AsyncIterator[None]:
@@ -263,7 +272,13 @@ class PostgresDriver:
         await self._status("RESET enable_hashjoin; RESET enable_mergejoin", ())
 
     async def insert_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        returning: Sequence[str],
+        *,
+        meanwhile: Callable[[], None] | None = None,
     ) -> list[Row]:
         if not rows:
             return []
@@ -276,7 +291,8 @@ class PostgresDriver:
         )
         try:
             async with self._lock:
-                return [tuple(r) for r in await self._conn.fetch(sql, *arrays)]
+                made = await overlapped(self._conn.fetch(sql, *arrays), meanwhile)
+                return [tuple(r) for r in made]
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate(exc, "insert") from None
 

@@ -9,7 +9,7 @@ say so in docs/appdb.md's terms before using column-based change detection.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 
 import aiosqlite
 
-from adapters.appdb._driver import Row, quote
+from adapters.appdb._driver import Row, overlapped, quote
 from engine.errors import FatalError, RetriableError
 
 __all__ = ["SqliteDriver", "sqlite_time"]
@@ -98,9 +98,11 @@ class SqliteDriver:
         except sqlite3.Error as exc:
             raise translate(exc, "script") from None
 
-    async def _executemany(self, sql: str, rows: Sequence[Row]) -> int:
+    async def _executemany(
+        self, sql: str, rows: Sequence[Row], meanwhile: Callable[[], None] | None = None
+    ) -> int:
         try:
-            cursor = await self._conn.executemany(sql, rows)
+            cursor = await overlapped(self._conn.executemany(sql, rows), meanwhile)
         except sqlite3.Error as exc:
             raise translate(exc, "batch") from None
         return int(cursor.rowcount)
@@ -157,6 +159,8 @@ class SqliteDriver:
         columns: Sequence[str],
         rows: Sequence[Row],
         stamp: tuple[str, Any] | None = None,
+        *,
+        meanwhile: Callable[[], None] | None = None,
     ) -> int:
         # Numbered parameters take each row as it comes, (key, *values), without re-packing.
         sets = ", ".join(f"{quote(c)} = ?{i + 2}" for i, c in enumerate(columns))
@@ -167,14 +171,20 @@ class SqliteDriver:
         # Rows already holding these values are left alone: no write, no change-table row.
         differs = " OR ".join(f"{quote(c)} IS NOT ?{i + 2}" for i, c in enumerate(columns))
         sql = f"UPDATE {quote(table)} SET {sets} WHERE {quote(key)} = ?1 AND ({differs})"
-        return await self._executemany(sql, rows)
+        return await self._executemany(sql, rows, meanwhile)
 
     @asynccontextmanager
     async def keyed(self, table: str, key: str) -> AsyncIterator[None]:
         yield  # SQLite's planner probes the key's index by itself
 
     async def insert_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], returning: Sequence[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        returning: Sequence[str],
+        *,
+        meanwhile: Callable[[], None] | None = None,
     ) -> list[Row]:
         if not rows:
             return []
@@ -188,7 +198,8 @@ class SqliteDriver:
             values = ", ".join([one] * len(chunk))
             params = [v for row in chunk for v in row]
             sql = f"INSERT INTO {quote(table)} ({cols}) VALUES {values} RETURNING {ret}"
-            out.extend(await self.fetch(sql, params))
+            out.extend(await overlapped(self.fetch(sql, params), meanwhile))
+            meanwhile = None
         return out
 
     async def delete_rows(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:

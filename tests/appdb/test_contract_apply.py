@@ -238,3 +238,32 @@ async def test_two_commands_creating_one_new_contact_make_one_row(harness: Harne
     row = await harness.app.row(a.store_id)
     assert row is not None
     assert (row["first_name"], row["last_name"], row["lists"]) == ("Second", "Kept", ("1",))
+
+
+@pytest.mark.asyncio
+async def test_batches_prepared_ahead_keep_each_commands_meaning(make_harness: Factory) -> None:
+    # Two commands a batch: each batch's upserts are prepared while the one before it writes,
+    # taking every command without a key for a new contact until the lookup says otherwise.
+    h = await make_harness(write_batch=2)
+    row5 = await h.app.row("5")
+    assert row5 is not None
+    cmds = [
+        UpsertContact(target="app", email="x@e.org", store_id="1", fields={"first_name": "A"}),
+        UpsertContact(target="app", email="n1@example.org", fields={"first_name": "N1"}),
+        UpsertContact(target="app", email=row5["email"], fields={"first_name": "Found"}),
+        UpsertContact(target="app", email="not-an-email", fields={"first_name": "Bad"}),
+        UpsertContact(
+            target="app", email="n2@example.org", fields={"first_name": "N2"}, lists=("1",)
+        ),
+        UpsertContact(target="app", email="x@e.org", store_id="2", fields={"first_name": "B"}),
+    ]
+    outcomes = await h.db.apply(cmds)
+    assert [o.ok for o in outcomes] == [True, True, True, False, True, True]
+    assert "invalid email" in (outcomes[3].error or "")
+    assert outcomes[2].store_id == "5"
+    live = await h.app.live()
+    assert [live[k][1] for k in ("1", "2", "5")] == ["A", "B", "Found"]
+    n1, n2 = outcomes[1].store_id, outcomes[4].store_id
+    assert n1 and n2 and live[n1] == ("n1@example.org", "N1") and live[n2][1] == "N2"
+    row = await h.app.row(n2)
+    assert row is not None and row["lists"] == ("1",)
