@@ -128,9 +128,10 @@ async def observe_contacts(
 
     Pages are appended ``OBSERVE_BATCH`` contacts at a time, each batch in one transaction with
     the checkpoint of its last page: a commit rewrites every index page the batch touched, so
-    fewer, larger commits are what keeps a large initial fetch fast. A crash loses the pages
-    held in memory (they are fetched again from the committed checkpoint); an error from the
-    store first commits what was fetched before it.
+    fewer, larger commits are what keeps a large initial fetch fast. One batch is appended
+    while the next is fetched and diffed, in order. A crash loses the pages held in memory
+    (they are fetched again from the committed checkpoint); an error from the store first
+    commits what was fetched before it.
     """
     store = source.store
     cp_name = checkpoint_name(store, "contacts")
@@ -138,10 +139,19 @@ async def observe_contacts(
     held: list[Page] = []
     resume = await log.checkpoint(cp_name)
     scanned = False  # did the last page belong to a full scan?
-    # The store's next pages are fetched and normalised while this batch is being appended.
+    appending = _Appending(log, store, stats)
+    store_error: Exception | None = None
+    # The store's next pages are fetched and normalised while a batch is being appended.
     pages = prefetch(source.observe_contacts(resume, bound), PREFETCH_PAGES)
     try:
-        async for page in pages:  # (closed in the finally below, not whenever it is collected)
+        while True:
+            try:
+                page = await anext(pages)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # the store failed (e.g. its quota ran out)
+                store_error = exc
+                break
             held.append(page)
             scanned = page.full_scan
             if progress is not None:
@@ -150,16 +160,18 @@ async def observe_contacts(
                 stats.interrupted = True  # the pages in hand are committed; the rest waits
                 break
             if sum(len(p.contacts) for p in held) >= OBSERVE_BATCH:
-                batch, held = held, []  # (an append that fails is not tried again below)
-                await _append_pages(log, store, run_id, cp_name, batch, stats)
-    except Exception:
-        if held:  # keep what was fetched before the store failed (e.g. its quota ran out)
-            await _append_pages(log, store, run_id, cp_name, held, stats)
-        raise
-    finally:
+                batch, held = held, []  # (an append that fails is not tried again)
+                await appending.submit(run_id, batch)
         await pages.aclose()  # a stop leaves early: no page is fetched after it
-    if held:
-        await _append_pages(log, store, run_id, cp_name, held, stats)
+        if held:  # (after a store error too: what was fetched before it is kept)
+            await appending.submit(run_id, held)
+        await appending.landed()
+    except BaseException:
+        await appending.abandon()
+        await pages.aclose()
+        raise
+    if store_error is not None:
+        raise store_error
     if scanned and not stats.interrupted:
         gone = await scan_deletions(log, store)
         if gone:
@@ -171,11 +183,66 @@ async def observe_contacts(
     return stats
 
 
-async def _append_pages(
-    log: EventLog, store: Store, run_id: str, cp_name: str, pages: list[Page], stats: ObserveStats
-) -> None:
-    """Diff the pages' records against the projection and append them with the checkpoint of
-    the last page; the ids of full-scan pages are noted in the same transaction."""
+class _Prepared(msgspec.Struct):
+    events: list[NewEvent]
+    bookkeeping: set[str]
+    resume: str
+    scanning: bool
+    start: int
+    unchanged: list[str]
+
+
+class _Appending:
+    """One batch appended in a task of its own while the next is diffed (which reads the
+    projection between the append's statements: its contacts are disjoint from the batch in
+    flight, or it waits for that batch first). Batches are appended in order."""
+
+    def __init__(self, log: EventLog, store: Store, stats: ObserveStats) -> None:
+        self.log = log
+        self.store: Store = store
+        self.cp_name = checkpoint_name(store, "contacts")
+        self.stats = stats
+        self._task: asyncio.Future[None] | None = None
+        self._ids: set[str] = set()
+
+    async def submit(self, run_id: str, pages: list[Page]) -> None:
+        ids = {r.store_id for p in pages for r in p.contacts}
+        if not self._ids.isdisjoint(ids):
+            await self.landed()  # a contact in both batches is diffed against the first's result
+        prepared = await _prepare(self.log, self.store, run_id, pages, self.stats)
+        await self.landed()
+        self._ids = ids
+        self._task = asyncio.ensure_future(self._append(prepared))
+
+    async def _append(self, p: _Prepared) -> None:
+        async def note_seen(conn: aiosqlite.Connection) -> None:
+            if p.scanning:  # even an empty listing: its start is what its end compares with
+                await record_seen(conn, self.store, p.start, p.unchanged)
+
+        result = await self.log.append(
+            p.events, checkpoints={self.cp_name: p.resume}, within=note_seen
+        )
+        self.stats.events += sum(1 for i in result.new_ids if i not in p.bookkeeping)
+
+    async def landed(self) -> None:
+        """Wait for the batch in flight; its error, if any, is raised here."""
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """Cancel the batch in flight (the log rolls it back) and wait for it to end."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _prepare(
+    log: EventLog, store: Store, run_id: str, pages: list[Page], stats: ObserveStats
+) -> _Prepared:
+    """Diff the pages' records against the projection: the events to append with the
+    checkpoint of the last page, and what a full scan must note (engine._scan)."""
     records = _latest([r for p in pages for r in p.contacts])
     states = await load_contacts(log.connection, store, (r.store_id for r in records))
     events: list[NewEvent] = []
@@ -195,6 +262,7 @@ async def _append_pages(
             rejected=len(page.rejected),
         )
     resume = pages[-1].resume
+    cp_name = checkpoint_name(store, "contacts")
     events.append(_checkpoint_event(store, run_id, f"contacts:{stats.pages - 1}", cp_name, resume))
     bookkeeping = {e.id for e in events}
     for page in pages:
@@ -208,14 +276,10 @@ async def _append_pages(
             events += diff
         elif scanning:
             unchanged.append(rec.store_id)
+    # (With a batch still in flight this is before it: an earlier start only spares that
+    # batch's contacts, which this observation listed, from the scan's deletions.)
     start = (await log.head()).position if scanning else 0
-
-    async def note_seen(conn: aiosqlite.Connection) -> None:
-        if scanning:  # even an empty listing: its start is what the scan's end compares with
-            await record_seen(conn, store, start, unchanged)
-
-    result = await log.append(events, checkpoints={cp_name: resume}, within=note_seen)
-    stats.events += sum(1 for i in result.new_ids if i not in bookkeeping)
+    return _Prepared(events, bookkeeping, resume, scanning, start, unchanged)
 
 
 async def observe_lists(

@@ -3,6 +3,7 @@ find deletions, and a store failing mid-fetch."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,13 @@ import pytest
 import pytest_asyncio
 
 import engine.observe as observe
-from engine.events import CheckpointAdvanced, ContactDeleted, ContactObserved, PageObserved
+from engine.events import (
+    CheckpointAdvanced,
+    ContactChanged,
+    ContactDeleted,
+    ContactObserved,
+    PageObserved,
+)
 from engine.log import EventLog
 from engine.model import ContactRecord
 from engine.observe import checkpoint_name, observe_contacts
@@ -166,3 +173,69 @@ async def test_an_empty_full_scan_of_an_empty_store_is_a_quiet_success(
     stats = await observe_contacts(lg, projector, Listing([[]], full_scan=True), "r", BOUND)  # type: ignore[arg-type]
     assert (stats.pages, stats.items, stats.events) == (1, 0, 0)
     assert await events_of(lg, ContactDeleted) == []
+
+
+class Versions:
+    """A store whose pages list (id, email) pairs: the same contact may come back changed."""
+
+    store = "app"
+
+    def __init__(self, pages: Sequence[Sequence[tuple[str, str]]]) -> None:
+        self.pages = pages
+
+    async def observe_contacts(self, resume: str | None, bound: datetime) -> AsyncIterator[Page]:
+        for n, items in enumerate(self.pages[int(resume or 0) :], start=int(resume or 0) + 1):
+            yield Page(
+                request=f"GET page {n}",
+                contacts=tuple(ContactRecord(store_id=i, email=e) for i, e in items),
+                content_hash=f"{n:064x}",
+                resume=str(n),
+            )
+
+
+async def test_the_next_batch_is_diffed_while_one_is_appended(
+    log: tuple[EventLog, Projector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch's append completes only once the second batch has been read from the
+    projection for diffing: appending and diffing overlap."""
+    lg, projector = log
+    monkeypatch.setattr(observe, "OBSERVE_BATCH", 2)
+    second_diffed = asyncio.Event()
+    loads: list[list[str]] = []
+    load = observe.load_contacts
+
+    async def spy_load(conn: object, store: str, ids: object) -> object:
+        loads.append(sorted(ids))  # type: ignore[call-overload]
+        if len(loads) == 2:
+            second_diffed.set()
+        return await load(conn, store, loads[-1])  # type: ignore[arg-type]
+
+    append = lg.append
+    appends = 0
+
+    async def slow_first_append(*args: object, **kw: object) -> object:
+        nonlocal appends
+        appends += 1
+        if appends == 1:
+            await asyncio.wait_for(second_diffed.wait(), timeout=10)  # a guard, not a clock
+        return await append(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(observe, "load_contacts", spy_load)
+    monkeypatch.setattr(lg, "append", slow_first_append)
+    src = Listing([["a", "b"], ["c", "d"], ["e"]], full_scan=False)
+    stats = await observe_contacts(lg, projector, src, "r", BOUND)  # type: ignore[arg-type]
+    assert (stats.items, stats.events) == (5, 5)
+    assert loads == [["a", "b"], ["c", "d"], ["e"]]
+    assert await lg.checkpoint(checkpoint_name("app", "contacts")) == "3"
+
+
+async def test_a_contact_in_two_consecutive_batches_is_diffed_against_the_first(
+    log: tuple[EventLog, Projector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lg, projector = log
+    monkeypatch.setattr(observe, "OBSERVE_BATCH", 1)
+    src = Versions([[("a", "a@example.org")], [("a", "a.new@example.org")]])
+    await observe_contacts(lg, projector, src, "r", BOUND)  # type: ignore[arg-type]
+    kinds = [type(r.event) async for r in lg.read() if r.event.key == "a"]
+    assert kinds == [ContactObserved, ContactChanged]
+    assert (await load_contacts(lg.connection, "app", ["a"]))["a"].email == "a.new@example.org"
