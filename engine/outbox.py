@@ -264,7 +264,10 @@ class Outbox:
                 run_id=run_id,
                 commands=tuple(cmds),
             )
-            issued.append(NewEvent(content_id(issue), issue))
+            # The id hashes the batch without its commands: its key already hashes their ids,
+            # which hash their content (encoding every command again cost a tenth of a second
+            # per 10,000).
+            issued.append(NewEvent(content_id(msgspec.structs.replace(issue, commands=())), issue))
         if issued or extra:
             result = await self.log.append([*extra, *issued])
             stats.new_extra = frozenset(result.new_ids) & {e.id for e in extra}
