@@ -24,7 +24,7 @@ from engine.events import SyncRunFinished, SyncRunStarted, content_id
 from engine.log import EventLog, NewEvent
 from engine.model import Store, TrackingActivity
 from engine.observe import ObserveStats, observe_contacts, observe_lists, observe_tracking
-from engine.outbox import Outbox, OutboxStats, Unsettled
+from engine.outbox import Issued, Outbox, OutboxStats, Unsettled
 from engine.pairs import pairs_for_emails, touched_pairs
 from engine.policy import ListLink, Policy
 from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource
@@ -243,8 +243,9 @@ class SyncEngine:
         conn = self.log.connection
         pending = Decisions()  # its links and blocked decisions; the commands, by id:
         commands: dict[str, Command] = {}
-        # One batch executes while the next is decided (the stores' writes overlap the
-        # reconciler's reads and decisions); batches are issued and executed in order.
+        # One batch is sent while the next is decided and issued (the stores' writes overlap
+        # the reconciler's reads and decisions and the log's issue records); batches are
+        # issued and sent in order, one in flight at a time.
         inflight: asyncio.Future[None] | None = None
         inflight_ids: set[str] = set()
 
@@ -257,27 +258,33 @@ class SyncEngine:
                 finally:
                     inflight_ids.clear()
 
-        async def execute(
-            batch: dict[str, Command], extra: list[NewEvent], blocked: set[str]
-        ) -> None:
-            stats = await self.outbox.execute(
-                list(batch.values()), run_id, bound, extra=extra, ids=list(batch)
-            )
-            self._count(summary, stats)
-            summary.blocked += len(stats.new_extra & blocked)
+        async def send(issued: Issued) -> None:
+            self._count(summary, await self.outbox.send(issued))
 
         async def flush() -> None:
             nonlocal inflight
-            await landed()
             # A pair can be reached twice (touched, and through an unsettled command).
             links = {content_id(e): e for e in pending.links}
             blocked = {content_id(e): e for e in pending.blocked}
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
-            inflight_ids.update(commands)
-            inflight = asyncio.ensure_future(execute(dict(commands), extra, set(blocked)))
+            batch = dict(commands)
             commands.clear()
             pending.links.clear()
             pending.blocked.clear()
+            # Issued while the batch before is being sent (its ids are left to it), sent after.
+            issued = await self.outbox.issue(
+                list(batch.values()), run_id, bound, extra=extra, ids=list(batch),
+                in_flight=inflight_ids,
+            )  # fmt: skip
+            summary.blocked += len(issued.stats.new_extra & blocked.keys())
+            try:
+                await landed()
+            except Exception as exc:
+                await self.outbox.abandon(issued, f"not sent: an earlier batch failed: {exc}")
+                self._count(summary, issued.stats)
+                raise
+            inflight_ids.update(cid for cid, _ in issued.todo)
+            inflight = asyncio.ensure_future(send(issued))
 
         async def decide(pairs: list[Pair], unsettled: list[Unsettled] | None = None) -> None:
             d = reconcile(pairs, policy)

@@ -9,6 +9,7 @@ that is harmless. Failed commands are retried on later cycles with exponential b
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -34,7 +35,7 @@ from engine.model import Store
 from engine.ports import CommandSink
 from projections.projector import Projector
 
-__all__ = ["Outbox", "OutboxStats", "Unsettled", "backoff"]
+__all__ = ["Issued", "Outbox", "OutboxStats", "Unsettled", "backoff"]
 
 _log: Final = structlog.get_logger("ccsync.outbox")
 BACKOFF_BASE: Final = timedelta(minutes=1)
@@ -91,6 +92,14 @@ class OutboxStats(msgspec.Struct):
     failed: int = 0
     skipped: int = 0  # decided again, but already applied (or waiting for its retry time)
     new_extra: frozenset[str] = frozenset()  # ids of the extra events that were new to the log
+
+
+class Issued(NamedTuple):
+    """Commands recorded as issued and not yet sent (``Outbox.issue`` -> ``Outbox.send``)."""
+
+    todo: list[tuple[str, Command]]
+    run_id: str
+    stats: OutboxStats
 
 
 class Outbox:
@@ -225,11 +234,25 @@ class Outbox:
         extra: Sequence[NewEvent] = (),
         ids: Sequence[str] | None = None,
     ) -> OutboxStats:
-        """Issue and execute ``commands`` (this cycle's decisions); ``extra`` events (the
-        reconciler's links and blocked decisions) are appended with the issue records;
-        ``ids``, when given, are the commands' ids (the caller computed them already).
+        """Issue and execute ``commands`` (this cycle's decisions): ``issue`` then ``send``."""
+        return await self.send(await self.issue(commands, run_id, now, extra=extra, ids=ids))
 
-        A decided command is sent unless it was applied, or failed, within its backoff; one
+    async def issue(
+        self,
+        commands: Sequence[Command],
+        run_id: str,
+        now: datetime,
+        *,
+        extra: Sequence[NewEvent] = (),
+        ids: Sequence[str] | None = None,
+        in_flight: AbstractSet[str] = frozenset(),
+    ) -> Issued:
+        """Record ``commands`` as issued (``send`` sends them); ``extra`` events (the
+        reconciler's links and blocked decisions) are appended with the issue records;
+        ``ids``, when given, are the commands' ids (the caller computed them already);
+        ``in_flight`` are ids issued and being sent right now, which are left to that send.
+
+        A decided command is issued unless it was applied, or failed, within its backoff; one
         applied before this cycle that is decided again (the store never reflected it) is sent
         again after its backoff.
         """
@@ -239,6 +262,9 @@ class Outbox:
             if ids is not None
             else ((command_id(c), c) for c in commands)
         )
+        for cid in in_flight & decided.keys():
+            del decided[cid]
+            stats.skipped += 1
         known = await self._known(list(decided))
         todo: list[tuple[str, Command]] = []
         for cid, cmd in decided.items():
@@ -272,6 +298,11 @@ class Outbox:
             result = await self.log.append([*extra, *issued])
             stats.new_extra = frozenset(result.new_ids) & {e.id for e in extra}
             await self.projector.catch_up()
+        return Issued(todo, run_id, stats)
+
+    async def send(self, issued: Issued) -> OutboxStats:
+        """Send what ``issue`` recorded and record each command's outcome."""
+        todo, run_id, stats = issued.todo, issued.run_id, issued.stats
         if not todo:
             return stats
         # The stores are written concurrently: one's writes (network round trips, activities
@@ -291,23 +322,8 @@ class Outbox:
                 )
                 stats.applied += 1
                 continue
-            failed = CommandFailed(
-                store=store,
-                key=cid,
-                run_id=run_id,
-                error=res.error or "failed",
-                retriable=res.retriable,
-            )
             stats.failed += 1
-            _log.warning(
-                "outbox.command_failed",
-                command_id=cid,
-                kind=command_kind(cmd),
-                target=store,
-                email=cmd.email,
-                error=res.error,
-            )
-            records.append(NewEvent(content_id(failed), failed))
+            records.append(_failed(cid, cmd, run_id, res.error or "failed", res.retriable))
         for store, done in applied.items():
             ev = CommandApplied(
                 store=store,
@@ -321,3 +337,25 @@ class Outbox:
         if fatal is not None:
             raise fatal
         return stats
+
+    async def abandon(self, issued: Issued, why: str) -> None:
+        """Record issued commands that will not be sent in this run as failed (retriable: a
+        later cycle decides them again)."""
+        records = [_failed(cid, cmd, issued.run_id, why, True) for cid, cmd in issued.todo]
+        issued.stats.failed += len(records)
+        if records:
+            await self.log.append(records)
+            await self.projector.catch_up()
+
+
+def _failed(cid: str, cmd: Command, run_id: str, error: str, retriable: bool) -> NewEvent:
+    _log.warning(
+        "outbox.command_failed",
+        command_id=cid,
+        kind=command_kind(cmd),
+        target=cmd.target,
+        email=cmd.email,
+        error=error,
+    )
+    ev = CommandFailed(store=cmd.target, key=cid, run_id=run_id, error=error, retriable=retriable)
+    return NewEvent(content_id(ev), ev)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,6 @@ async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
 async def test_a_store_failing_mid_observation_cancels_the_other_and_leaves_a_sound_log(
     log: EventLog,
 ) -> None:
-    from datetime import datetime
 
     from engine.errors import RetriableError
     from engine.logverify import verify_log
@@ -213,13 +213,13 @@ async def test_decisions_are_flushed_in_bounded_batches_even_without_commands(
         ctct.add(f"p{i}@example.org", first_name=f"P{i}")
         app.add(f"p{i}@example.org", first_name=f"P{i}")
     sizes: list[int] = []
-    execute = engine.outbox.execute
+    issue = engine.outbox.issue
 
     async def spy(commands: Any, *args: Any, **kw: Any) -> Any:
         sizes.append(len(commands) + len(kw.get("extra", ())))
-        return await execute(commands, *args, **kw)
+        return await issue(commands, *args, **kw)
 
-    monkeypatch.setattr(engine.outbox, "execute", spy)
+    monkeypatch.setattr(engine.outbox, "issue", spy)
     s = await engine.cycle()
     assert s.commands == {}
     links = await log.connection.execute_fetchall("SELECT COUNT(*) FROM p_links")
@@ -252,43 +252,49 @@ async def test_both_stores_are_written_at_once(
     assert s.failed == 0 and s.applied == 2, s
 
 
-async def test_the_next_batch_is_decided_while_one_is_being_written(
+async def test_the_next_batch_is_decided_and_issued_while_one_is_being_written(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The app's write of the first batch finishes only once the reconciler has gone on to
-    decide later contacts: deciding and writing overlap."""
+    decide later contacts and record the next batch as issued: they overlap."""
     monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
     monkeypatch.setattr(pairs_module, "_CHUNK", 5)
     engine, ctct, app = make(log)
     for i in range(30):
         ctct.add(f"p{i}@example.org", first_name=f"P{i}")
-    decided_more = asyncio.Event()
-    calls = 0
-    reconcile = cycle_module.reconcile
+    second_issued = asyncio.Event()
+    issued: list[int] = []
+    issue = engine.outbox.issue
 
-    def counting(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls > 2:  # the first flush came after two chunks of five
-            decided_more.set()
-        return reconcile(*args)
+    async def counting(commands: Any, *args: Any, **kw: Any) -> Any:
+        result = await issue(commands, *args, **kw)
+        issued.append(len(result.todo))
+        if len(issued) == 2:
+            second_issued.set()
+        return result
 
     app_apply = app.apply
+    written: list[int] = []
 
     async def app_waits(commands: Any) -> Any:
-        await asyncio.wait_for(decided_more.wait(), timeout=10)  # a guard, not a clock
+        if not written:
+            await asyncio.wait_for(second_issued.wait(), timeout=10)  # a guard, not a clock
+        written.append(len(commands))
         return await app_apply(commands)
 
-    monkeypatch.setattr(cycle_module, "reconcile", counting)
+    monkeypatch.setattr(engine.outbox, "issue", counting)
     monkeypatch.setattr(app, "apply", app_waits)
     s = await engine.cycle()
     assert s.failed == 0 and s.applied == 30, s
+    assert [n for n in issued if n] == written == [10, 10, 10]
     assert len(app.contacts) == 30
 
 
-async def test_a_batch_that_fails_fatally_ends_the_cycle_before_the_next_is_issued(
+async def test_a_batch_that_fails_fatally_ends_the_cycle_and_the_next_is_never_sent(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The batch issued while the failing one was being sent is recorded as failed, not sent
+    (retriable: a later cycle decides its contacts again); nothing after it is issued."""
     monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
     monkeypatch.setattr(pairs_module, "_CHUNK", 5)
     engine, ctct, app = make(log)
@@ -303,8 +309,16 @@ async def test_a_batch_that_fails_fatally_ends_the_cycle_before_the_next_is_issu
     monkeypatch.setattr(app, "apply", app_fails)
     with pytest.raises(FatalError, match="refused the login"):
         await engine.cycle()
-    rows = await log.connection.execute_fetchall(
-        "SELECT status, COUNT(*) FROM p_commands GROUP BY status"
-    )
     assert sent == [10]  # the first batch (two chunks of five) and nothing after it
-    assert dict(rows) == {"failed": 10}  # type: ignore[arg-type]
+    rows = await log.connection.execute_fetchall(
+        "SELECT error, retriable, COUNT(*) FROM p_commands GROUP BY error, retriable"
+    )
+    assert sorted(rows) == [  # type: ignore[type-var]
+        ("not sent: an earlier batch failed: the app database refused the login", 1, 10),
+        ("the app database refused the login", 0, 10),
+    ]
+    monkeypatch.setattr(app, "apply", FakeStore.apply.__get__(app))
+    later = datetime.now(UTC) + timedelta(hours=1)  # past both batches' retry backoff
+    engine.clock = lambda: later
+    s = await engine.cycle()  # the app is back: every contact reaches it
+    assert len(app.contacts) == 30, s
