@@ -84,9 +84,8 @@ async def replay_reads(
     sim: SimProcess, token: str, log: EventLog, run_id: str, since: int
 ) -> tuple[int, float]:
     """Send the cycle's Constant Contact reads again (the requests its page.observed events
-    record) and time the simulator's answers: the simulator filters by scanning all its
-    contacts, so at a million contacts its answers are a share of the cycle that the real API
-    would not have in the same form."""
+    record) and time the simulator's answers: the share of the cycle that is the server's, not
+    ccsync's (time-filtered reads are answered from the simulator's time index)."""
     requests = [
         r.event.request
         async for r in log.read(since + 1)
