@@ -60,9 +60,12 @@ async def scan_deletions(log: EventLog, store: Store) -> list[NewEvent]:
     """Deletion events for live contacts of ``store`` the completed scan did not list; clears
     the scan's record (call only when the scan ended normally)."""
     conn = log.connection
+    # Through the position index (``+p.store``: not the store's): after an initial sync no
+    # contact is at or before the start, and that costs nothing.
     rows = await conn.execute_fetchall(
-        "SELECT p.state FROM p_contacts p, scan_start t WHERE p.store = ? AND t.store = ? "
-        "AND p.position <= t.position AND NOT EXISTS "
+        "SELECT p.state FROM p_contacts p "
+        "WHERE p.position <= (SELECT position FROM scan_start WHERE store = ?) AND +p.store = ? "
+        "AND NOT EXISTS "
         "(SELECT 1 FROM scan_seen s WHERE s.store = p.store AND s.store_id = p.store_id)",
         (store, store),
     )
