@@ -221,21 +221,32 @@ class Observer:
         # what the app holds, and observing a write is how the engine confirms it. There is no
         # echo to fear: the reconciler compares states, and a value it wrote agrees with its
         # source. The change row's ``writer`` still tells the two apart for anyone auditing.
-        join = (
-            f"FROM {self._changes} AS ch LEFT JOIN {quote(c.table)} AS c "
-            f"ON c.{quote(c.key)} = {self._d.cast_key(c.table, c.key, 'ch.key')}"
-        )
-        if pg:
-            head = f"SELECT ch.txid, ch.seq, ch.key, ch.op, ch.email, {select_list} {join}"
-            where = "(ch.txid, ch.seq) > (?, ?) AND ch.txid < ? ORDER BY ch.txid, ch.seq"
-        else:
-            head = f"SELECT 0, ch.seq, ch.key, ch.op, ch.email, {select_list} {join}"
-            where = "ch.seq > ? AND ch.seq <= ? ORDER BY ch.seq"
         n = self._cfg.page_size
+        on = f"ON c.{quote(c.key)} = {self._d.cast_key(c.table, c.key, 'ch.key')}"
+        if pg:
+            # The page's change rows first (LIMIT inside, as a literal), then the join: the
+            # planner sees n rows whatever it knows of the change table, which is never
+            # analysed when autovacuum is off. Joined first, a change table of 1,000,000
+            # unanalysed rows was planned as a parallel Gather Merge: two workers launched
+            # for every page, 20-30 ms a page against 7.5 ms for this plan (EXPLAIN ANALYZE).
+            page = (
+                f"SELECT txid, seq, key, op, email FROM {self._changes} "
+                f"WHERE (txid, seq) > (?, ?) AND txid < ? ORDER BY txid, seq LIMIT {int(n)}"
+            )
+            sql = (
+                f"SELECT ch.txid, ch.seq, ch.key, ch.op, ch.email, {select_list} "
+                f"FROM ({page}) AS ch LEFT JOIN {quote(c.table)} AS c {on} "
+                "ORDER BY ch.txid, ch.seq"
+            )
+        else:
+            sql = (
+                f"SELECT 0, ch.seq, ch.key, ch.op, ch.email, {select_list} "
+                f"FROM {self._changes} AS ch LEFT JOIN {quote(c.table)} AS c {on} "
+                f"WHERE ch.seq > ? AND ch.seq <= ? ORDER BY ch.seq LIMIT {int(n)}"
+            )
 
         def query(xid: int, seq: int) -> Awaitable[list[Row]]:
-            args = (xid, seq, limit, n) if pg else (seq, limit, n)
-            return self._d.fetch(f"{head} WHERE {where} LIMIT ?", args)
+            return self._d.fetch(sql, (xid, seq, limit) if pg else (seq, limit))
 
         xid, seq = tok.xid, tok.seq
         async with ReadAhead(query(xid, seq)) as ahead:
