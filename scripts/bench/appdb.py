@@ -14,8 +14,9 @@ For each backend (SQLite through aiosqlite; PostgreSQL through asyncpg, if it is
 
 Each figure is the best of ``--repeat`` runs (the machine is shared: the best run is the one
 least disturbed), printed as rows/second beside the baseline's best, with the ratio.
-Run: ``.venv/bin/python scripts/bench/appdb.py [--rows 100000] [--backend sqlite|postgres]
-[--repeat 3]``
+Run: ``.venv/bin/python scripts/bench/appdb.py [--rows 100000 [1000000 ...]]
+[--backend sqlite|postgres] [--repeat 3]`` (several sizes: one after the other, in one run, so
+their figures can be set side by side).
 """
 
 from __future__ import annotations
@@ -213,13 +214,16 @@ def report(backend: str, n: int, secs: dict[str, float], repeat: int) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[100_000], help="one or more table sizes"
+    )
     parser.add_argument("--backend", choices=("sqlite", "postgres"), action="append")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each figure; best kept")
     args = parser.parse_args()
-    for backend in args.backend or ("sqlite", "postgres"):
-        bench = bench_sqlite if backend == "sqlite" else bench_postgres
-        report(backend, args.rows, await bench(args.rows, args.repeat), args.repeat)
+    for n in args.rows:
+        for backend in args.backend or ("sqlite", "postgres"):
+            bench = bench_sqlite if backend == "sqlite" else bench_postgres
+            report(backend, n, await bench(n, args.repeat), args.repeat)
 
 
 if __name__ == "__main__":
