@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Final, Protocol
 from uuid import uuid4
@@ -39,6 +40,32 @@ _log: Final = structlog.get_logger("ccsync.cycle")
 RECONCILER: Final = "reconciler"
 TRACKING_FORWARDED: Final = "tracking.forwarded"
 FLUSH_AT: Final = 10_000
+
+
+# The collector's thresholds while a cycle runs: a young collection every 100,000 allocations
+# instead of 700, and no full one. A cycle allocates millions of short-lived tuples, records and
+# Structs while holding a large live heap; with the defaults the collector ran ~4,400 times and
+# walked that heap over and over (7 s of 30 s of CPU for an initial sync of 100,000 contacts,
+# against 0.6 s with these; the peak RSS is the same: almost all of it is freed by reference
+# counting, and the rest is collected once the defaults are back).
+_CYCLE_GC: Final = (100_000, 50, 1_000)
+_relaxed = 0  # cycles running in this process (the thresholds are process-wide)
+_saved_gc: tuple[int, int, int] = (700, 10, 10)
+
+
+@contextlib.contextmanager
+def _collector_relaxed() -> Iterator[None]:
+    global _relaxed, _saved_gc
+    if _relaxed == 0:
+        _saved_gc = gc.get_threshold()
+        gc.set_threshold(*_CYCLE_GC)
+    _relaxed += 1
+    try:
+        yield
+    finally:
+        _relaxed -= 1
+        if _relaxed == 0:
+            gc.set_threshold(*_saved_gc)
 
 
 class SyncStore(ContactSource, ListSource, CommandSink, Protocol):
@@ -101,6 +128,10 @@ class SyncEngine:
         self._started = True
 
     async def cycle(self, *, full_compare: bool = False) -> CycleSummary:
+        with _collector_relaxed():
+            return await self._cycle(full_compare)
+
+    async def _cycle(self, full_compare: bool) -> CycleSummary:
         if not self._started:
             await self.start()
         run_id = uuid4().hex

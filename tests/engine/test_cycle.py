@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -322,3 +323,31 @@ async def test_a_batch_that_fails_fatally_ends_the_cycle_and_the_next_is_never_s
     engine.clock = lambda: later
     s = await engine.cycle()  # the app is back: every contact reaches it
     assert len(app.contacts) == 30, s
+
+
+async def test_a_cycle_relaxes_the_collector_and_gives_the_process_its_settings_back(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = gc.get_threshold()
+    engine, ctct, app = make(log)
+    ctct.add("a@example.org", first_name="A")
+    during: list[tuple[int, int, int]] = []
+    app_apply = app.apply
+
+    async def spy(commands: Any) -> Any:
+        during.append(gc.get_threshold())
+        return await app_apply(commands)
+
+    monkeypatch.setattr(app, "apply", spy)
+    await engine.cycle()
+    assert during and during[0][0] > before[0]  # young collections far less often
+    assert gc.get_threshold() == before
+
+    async def fails(commands: Any) -> Any:
+        raise FatalError("the app database is gone")
+
+    ctct.add("b@example.org", first_name="B")
+    monkeypatch.setattr(app, "apply", fails)
+    with pytest.raises(FatalError):
+        await engine.cycle()
+    assert gc.get_threshold() == before
