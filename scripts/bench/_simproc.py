@@ -3,6 +3,8 @@ and the engine each have a core as they would in production; driven through its 
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -14,6 +16,12 @@ from engine.cli._demo_setup import SimulatorAccess
 __all__ = ["SimProcess"]
 
 
+def _die_with_parent() -> None:
+    """(In the child, Linux) SIGTERM when the benchmark that started it dies, even by SIGKILL:
+    a killed benchmark must not leave a simulator of a million contacts behind."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class SimProcess:
     def __init__(self, contacts: int, *, seed: int = 7, lists: int = 6, campaigns: int = 0) -> None:
         self.proc = subprocess.Popen(
@@ -21,6 +29,7 @@ class SimProcess:
              "--contacts", str(contacts), "--campaigns", str(campaigns), "--seed", str(seed),
              "--lists", str(lists)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         assert self.proc.stdout is not None
         self.info: dict[str, str] = {}
