@@ -40,6 +40,15 @@ _log: Final = structlog.get_logger("ccsync.cycle")
 RECONCILER: Final = "reconciler"
 TRACKING_FORWARDED: Final = "tracking.forwarded"
 FLUSH_AT: Final = 10_000
+# Tracking recorded after a position, with the app contact it goes to. ``+t.store``: through the
+# position index, the new rows only (the planner otherwise read every tracking row of the store,
+# each cycle, and sorted them).
+NEW_TRACKING_SQL: Final = (
+    "SELECT t.activity, COALESCE(l.app_id, a.store_id), t.email FROM p_tracking t "
+    "LEFT JOIN p_links l ON l.ctct_id = t.contact_id "
+    "LEFT JOIN p_contacts a ON a.store = 'app' AND a.email = t.email "
+    "WHERE +t.store = 'ctct' AND t.position > ? ORDER BY t.position"
+)
 
 
 # The collector's thresholds while a cycle runs: a young collection every 100,000 allocations
@@ -364,13 +373,7 @@ class SyncEngine:
         """New tracking activity, grouped per contact, for the app's activities table."""
         since = int(await self.log.checkpoint(TRACKING_FORWARDED) or 0)
         conn = self.log.connection
-        rows = await conn.execute_fetchall(
-            "SELECT t.activity, COALESCE(l.app_id, a.store_id), t.email FROM p_tracking t "
-            "LEFT JOIN p_links l ON l.ctct_id = t.contact_id "
-            "LEFT JOIN p_contacts a ON a.store = 'app' AND a.email = t.email "
-            "WHERE t.store = 'ctct' AND t.position > ? ORDER BY t.position",
-            (since,),
-        )
+        rows = await conn.execute_fetchall(NEW_TRACKING_SQL, (since,))
         dec = msgspec.json.Decoder(TrackingActivity)
         grouped: dict[tuple[str, str | None], list[TrackingActivity]] = {}
         for blob, app_id, email in rows:

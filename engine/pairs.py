@@ -16,7 +16,7 @@ from engine.reconcile import Pair
 from projections.contacts import ContactState
 from projections.runner import decode_contact, load_contacts
 
-__all__ = ["pairs_for_emails", "touched_pairs"]
+__all__ = ["by_email_sql", "pairs_for_emails", "touched_pairs"]
 
 _CHUNK: Final = 2000
 
@@ -42,15 +42,21 @@ async def _by_email(
 ) -> list[ContactState]:
     """Contacts holding one of ``emails``, of one store or of both."""
     out: list[ContactState] = []
-    where = "" if store is None else "store = ? AND "
     for i in range(0, len(emails), 900):
         chunk = emails[i : i + 900]
         rows = await conn.execute_fetchall(
-            f"SELECT state FROM p_contacts WHERE {where}email IN ({_marks(len(chunk))})",
-            chunk if store is None else [store, *chunk],
+            by_email_sql(len(chunk), store), chunk if store is None else [store, *chunk]
         )
         out.extend(decode_contact(r[0]) for r in rows)
     return out
+
+
+def by_email_sql(n: int, store: str | None) -> str:
+    """The lookup of ``n`` addresses (of one store: its name is the first parameter). Through
+    the email index: ``+store`` keeps the planner off the (store, id) index, which without
+    statistics it preferred, reading every contact of the store for each chunk."""
+    where = "" if store is None else "+store = ? AND "
+    return f"SELECT state FROM p_contacts WHERE {where}email IN ({_marks(n)})"
 
 
 async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) -> list[Pair]:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.cycle import SyncEngine
+from engine.cycle import NEW_TRACKING_SQL, SyncEngine
 from engine.log import EventLog
+from engine.pairs import by_email_sql
 from engine.policy import Policy
 from projections.schema import TABLES
 from tests.engine.fakes import FakeStore
@@ -52,3 +53,26 @@ async def test_projections_of_an_older_layout_are_dropped_and_rebuilt_equal(tmp_
             "SELECT sql FROM sqlite_schema WHERE name = 'p_contacts'"
         )
         assert "WITHOUT ROWID" not in next(iter(layout))[0]
+
+
+async def test_partners_are_looked_up_through_the_email_index(tmp_path: Path) -> None:
+    """Pairing looks partners up by address, a chunk at a time: through the email index, not
+    by reading every contact of the store for each chunk (which made a second cycle after an
+    initial sync of 100,000 contacts take 76 s instead of 28)."""
+    async with await EventLog.open(tmp_path / "log.db") as log:
+        await SyncEngine(log, FakeStore("ctct"), FakeStore("app"), Policy()).cycle()
+        for store in ("ctct", None):
+            sql = by_email_sql(3, store)
+            args = ["a@x.org", "b@x.org", "c@x.org"] if store is None else [store, "a", "b", "c"]
+            plan = await log.connection.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}", args)
+            assert [r[3] for r in plan] == [
+                "SEARCH p_contacts USING INDEX p_contacts_email (email=?)"
+            ]
+
+
+async def test_new_tracking_is_read_through_the_position_index(tmp_path: Path) -> None:
+    """Each cycle forwards the tracking recorded since the last: it reads those rows only."""
+    async with await EventLog.open(tmp_path / "log.db") as log:
+        await SyncEngine(log, FakeStore("ctct"), FakeStore("app"), Policy()).cycle()
+        plan = await log.connection.execute_fetchall(f"EXPLAIN QUERY PLAN {NEW_TRACKING_SQL}", [0])
+        assert next(r[3] for r in plan) == "SEARCH t USING INDEX p_tracking_position (position>?)"
