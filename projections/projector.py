@@ -11,6 +11,7 @@ from typing import Final
 import aiosqlite
 import structlog
 
+from engine._gc import collector_relaxed
 from engine.errors import FatalError
 from engine.log import EventLog, Recorded
 from engine.progress import Progress
@@ -89,6 +90,11 @@ async def rebuild(
         os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         raise FatalError(f"{out} exists; a replay writes a new file only") from None
+    with collector_relaxed():
+        return await _rebuild(log, out, stop, progress)
+
+
+async def _rebuild(log: EventLog, out: Path, stop: int | None, progress: Progress | None) -> int:
     last = 0
     async with aiosqlite.connect(out, isolation_level=None) as conn:
         await conn.execute("PRAGMA journal_mode = WAL")
