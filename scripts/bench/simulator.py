@@ -7,7 +7,7 @@
       before the time index) and from the time index, in the same run; the answers must be equal;
    b. a full listing's pages (``status=all`` and the engine's include-set): each contact
       rendered whole (the baseline: the code before) against the default JSON plus the
-      include-set's members, cold and then from the cache.
+      include-set's members rendered (twice: the second pass has the default JSON cached).
 2. Over HTTP (``ccsync simulator serve`` in its own process, largest size only): pages through
    every contact with limit=500, default and with the engine's include-set, cold then warm,
    beside a bare aiohttp server of precomputed pages (what the HTTP stack alone allows here).
@@ -233,7 +233,7 @@ def in_process(n: int) -> None:
     _, _, secs = _pages(account, full, body)
     rows.append(("default JSON + members, cold", secs))
     _, _, secs = _pages(account, full, body)
-    rows.append(("default JSON + members, cached", secs))
+    rows.append(("default JSON cached + members", secs))
     print(f"  b. full listing, status=all + include-set: {len(seqs):,} contacts")
     for label, secs in rows:
         print(f"     {label:<34} {secs:7.2f} s  {len(seqs) / secs:>11,.0f} contacts/s  "
