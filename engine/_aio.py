@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import Any, Final, TypeVar, cast
 
-__all__ = ["gather_or_cancel", "prefetch"]
+__all__ = ["InFlight", "gather_or_cancel", "prefetch"]
 
 _T = TypeVar("_T")
 
@@ -23,6 +23,34 @@ async def gather_or_cancel(*work: Coroutine[Any, Any, _T]) -> list[_T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+class InFlight:
+    """At most one piece of work running in a task of its own while the caller prepares the
+    next (a batch appended or sent while the next is diffed or decided): started, then waited
+    for before the next is started, so the pieces run in order."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Future[None] | None = None
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._task is not None:
+            work.close()  # never started: not left to warn that it was never awaited
+            raise RuntimeError("InFlight.start: the previous piece has not landed")
+        self._task = asyncio.ensure_future(work)
+
+    async def landed(self) -> None:
+        """Wait for the piece in flight; its error, if any, is raised here."""
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """Cancel the piece in flight and wait for it to end."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 _DONE: Final = object()

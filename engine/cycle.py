@@ -18,7 +18,7 @@ from uuid import uuid4
 import msgspec
 import structlog
 
-from engine._aio import gather_or_cancel
+from engine._aio import InFlight, gather_or_cancel
 from engine._gc import collector_relaxed
 from engine.commands import Command, RecordTracking, command_id
 from engine.events import SyncRunFinished, SyncRunStarted, content_id
@@ -260,23 +260,19 @@ class SyncEngine:
         # One batch is sent while the next is decided and issued (the stores' writes overlap
         # the reconciler's reads and decisions and the log's issue records); batches are
         # issued and sent in order, one in flight at a time.
-        inflight: asyncio.Future[None] | None = None
+        inflight = InFlight()
         inflight_ids: set[str] = set()
 
         async def landed() -> None:
-            nonlocal inflight
-            if inflight is not None:
-                task, inflight = inflight, None
-                try:
-                    await task
-                finally:
-                    inflight_ids.clear()
+            try:
+                await inflight.landed()
+            finally:
+                inflight_ids.clear()
 
         async def send(issued: Issued) -> None:
             self._count(summary, await self.outbox.send(issued))
 
         async def flush() -> None:
-            nonlocal inflight
             # A pair can be reached twice (touched, and through an unsettled command).
             links = {content_id(e): e for e in pending.links}
             blocked = {content_id(e): e for e in pending.blocked}
@@ -298,7 +294,7 @@ class SyncEngine:
                 self._count(summary, issued.stats)
                 raise
             inflight_ids.update(cid for cid, _ in issued.todo)
-            inflight = asyncio.ensure_future(send(issued))
+            inflight.start(send(issued))
 
         async def decide(pairs: list[Pair], unsettled: list[Unsettled] | None = None) -> None:
             d = reconcile(pairs, policy)

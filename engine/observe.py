@@ -18,7 +18,7 @@ import aiosqlite
 import msgspec
 import structlog
 
-from engine._aio import prefetch
+from engine._aio import InFlight, prefetch
 from engine._scan import clear_seen, record_seen, scan_deletions
 from engine.diff import diff_contact, diff_list
 from engine.events import (
@@ -202,8 +202,10 @@ class _Appending:
         self.store: Store = store
         self.cp_name = checkpoint_name(store, "contacts")
         self.stats = stats
-        self._task: asyncio.Future[None] | None = None
+        self._inflight = InFlight()
         self._ids: set[str] = set()
+        self.landed = self._inflight.landed
+        self.abandon = self._inflight.abandon  # (the log rolls the batch back)
 
     async def submit(self, run_id: str, pages: list[Page]) -> None:
         ids = {r.store_id for p in pages for r in p.contacts}
@@ -212,7 +214,7 @@ class _Appending:
         prepared = await _prepare(self.log, self.store, run_id, pages, self.stats)
         await self.landed()
         self._ids = ids
-        self._task = asyncio.ensure_future(self._append(prepared))
+        self._inflight.start(self._append(prepared))
 
     async def _append(self, p: _Prepared) -> None:
         async def note_seen(conn: aiosqlite.Connection) -> None:
@@ -223,19 +225,6 @@ class _Appending:
             p.events, checkpoints={self.cp_name: p.resume}, within=note_seen
         )
         self.stats.events += sum(1 for i in result.new_ids if i not in p.bookkeeping)
-
-    async def landed(self) -> None:
-        """Wait for the batch in flight; its error, if any, is raised here."""
-        task, self._task = self._task, None
-        if task is not None:
-            await task
-
-    async def abandon(self) -> None:
-        """Cancel the batch in flight (the log rolls it back) and wait for it to end."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _prepare(

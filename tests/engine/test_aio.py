@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine._aio import gather_or_cancel, prefetch
+from engine._aio import InFlight, gather_or_cancel, prefetch
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,3 +76,46 @@ async def test_gather_or_cancel_cancels_the_others_when_one_fails() -> None:
     with pytest.raises(ValueError, match="went away"):
         await gather_or_cancel(slow(), failing())
     assert cancelled.is_set()
+
+
+async def test_in_flight_runs_one_piece_at_a_time_in_order_and_raises_its_error() -> None:
+    done: list[int] = []
+    release = asyncio.Event()
+
+    async def piece(n: int) -> None:
+        await release.wait()
+        done.append(n)
+
+    inflight = InFlight()
+    inflight.start(piece(1))
+    with pytest.raises(RuntimeError, match="has not landed"):
+        inflight.start(piece(2))
+    release.set()
+    await inflight.landed()
+    inflight.start(piece(2))
+    await inflight.landed()
+    assert done == [1, 2]
+
+    async def fails() -> None:
+        raise ValueError("the log refused the batch")
+
+    inflight.start(fails())
+    with pytest.raises(ValueError, match="refused"):
+        await inflight.landed()
+    await inflight.landed()  # nothing in flight any more
+
+
+async def test_in_flight_abandon_cancels_the_piece_and_waits_for_it() -> None:
+    cleaned = asyncio.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.set()
+
+    inflight = InFlight()
+    inflight.start(slow())
+    await asyncio.sleep(0)  # let it start
+    await inflight.abandon()
+    assert cleaned.is_set()
