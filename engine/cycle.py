@@ -257,6 +257,7 @@ class SyncEngine:
         conn = self.log.connection
         pending = Decisions()  # its links and blocked decisions; the commands, by id:
         commands: dict[str, Command] = {}
+        to_settle: dict[str, Unsettled] = {}  # commands not decided again, by id
         # One batch is sent while the next is decided and issued (the stores' writes overlap
         # the reconciler's reads and decisions and the log's issue records); batches are
         # issued and sent in order, one in flight at a time.
@@ -277,10 +278,12 @@ class SyncEngine:
             links = {content_id(e): e for e in pending.links}
             blocked = {content_id(e): e for e in pending.blocked}
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
+            extra += self.outbox.settled(to_settle.values(), run_id)
             batch = dict(commands)
             commands.clear()
             pending.links.clear()
             pending.blocked.clear()
+            to_settle.clear()
             # Issued while the batch before is being sent (its ids are left to it), sent after.
             issued = await self.outbox.issue(
                 list(batch.values()), run_id, bound, extra=extra, ids=list(batch),
@@ -303,27 +306,27 @@ class SyncEngine:
                 unsettled = await self.outbox.unsettled(bound, emails | {p.email for p in pairs})
             ids = [command_id(c) for c in d.commands]
             decided = set(ids)
-            # (The batch in flight is this cycle's own: not a leftover to settle.)
-            await self.outbox.settle(
-                [
-                    u
-                    for u in unsettled
-                    if u.command_id not in decided and u.command_id not in inflight_ids
-                ],
-                run_id,
-            )
+            # Settled with the next issue records, not in a transaction of their own per chunk
+            # (a second cycle confirms every command of the first). The batch in flight is this
+            # cycle's own: not a leftover to settle.
+            for u in unsettled:
+                if u.command_id not in decided and u.command_id not in inflight_ids:
+                    to_settle[u.command_id] = u
             commands.update(zip(ids, d.commands, strict=True))
             pending.links.extend(d.links)
             pending.blocked.extend(d.blocked)
-            # Links and blocked decisions count too: a second cycle pairs every contact the
-            # first one created and issues almost no commands.
-            if len(commands) + len(pending.links) + len(pending.blocked) >= FLUSH_AT:
+            # Links, blocked decisions and settled commands count too: a second cycle pairs
+            # every contact the first one created and issues almost no commands.
+            waiting = len(commands) + len(pending.links) + len(pending.blocked) + len(to_settle)
+            if waiting >= FLUSH_AT:
                 await flush()
 
         try:
             async for pairs in touched_pairs(conn, since):
                 await decide(pairs)
-            # Unsettled commands for contacts nobody touched (a write the store did not show).
+            # Unsettled commands for contacts nobody touched (a write the store did not show);
+            # what the touched contacts settled is recorded first, so the sweep does not meet it.
+            await flush()
             after: int | None = 0
             while after is not None:
                 await landed()  # the orphan sweep must not meet this cycle's batch half-done

@@ -180,10 +180,12 @@ class Outbox:
             if status == "issued" or _due(at, attempts, now)
         ]
 
-    async def settle(self, unsettled: Sequence[Unsettled], run_id: str) -> int:
-        """Record what became of commands that deciding again did not produce: confirmed
-        (applied, or issued before a crash: observation shows the stores agree) or superseded
-        (failed, and no longer wanted). Returns how many were confirmed."""
+    @staticmethod
+    def settled(unsettled: Iterable[Unsettled], run_id: str) -> list[NewEvent]:
+        """The events that record what became of commands that deciding again did not
+        produce: confirmed (applied, or issued before a crash: observation shows the stores
+        agree), in one batch event per store, or superseded (failed, and no longer wanted).
+        The caller appends them (the cycle, with its next issue records)."""
         settled: list[NewEvent] = []
         confirmed: dict[Store, list[str]] = {}
         for u in unsettled:
@@ -202,10 +204,7 @@ class Outbox:
                 store=store, key=batch_key(ids), run_id=run_id, command_ids=tuple(ids)
             )
             settled.append(NewEvent(content_id(batch), batch))
-        if settled:
-            await self.log.append(settled)
-            await self.projector.catch_up()
-        return sum(len(ids) for ids in confirmed.values())
+        return settled
 
     async def _apply(
         self, target: Store, todo: Sequence[tuple[str, Command]]
