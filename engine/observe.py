@@ -139,7 +139,7 @@ async def observe_contacts(
     held: list[Page] = []
     resume = await log.checkpoint(cp_name)
     scanned = False  # did the last page belong to a full scan?
-    appending = _Appending(log, store, stats)
+    appending = _Appending(log, store, cp_name, stats)
     store_error: Exception | None = None
     # The store's next pages are fetched and normalised while a batch is being appended.
     pages = prefetch(source.observe_contacts(resume, bound), PREFETCH_PAGES)
@@ -197,10 +197,10 @@ class _Appending:
     projection between the append's statements: its contacts are disjoint from the batch in
     flight, or it waits for that batch first). Batches are appended in order."""
 
-    def __init__(self, log: EventLog, store: Store, stats: ObserveStats) -> None:
+    def __init__(self, log: EventLog, store: Store, cp_name: str, stats: ObserveStats) -> None:
         self.log = log
         self.store: Store = store
-        self.cp_name = checkpoint_name(store, "contacts")
+        self.cp_name = cp_name
         self.stats = stats
         self._inflight = InFlight()
         self._ids: set[str] = set()
@@ -211,7 +211,7 @@ class _Appending:
         ids = {r.store_id for p in pages for r in p.contacts}
         if not self._ids.isdisjoint(ids):
             await self.landed()  # a contact in both batches is diffed against the first's result
-        prepared = await _prepare(self.log, self.store, run_id, pages, self.stats)
+        prepared = await _prepare(self.log, self.store, self.cp_name, run_id, pages, self.stats)
         await self.landed()
         self._ids = ids
         self._inflight.start(self._append(prepared))
@@ -228,7 +228,7 @@ class _Appending:
 
 
 async def _prepare(
-    log: EventLog, store: Store, run_id: str, pages: list[Page], stats: ObserveStats
+    log: EventLog, store: Store, cp_name: str, run_id: str, pages: list[Page], stats: ObserveStats
 ) -> _Prepared:
     """Diff the pages' records against the projection: the events to append with the
     checkpoint of the last page, and what a full scan must note (engine._scan)."""
@@ -251,7 +251,6 @@ async def _prepare(
             rejected=len(page.rejected),
         )
     resume = pages[-1].resume
-    cp_name = checkpoint_name(store, "contacts")
     events.append(_checkpoint_event(store, run_id, f"contacts:{stats.pages - 1}", cp_name, resume))
     bookkeeping = {e.id for e in events}
     for page in pages:

@@ -224,17 +224,9 @@ class Outbox:
                 fatal = exc
         return [(cid, cmd, res) for (cid, cmd), res in zip(batch, results, strict=True)], fatal
 
-    async def execute(
-        self,
-        commands: Sequence[Command],
-        run_id: str,
-        now: datetime,
-        *,
-        extra: Sequence[NewEvent] = (),
-        ids: Sequence[str] | None = None,
-    ) -> OutboxStats:
-        """Issue and execute ``commands`` (this cycle's decisions): ``issue`` then ``send``."""
-        return await self.send(await self.issue(commands, run_id, now, extra=extra, ids=ids))
+    async def execute(self, commands: Sequence[Command], run_id: str, now: datetime) -> OutboxStats:
+        """Issue and send ``commands`` in one step (``issue`` then ``send``)."""
+        return await self.send(await self.issue(commands, run_id, now))
 
     async def issue(
         self,
