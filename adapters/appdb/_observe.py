@@ -186,7 +186,7 @@ class Observer:
                 if rows:
                     after = as_text(rows[-1][0])
                 if not done:
-                    ahead.start(query(after))
+                    await ahead.start(query(after))
                 records, bad = self._rows.convert(rows, dups)
                 next_tok = (
                     tok.then
@@ -260,7 +260,7 @@ class Observer:
                     # Everything up to the run's limit is read (ccsync's own changes included).
                     xid, seq = (limit - 1, _MAX_SEQ) if pg else (0, limit)
                 else:
-                    ahead.start(query(xid, seq))
+                    await ahead.start(query(xid, seq))
                 records, rejected = self._changed(rows, dups, probed)
                 resume = _encode(Token(mode="changes", xid=xid, seq=seq))
                 yield make_page(request, records, rejected, rows, resume, full_scan=False)
@@ -333,7 +333,7 @@ class Observer:
                     after_ts = as_text(rows[-1][self._rows.updated_index])
                     after_key = as_text(rows[-1][0])
                 if not done:
-                    ahead.start(query(after_ts, after_key))
+                    await ahead.start(query(after_ts, after_key))
                 records, rejected = self._rows.convert(rows, dups, probed=probed)
                 if done:
                     nxt = Token(mode="column", since=bound.isoformat(), last_scan=tok.last_scan)

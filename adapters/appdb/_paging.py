@@ -29,8 +29,12 @@ class ReadAhead:
     def __init__(self, first: Awaitable[list[Row]]) -> None:
         self._task: asyncio.Future[list[Row]] | None = asyncio.ensure_future(first)
 
-    def start(self, query: Awaitable[list[Row]]) -> None:
+    async def start(self, query: Awaitable[list[Row]]) -> None:
+        """Send the next query. One turn of the loop lets it reach the database (asyncpg
+        writes it to the socket, aiosqlite hands it to its thread) before the caller goes on
+        converting rows: without it the query waited, unsent, until the caller next awaited."""
         self._task = asyncio.ensure_future(query)
+        await asyncio.sleep(0)
 
     async def take(self) -> list[Row]:
         assert self._task is not None
