@@ -191,6 +191,11 @@ class Driver(Protocol):
         """Whether the column's values always come back as str (or None)."""
         ...
 
+    def text_sql(self, table: str, column: str, expr: str) -> str | None:
+        """SQL giving ``expr`` (a value of that column) as the very text ``as_text`` makes of
+        it, when the database writes it alike (None: it does not; convert in Python)."""
+        ...
+
     def cast_key(self, table: str, column: str, expr: str) -> str:
         """SQL casting ``expr`` (a key as the change table holds it) to the key's type."""
         ...

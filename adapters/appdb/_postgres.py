@@ -190,6 +190,13 @@ class PostgresDriver:
         kind = self._type(table, column)
         return kind == "text" or kind.startswith(("character varying", "character("))
 
+    def text_sql(self, table: str, column: str, expr: str) -> str | None:
+        # PostgreSQL writes integers as Python does; other types differ (booleans 't', times
+        # with a space, floats' infinities), so they stay with as_text.
+        if self._type(table, column) in ("smallint", "integer", "bigint"):
+            return f"{expr}::text"
+        return None
+
     def cast_key(self, table: str, column: str, expr: str) -> str:
         return f"{expr}::{self._type(table, column)}"
 

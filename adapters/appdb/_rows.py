@@ -66,10 +66,18 @@ class ContactRows:
         self._field_names = list(c.fields)
         cols.extend(c.fields.values())
         # Fields whose column may hold non-text values (numbers, dates) need converting;
-        # text columns come back as str or None and are taken as they are.
-        self._nontext = [name for name, col in c.fields.items() if not driver.is_text(c.table, col)]
-        self.columns: tuple[str, ...] = tuple(cols)
+        # text columns come back as str or None and are taken as they are, and so do
+        # columns the database itself writes as as_text would (PostgreSQL's integers).
         select = [f"c.{quote(col)}" for col in cols]
+        self._nontext: list[str] = []
+        for i, (name, col) in enumerate(c.fields.items(), start=self._i_fields):
+            if not driver.is_text(c.table, col):
+                sql = driver.text_sql(c.table, col, select[i])
+                if sql is None:
+                    self._nontext.append(name)
+                else:
+                    select[i] = sql
+        self.columns: tuple[str, ...] = tuple(cols)
         probe: list[str] = []
         self._i_shared = -1
         if email_indexed:
@@ -224,15 +232,24 @@ class ContactRows:
                 value = fields.get(name)
                 if value is not None and type(value) is not str:
                     fields[name] = as_text(value) or ""
+            # An aware UTC datetime (asyncpg's timestamptz) is taken as it is.
+            updated = row[i_upd] if i_upd >= 0 else None
+            if updated is not None and (type(updated) is not datetime or updated.tzinfo is not UTC):
+                updated = _time(updated)
+            lists: tuple[str, ...] = ()
+            if split is not None:
+                agg = row[-1]
+                if agg:
+                    lists = split(agg)
             records.append(
                 record(
                     store_id=store_id,
                     email=email,
                     fields=fields,
                     permission=permission,
-                    lists=split(row[-1]) if split is not None else (),
+                    lists=lists,
                     deleted=deleted,
-                    updated_at=_time(row[i_upd]) if i_upd >= 0 else None,
+                    updated_at=updated,
                 )
             )
         return records, rejected

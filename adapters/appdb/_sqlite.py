@@ -146,6 +146,11 @@ class SqliteDriver:
         declared = self._types.get(table, {}).get(column, "")
         return any(word in declared for word in ("CHAR", "CLOB", "TEXT"))
 
+    def text_sql(self, table: str, column: str, expr: str) -> str | None:
+        # An INTEGER column may hold reals and blobs too, whose CAST text differs from
+        # Python's (1e+20 against 1.0e+20): every value is converted in Python.
+        return None
+
     def cast_key(self, table: str, column: str, expr: str) -> str:
         return expr  # the change table keeps the key in its own type
 

@@ -18,6 +18,7 @@ from tests.appdb.harness import (
     PG_DSN,
     Harness,
     Mirror,
+    SqlApp,
     drop_schema,
     pg_available,
     sql_harness,
@@ -264,3 +265,33 @@ def test_cli_check_install_and_uninstall(
 async def test_sample_config_round_trips_through_toml(tmp_path: Path) -> None:
     cfg = await create_sample_app(str(tmp_path / "app.db"), contacts=2)
     assert cfg == msgspec.convert(msgspec.to_builtins(cfg), AppDbConfig)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("triggers", [True, False], ids=["triggers", "column"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=PG)])
+async def test_numbers_in_integer_columns_are_observed_as_their_text(
+    backend: str, triggers: bool, tmp_path: Path
+) -> None:
+    # (PostgreSQL writes the text in the query, SQLite's values are converted in Python:
+    # the engine sees the same fields either way, a zero included.)
+    if backend == "postgres" and not await pg_available():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    h, schema = await sql_harness(backend, tmp_path, triggers)
+    try:
+        mirror = Mirror()
+        await mirror.sync(h.db)
+        assert isinstance(h.app, SqlApp)
+        await h.app.d.execute(
+            "UPDATE contacts SET birthday_month = 0, birthday_day = -31, first_name = 'N', "
+            f"updated_at = {h.app.now} WHERE id = 3"
+        )
+        await mirror.sync(h.db)
+        fields = mirror.state["3"].fields
+        assert (fields["birthday_month"], fields["birthday_day"]) == ("0", "-31")
+        assert fields["first_name"] == "N"
+    finally:
+        await h.db.close()
+        await h.app.close()
+        if schema:
+            await drop_schema(schema)
