@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-import aiosqlite
-
+from engine._pending import Pending
 from engine.events import ContactDeleted, content_id
 from engine.log import EventLog, NewEvent
 from engine.model import Store
@@ -34,14 +33,12 @@ _SCHEMA: Final = (
 )
 
 
-async def _create(conn: aiosqlite.Connection) -> None:
+async def _create(conn: Pending) -> None:
     for statement in _SCHEMA:
         await conn.execute(statement)
 
 
-async def record_seen(
-    conn: aiosqlite.Connection, store: Store, start: int, unchanged: Sequence[str]
-) -> None:
+async def record_seen(conn: Pending, store: Store, start: int, unchanged: Sequence[str]) -> None:
     """Note, inside the page's own transaction, that a scan of ``store`` is under way since
     log position ``start`` (a scan resumed after a crash keeps its first start) and that it
     listed the ``unchanged`` ids."""

@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 from uuid import uuid4
 
 import aiosqlite
+import msgspec
 
 from engine._logread import LogReads
 from engine._logschema import FORMAT, GENESIS, ROW_COLUMNS, SCHEMA, row_hash
@@ -35,6 +36,8 @@ from engine._logtypes import (
     format_ts,
     parse_ts,
 )
+from engine._pending import Pending
+from engine._walcopy import WalCopier
 from engine._writelock import WriterLock, prepare_log_file
 from engine.codec import encode_event
 from engine.errors import (
@@ -58,13 +61,22 @@ __all__ = [
 ]
 
 Durability = Literal["normal", "full"]
-_T = TypeVar("_T")
-Consumer = Callable[[aiosqlite.Connection, Sequence[Recorded]], Awaitable[None]]
+Consumer = Callable[[Pending, Sequence[Recorded]], Awaitable[None]]
+_BLOBS: Final = (7, 8)  # payload, hash
 _INSERT: Final = f"INSERT INTO events ({ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)"
-WAL_CHECKPOINT_PAGES: Final = 10_000
+# The writer's own automatic checkpoint, a safety net: engine._walcopy checkpoints in the
+# background long before the WAL reaches this (~200 MB).
+WAL_CHECKPOINT_PAGES: Final = 50_000
 WRITER_CACHE_KIB: Final = 32 * 1024
 STATEMENTS: Final = 24
-_MAX_VARS: Final = 900  # under SQLite's oldest host-parameter limit (999)
+_STORED_IDS: Final = (
+    "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
+)
+_STREAM_HEADS: Final = (
+    "SELECT stream, MAX(version) FROM events "
+    "WHERE stream IN (SELECT value FROM json_each(?)) GROUP BY stream"
+)
+_json: Final = msgspec.json.Encoder()
 
 
 def _db_error(path: Path, action: str, exc: sqlite3.Error) -> CcsyncError:
@@ -80,9 +92,12 @@ def _db_error(path: Path, action: str, exc: sqlite3.Error) -> CcsyncError:
 
 
 class Transaction:
-    """A consumer's write transaction on the log file: its own tables plus its checkpoint."""
+    """A consumer's write transaction on the log file: its own tables plus its checkpoint.
 
-    def __init__(self, conn: aiosqlite.Connection, head_position: int) -> None:
+    Its writes through ``conn`` are queued and sent together (engine._pending); reads through
+    ``conn`` see them."""
+
+    def __init__(self, conn: Pending, head_position: int) -> None:
         self.conn = conn
         self.head_position = head_position
 
@@ -93,9 +108,7 @@ class Transaction:
         )
 
 
-async def _write_checkpoints(
-    conn: aiosqlite.Connection, values: Mapping[str, str], position: int
-) -> None:
+async def _write_checkpoints(conn: Pending, values: Mapping[str, str], position: int) -> None:
     now = format_ts(datetime.now(UTC))
     await conn.executemany(
         "INSERT INTO checkpoints (name, value, position, updated_at) VALUES (?, ?, ?, ?) "
@@ -126,9 +139,13 @@ class EventLog(LogReads):
         self._clock = clock
         self._write_lock = asyncio.Lock()
         self._owner: asyncio.Task[Any] | None = None  # the task inside a write transaction
+        self._tx: Pending | None = None  # that transaction's writes
         self._log_id = ""
         self._head: tuple[int, bytes, str | None] = (0, GENESIS, None)
         self._consumers: list[Consumer] = []
+        self._committed: aiosqlite.Connection | None = None  # see committed()
+        self._committed_opening = asyncio.Lock()  # (two observations ask for it at once)
+        self._wal: WalCopier | None = None  # writers: checkpoints in the background
 
     # --- opening -------------------------------------------------------------------------
 
@@ -176,10 +193,9 @@ class EventLog(LogReads):
         if writer:
             await c.execute("PRAGMA journal_mode = WAL")
             await c.execute(f"PRAGMA synchronous = {durability.upper()}")
-            # Checkpoint the WAL every ~40 MB rather than SQLite's 4 MB: each checkpoint is an
-            # fsync and a rewrite of the same hot index pages, and at the default they halved
-            # append throughput. Commits stay as durable as `durability` says.
             await c.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            self._wal = WalCopier(self.path)
+            await self._wal.start()
             # The ids and stream names the unique indexes hold are random, so every batch touches
             # index pages all over the file: a page cache keeps them in memory (bounded, unlike
             # the log) instead of re-reading them from the OS on each append. 32 MB, not 64: a
@@ -214,6 +230,12 @@ class EventLog(LogReads):
     async def close(self) -> None:
         """Close the connection and release the writer lock (safe to call twice)."""
         try:
+            if self._wal is not None:
+                wal, self._wal = self._wal, None
+                await wal.close()
+            if self._committed is not None:
+                reader, self._committed = self._committed, None
+                await reader.close()
             await self._conn.close()
         finally:
             if self._lock:
@@ -233,7 +255,7 @@ class EventLog(LogReads):
         *,
         expected: Mapping[str, int] | None = None,
         checkpoints: Mapping[str, str] | None = None,
-        within: Callable[[aiosqlite.Connection], Awaitable[None]] | None = None,
+        within: Callable[[Pending], Awaitable[None]] | None = None,
     ) -> AppendResult:
         """Append a batch atomically; events whose id is already stored are skipped.
 
@@ -244,28 +266,31 @@ class EventLog(LogReads):
         a fetcher's checkpoint never runs ahead of the events it covers. ``within`` runs in the
         same transaction too, for a consumer's own bookkeeping that must commit with the batch.
         """
-        async with self._writing("append"):
-            result, head = await self._append_in_tx(events, expected or {})
+        async with self._writing("append") as tx:
+            result, head = await self._append_in_tx(tx, events, expected or {})
             if checkpoints:
-                await _write_checkpoints(self._conn, checkpoints, head[0])
+                await _write_checkpoints(tx, checkpoints, head[0])
             if within is not None:
-                await within(self._conn)
+                await within(tx)
             if result.new:
                 for consumer in self._consumers:
-                    await consumer(self._conn, result.new)
+                    await consumer(tx, result.new)
         self._head = head
         return result
 
     def add_consumer(self, consumer: Consumer) -> None:
-        """Call ``consumer(conn, appended)`` inside every append's transaction, after the rows
-        are written, with the events that were new. What it writes through ``conn`` commits
+        """Call ``consumer(tx, appended)`` inside every append's transaction, after the rows
+        are queued, with the events that were new. What it writes through ``conn`` commits
         with them; if it raises, the append is rolled back. (A projection folded this way is
         never behind the log and costs no transaction of its own.)"""
         self._consumers.append(consumer)
 
     @asynccontextmanager
-    async def _writing(self, action: str) -> AsyncIterator[None]:
-        """Hold the write lock for one BEGIN IMMEDIATE ... COMMIT, rolling back on any error."""
+    async def _writing(self, action: str) -> AsyncIterator[Pending]:
+        """Hold the write lock for one BEGIN IMMEDIATE ... COMMIT, rolling back on any error.
+
+        The transaction's writes are queued (engine._pending) and sent with the COMMIT, in one
+        job: the database thread writes the whole batch while the loop does other work."""
         if self._lock is None:
             raise FatalError(f"{action}: this log was opened read-only")
         me = asyncio.current_task()
@@ -283,19 +308,33 @@ class EventLog(LogReads):
                     # would leave the connection inside a transaction nobody owns.
                     await self._rollback()
                     raise
+                tx = self._tx = Pending(self._conn)
                 try:
-                    yield
-                    await self._conn.execute("COMMIT")
+                    yield tx
+                    await tx.flush("COMMIT")
+                except sqlite3.IntegrityError as exc:
+                    await self._rollback(tx)
+                    # Unreachable with the writer lock held: someone wrote without it.
+                    raise FatalError(
+                        f"event log {self.path}: {action} refused by the database ({exc}); "
+                        "is another program writing to the log without its lock?"
+                    ) from exc
                 except sqlite3.Error as exc:
-                    await self._rollback()
+                    await self._rollback(tx)
                     raise _db_error(self.path, action, exc) from exc
                 except BaseException:
-                    await self._rollback()
+                    await self._rollback(tx)
                     raise
+                tx.committed()
+                if self._wal is not None:
+                    self._wal.committed(self._conn.total_changes)
             finally:
                 self._owner = None
+                self._tx = None
 
-    async def _rollback(self) -> None:
+    async def _rollback(self, tx: Pending | None = None) -> None:
+        if tx is not None:
+            tx.discard()
         try:
             await self._conn.execute("ROLLBACK")
         except sqlite3.OperationalError:
@@ -304,31 +343,30 @@ class EventLog(LogReads):
             await self._load_head()  # the truth, whether or not the last COMMIT happened
 
     async def _append_in_tx(
-        self, events: Sequence[NewEvent], expected: Mapping[str, int]
+        self, c: Pending, events: Sequence[NewEvent], expected: Mapping[str, int]
     ) -> tuple[AppendResult, tuple[int, bytes, str | None]]:
-        c = self._conn
         ids = list(dict.fromkeys(e.id for e in events))
-        seen: set[str] = set()
-        for chunk in _chunks(ids, _MAX_VARS):
-            q = f"SELECT event_id FROM events WHERE event_id IN ({_marks(len(chunk))})"
-            seen.update(r[0] for r in await c.execute_fetchall(q, chunk))
+        streams = {e.id: stream_of(e.event) for e in events}
+        # Which ids are stored, and the version of every stream the batch may touch (a
+        # superset of what the new events need), in one job: each read awaited on its own
+        # waited for the loop, busy with the next batch, between every two.
+        stored, heads = await c.fetch_each(
+            [
+                (_STORED_IDS, (_json.encode(ids),)),
+                (_STREAM_HEADS, (_json.encode(list({*streams.values(), *expected})),)),
+            ]
+        )
+        seen: set[str] = {r[0] for r in stored}
+        versions: dict[str, int] = {r[0]: r[1] for r in heads}
         duplicates = tuple(i for i in ids if i in seen)
         fresh: list[tuple[NewEvent, str]] = []
         for e in events:
             if e.id not in seen:
                 seen.add(e.id)  # a repeat inside the batch is appended once
-                fresh.append((e, stream_of(e.event)))
+                fresh.append((e, streams[e.id]))
         if not fresh:
             return AppendResult((), duplicates), self._head
 
-        streams = list({s for _, s in fresh} | set(expected))
-        versions: dict[str, int] = {}
-        for chunk in _chunks(streams, _MAX_VARS):
-            q = (
-                "SELECT stream, MAX(version) FROM events "
-                f"WHERE stream IN ({_marks(len(chunk))}) GROUP BY stream"
-            )
-            versions.update(await c.execute_fetchall(q, chunk))  # type: ignore[arg-type]
         for stream, want in expected.items():
             have = versions.get(stream, 0)
             if have != want:
@@ -352,14 +390,7 @@ class EventLog(LogReads):
             prev = row_hash(prev, pos, e.id, stream, version, tag, sv, ts, payload)
             rows.append((pos, e.id, stream, version, tag, sv, ts, payload, prev))
             recorded.append(Recorded(pos, e.id, stream, version, now, ev))
-        try:
-            await c.executemany(_INSERT, rows)
-        except sqlite3.IntegrityError as exc:
-            # Unreachable with the writer lock held: someone wrote without it.
-            raise FatalError(
-                f"event log {self.path}: append refused by the database ({exc}); "
-                "is another program writing to the log without its lock?"
-            ) from exc
+        await c.bulk(_INSERT, rows, _BLOBS)
         return AppendResult(tuple(recorded), duplicates), (pos, prev, ts)
 
     # --- consumers -----------------------------------------------------------------------
@@ -371,8 +402,8 @@ class EventLog(LogReads):
         Everything written through ``tx.conn`` commits together or not at all. Do not call
         ``append`` inside it (that raises FatalError): use ``append(checkpoints=...)``.
         """
-        async with self._writing("transaction"):
-            yield Transaction(self._conn, self._head[0])
+        async with self._writing("transaction") as tx:
+            yield Transaction(tx, self._head[0])
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -383,6 +414,28 @@ class EventLog(LogReads):
         log's own read methods, which wait for it.
         """
         return self._conn
+
+    async def committed(self) -> aiosqlite.Connection:
+        """A connection of its own (opened on first use) that reads what is committed.
+
+        Its reads never queue behind a transaction in flight on the writer's connection, so a
+        task can read while another's batch is written: the next batch's diff reads the
+        projection while this one commits. They do not see that batch (use it for rows the
+        batch in flight does not touch). On a reader log it is the log's own connection.
+        """
+        if self._lock is None:
+            return self._conn
+        async with self._committed_opening:
+            if self._committed is None:
+                try:
+                    conn = await aiosqlite.connect(
+                        f"file:{self.path}?mode=ro", uri=True, cached_statements=STATEMENTS
+                    )
+                except sqlite3.Error as exc:
+                    raise _db_error(self.path, "open a reader", exc) from exc
+                self._committed = conn
+                await conn.execute("PRAGMA busy_timeout = 5000")
+        return self._committed
 
     async def checkpoint(self, name: str) -> str | None:
         """The value of checkpoint ``name``, or None if it was never written."""
@@ -401,7 +454,9 @@ class EventLog(LogReads):
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         """One query, never seeing another task's uncommitted writes on this connection."""
         try:
-            if self._lock is None or self._owner is asyncio.current_task():
+            if self._tx is not None and self._owner is asyncio.current_task():
+                return await self._tx.execute_fetchall(sql, params)  # (sees its own writes)
+            if self._lock is None:
                 return list(await self._conn.execute_fetchall(sql, params))
             async with self._write_lock:
                 return list(await self._conn.execute_fetchall(sql, params))
@@ -409,16 +464,11 @@ class EventLog(LogReads):
             raise _db_error(self.path, "read", exc) from exc
 
     async def flush_wal(self) -> None:
-        """Copy the write-ahead log into the database file now (a passive checkpoint: it waits
-        for no reader). Called after a cycle, so the cycle that wrote the pages pays for them
-        instead of whichever later commit crosses SQLite's automatic threshold."""
-        if self._lock is None:
-            return
-        async with self._write_lock:
-            try:
-                await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:
-                raise _db_error(self.path, "checkpoint", exc) from exc
+        """Copy the write-ahead log into the database file now and wait for it (a passive
+        checkpoint: it waits for no reader and no writer). Called after a cycle, so that the
+        cycle's pages are in the file before the next one starts."""
+        if self._wal is not None:
+            await self._wal.copy()
 
     async def head(self) -> Head:
         """The newest committed row (a reader asks the file; a writer knows it)."""
@@ -429,11 +479,3 @@ class EventLog(LogReads):
                 raise _db_error(self.path, "read", exc) from exc
         pos, h, ts = self._head
         return Head(self._log_id, pos, h.hex(), ts)
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
-def _chunks(items: list[_T], size: int) -> list[list[_T]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]

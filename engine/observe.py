@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-import aiosqlite
 import msgspec
 import structlog
 
 from engine._aio import InFlight, prefetch
+from engine._pending import Pending
 from engine._scan import clear_seen, record_seen, scan_deletions
 from engine.diff import diff_contact, diff_list
 from engine.events import (
@@ -217,7 +217,7 @@ class _Appending:
         self._inflight.start(self._append(prepared))
 
     async def _append(self, p: _Prepared) -> None:
-        async def note_seen(conn: aiosqlite.Connection) -> None:
+        async def note_seen(conn: Pending) -> None:
             if p.scanning:  # even an empty listing: its start is what its end compares with
                 await record_seen(conn, self.store, p.start, p.unchanged)
 
@@ -233,7 +233,9 @@ async def _prepare(
     """Diff the pages' records against the projection: the events to append with the
     checkpoint of the last page, and what a full scan must note (engine._scan)."""
     records = _latest([r for p in pages for r in p.contacts])
-    states = await load_contacts(log.connection, store, (r.store_id for r in records))
+    # From what is committed: the batch in flight holds none of these contacts (or its append
+    # was waited for), and this read need not wait behind its commit.
+    states = await load_contacts(await log.committed(), store, (r.store_id for r in records))
     events: list[NewEvent] = []
     for page in pages:
         page_no = f"contacts:{stats.pages}"

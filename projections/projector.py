@@ -12,6 +12,7 @@ import aiosqlite
 import structlog
 
 from engine._gc import collector_relaxed
+from engine._pending import Pending
 from engine.errors import FatalError
 from engine.log import EventLog, Recorded
 from engine.progress import Progress
@@ -36,8 +37,13 @@ class Projector:
         self.log = log
         self._lock = asyncio.Lock()
         self._inline = False
+        # The checkpoint as this projector last committed it (None: read it from the file).
+        # Only this projector writes it, so an append need not read it back, which would send
+        # the append's queued rows ahead of the fold (engine._pending).
+        self._folded: int | None = None
 
     async def start(self) -> None:
+        self._folded = None
         async with self.log.transaction() as tx:
             dropped = await ensure_schema(tx.conn)
         if dropped:
@@ -50,13 +56,22 @@ class Projector:
     async def position(self) -> int:
         return await projected_position(self.log.connection)
 
-    async def _fold_appended(
-        self, conn: aiosqlite.Connection, appended: Sequence[Recorded]
-    ) -> None:
+    async def _fold_appended(self, tx: Pending, appended: Sequence[Recorded]) -> None:
         # Inside the append's transaction. Behind (the appended events do not follow the
         # checkpoint): leave them to catch_up, which reads the log in order.
-        if appended[0].position == await projected_position(conn) + 1:
-            await apply_batch(conn, appended)
+        folded = self._folded if self._folded is not None else await projected_position(tx)
+        if appended[0].position == folded + 1:
+            await self._apply(tx, appended)
+
+    async def _apply(self, tx: Pending, batch: Sequence[Recorded]) -> None:
+        self._folded = None  # until the transaction has committed
+        await apply_batch(tx, batch)
+        last = batch[-1].position
+
+        def committed() -> None:
+            self._folded = last
+
+        tx.on_commit(committed)
 
     async def catch_up(self) -> int:
         """Project every event after the checkpoint; returns the new projected position.
@@ -76,7 +91,7 @@ class Projector:
                     batch = [r async for r in self.log.read(pos + 1, pos + 1 + _BATCH)]
                     if not batch:
                         return pos
-                    await apply_batch(tx.conn, batch)
+                    await self._apply(tx.conn, batch)
 
 
 async def rebuild(
@@ -100,7 +115,9 @@ async def _rebuild(log: EventLog, out: Path, stop: int | None, progress: Progres
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = OFF")  # a rebuild is redone, not recovered
         await conn.execute("PRAGMA cache_size = -65536")  # random-key index inserts need it
-        await ensure_schema(conn)
+        schema = Pending(conn)
+        await ensure_schema(schema)
+        await schema.flush()
         batch: list[Recorded] = []
         async for r in log.read(1, stop):
             batch.append(r)
@@ -120,8 +137,9 @@ async def _rebuild(log: EventLog, out: Path, stop: int | None, progress: Progres
 
 async def _commit(conn: aiosqlite.Connection, batch: list[Recorded]) -> int:
     await conn.execute("BEGIN")
-    await apply_batch(conn, batch)
-    await conn.execute("COMMIT")
+    tx = Pending(conn)
+    await apply_batch(tx, batch)
+    await tx.flush("COMMIT")
     return batch[-1].position
 
 

@@ -16,6 +16,7 @@ from typing import Final
 import aiosqlite
 import msgspec
 
+from engine._pending import Pending
 from engine.events import (
     CommandApplied,
     CommandConfirmed,
@@ -52,9 +53,14 @@ _state_enc: Final = msgspec.msgpack.Encoder()
 _contact_dec: Final = msgspec.msgpack.Decoder(ContactState)
 _list_dec: Final = msgspec.msgpack.Decoder(ListRecord)
 _json: Final = msgspec.json.Encoder()
+_CONTACTS_UPSERT: Final = (
+    "INSERT INTO p_contacts (store, store_id, email, position, state) VALUES (?,?,?,?,?) "
+    "ON CONFLICT (store, store_id) DO UPDATE SET email = excluded.email, "
+    "position = excluded.position, state = excluded.state"
+)
 
 
-async def ensure_schema(conn: aiosqlite.Connection) -> bool:
+async def ensure_schema(conn: Pending) -> bool:
     """Create the projection tables; returns True when an older layout was dropped (the
     projections then rebuild from position 0)."""
     dropped = False
@@ -85,7 +91,7 @@ async def ensure_schema(conn: aiosqlite.Connection) -> bool:
     return dropped
 
 
-async def projected_position(conn: aiosqlite.Connection) -> int:
+async def projected_position(conn: aiosqlite.Connection | Pending) -> int:
     rows = list(
         await conn.execute_fetchall(
             "SELECT position FROM p_checkpoint WHERE name = ?", (CHECKPOINT,)
@@ -103,7 +109,7 @@ def decode_list(blob: bytes) -> ListRecord:
 
 
 async def load_contacts(
-    conn: aiosqlite.Connection, store: str, ids: Iterable[str]
+    conn: aiosqlite.Connection | Pending, store: str, ids: Iterable[str]
 ) -> dict[str, ContactState]:
     """Projected states of ``ids`` in ``store`` (missing ids are absent from the result)."""
     out: dict[str, ContactState] = {}
@@ -120,17 +126,16 @@ async def load_contacts(
     return out
 
 
-async def apply_batch(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> None:
+async def apply_batch(conn: Pending, batch: Sequence[Recorded]) -> None:
     """Fold ``batch`` (consecutive, in position order) into the tables; the caller commits."""
     if not batch:
         return
     contacts = await _fold_contacts(conn, batch)
     if contacts:
-        await conn.executemany(
-            "INSERT INTO p_contacts (store, store_id, email, position, state) VALUES (?,?,?,?,?) "
-            "ON CONFLICT (store, store_id) DO UPDATE SET email = excluded.email, "
-            "position = excluded.position, state = excluded.state",
+        await conn.bulk(
+            _CONTACTS_UPSERT,
             [(s.store, s.store_id, s.email, s.position, _state_enc.encode(s)) for s in contacts],
+            (4,),
         )
     await _fold_rest(conn, batch)
     await conn.execute(
@@ -140,9 +145,7 @@ async def apply_batch(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> 
     )
 
 
-async def _fold_contacts(
-    conn: aiosqlite.Connection, batch: Sequence[Recorded]
-) -> list[ContactState]:
+async def _fold_contacts(conn: Pending, batch: Sequence[Recorded]) -> list[ContactState]:
     keys: dict[str, set[str]] = {}
     for r in batch:
         ev = r.event
@@ -178,13 +181,13 @@ class _Writes:
         else:
             self._groups.append((sql, [params]))
 
-    async def flush(self, conn: aiosqlite.Connection) -> None:
+    async def flush(self, conn: Pending) -> None:
         for sql, rows in self._groups:
             await conn.executemany(sql, rows)
         self._groups.clear()
 
 
-async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> None:
+async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
     perms: list[tuple[object, ...]] = []
     tracking: list[tuple[object, ...]] = []
     w = _Writes()
@@ -338,13 +341,12 @@ async def _fold_rest(conn: aiosqlite.Connection, batch: Sequence[Recorded]) -> N
             case _:
                 pass
     await w.flush(conn)
-    if perms:
-        await conn.executemany(
-            "INSERT INTO p_permissions (position, store, store_id, email, old_status, new_status, "
-            "source, reason, source_time, campaign_activity_id, recorded_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            perms,
-        )
+    await conn.bulk(
+        "INSERT INTO p_permissions (position, store, store_id, email, old_status, new_status, "
+        "source, reason, source_time, campaign_activity_id, recorded_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        perms,
+    )
     if tracking:
         await conn.executemany(
             "INSERT OR IGNORE INTO p_tracking (store, contact_id, campaign_activity_id, kind, "
@@ -357,7 +359,7 @@ def _ts(value: object) -> str | None:
     return format_ts(value) if isinstance(value, datetime) else None
 
 
-async def _get_list(conn: aiosqlite.Connection, store: str, sid: str) -> ListRecord | None:
+async def _get_list(conn: Pending, store: str, sid: str) -> ListRecord | None:
     rows = list(
         await conn.execute_fetchall(
             "SELECT state FROM p_lists WHERE store = ? AND store_id = ?", (store, sid)
@@ -366,7 +368,7 @@ async def _get_list(conn: aiosqlite.Connection, store: str, sid: str) -> ListRec
     return _list_dec.decode(rows[0][0]) if rows else None
 
 
-async def _put_list(conn: aiosqlite.Connection, store: str, lst: ListRecord, pos: int) -> None:
+async def _put_list(conn: Pending, store: str, lst: ListRecord, pos: int) -> None:
     await conn.execute(
         "INSERT INTO p_lists (store, store_id, position, state) VALUES (?,?,?,?) "
         "ON CONFLICT (store, store_id) DO UPDATE SET position = excluded.position, "
