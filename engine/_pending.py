@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import aiosqlite
@@ -51,15 +51,20 @@ _NUL: Final = b"\\u0000"  # how msgspec writes a NUL character inside a JSON str
 
 
 def bulk_op(sql: str, rows: Iterable[Sequence[Any]], blobs: Sequence[int] = ()) -> _Op | None:
-    """The statement to run for ``rows`` of ``sql``, an ``INSERT ... VALUES (?, ...)``: its
-    json_each form (``json_statement``) with the rows as one JSON array (``?1``) and the
-    ``blobs`` columns' bytes, which JSON cannot hold, joined in one blob (``?2``; in a row
-    such a column holds the value's 1-based offset, its length follows the row's last value).
-    Rows whose text holds a NUL character go through executemany instead: SQLite's JSON
-    functions would cut the text there. None without rows."""
+    """The statement to run for ``rows`` of ``sql`` (an ``INSERT ... VALUES (?, ...)`` or an
+    ``UPDATE ... WHERE key = ?``): its json_each form (``json_statement``) with the rows as
+    one JSON array (``?1``) and the ``blobs`` columns' bytes, which JSON cannot hold, joined
+    in one blob (``?2``; in a row such a column holds the value's 1-based offset, and its
+    length follows the row's last value). Rows whose text holds a NUL character go through
+    executemany instead: SQLite's JSON functions would cut the text there. None without rows.
+
+    An UPDATE's rows are keyed by their last value, and the last row for a key wins, as it
+    would one statement after another (an UPDATE ... FROM would take any one of them)."""
     listed = rows if isinstance(rows, list) else list(rows)
     if not listed:
         return None
+    if sql.startswith("UPDATE"):
+        listed = list({row[-1]: row for row in listed}.values())
     if not blobs:
         data, joined = _json.encode(listed), b""
     else:
@@ -82,11 +87,32 @@ def bulk_op(sql: str, rows: Iterable[Sequence[Any]], blobs: Sequence[int] = ()) 
     return (json_statement(sql, tuple(blobs)), (data, joined) if blobs else (data,), False)
 
 
+def _fill(text: str, values: Iterator[str]) -> Iterator[str]:
+    """``text`` with each ``?`` replaced by the next of ``values``."""
+    first, *rest = text.split("?")
+    yield first
+    for part in rest:
+        yield next(values)
+        yield part
+
+
 @functools.cache
 def json_statement(sql: str, blobs: tuple[int, ...] = ()) -> str:
-    """``sql``, an ``INSERT ... VALUES (...) [ON CONFLICT ...]``, reading its ``?`` values
-    from the rows of ``json_each(?1)`` (see ``bulk_op``). The VALUES list may mix ``?`` with
-    literals; it holds no parentheses."""
+    """``sql`` reading its ``?`` values from the rows of ``json_each(?1)`` (see ``bulk_op``):
+    an ``INSERT ... VALUES (...) [ON CONFLICT ...]``, whose VALUES list may mix ``?`` with
+    literals but holds no parentheses, or an ``UPDATE t SET ... WHERE ...`` (it becomes an
+    UPDATE ... FROM json_each). No ``?`` may appear inside a literal."""
+    if sql.startswith("UPDATE"):
+        head, found, where = sql.partition(" WHERE ")
+        if not found:
+            raise ValueError(f"not an UPDATE ... WHERE statement: {sql}")
+        width = sql.count("?")
+        exprs = [f"j.value->>{i}" for i in range(width)]
+        for k, i in enumerate(blobs):
+            exprs[i] = f"substr(?2, j.value->>{i}, j.value->>{width + k})"
+        taken = iter(exprs)
+        head, where = ("".join(_fill(part, taken)) for part in (head, where))
+        return f"{head} FROM json_each(?1) AS j WHERE {where}"
     head, found, rest = sql.partition(" VALUES (")
     inner, closed, tail = rest.partition(")")
     if not found or not closed:
@@ -121,8 +147,9 @@ class Pending:
     async def bulk(
         self, sql: str, rows: Iterable[Sequence[Any]], blobs: Sequence[int] = ()
     ) -> None:
-        """Queue ``sql``, an ``INSERT ... VALUES (?, ...)``, for each of ``rows``, sent as one
-        parameter (``bulk_op``); ``blobs`` are the columns that hold bytes."""
+        """Queue ``sql`` (an INSERT ... VALUES or an UPDATE keyed by its last parameter) for
+        each of ``rows``, sent as one parameter (``bulk_op``); ``blobs``: the columns that
+        hold bytes."""
         op = bulk_op(sql, rows, blobs)
         if op is not None:
             self._ops.append(op)

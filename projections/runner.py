@@ -169,21 +169,22 @@ async def _fold_contacts(conn: Pending, batch: Sequence[Recorded]) -> list[Conta
 
 
 class _Writes:
-    """Statements in event order, consecutive runs of one statement sent as one executemany:
-    the order of effects is kept while a batch costs a few round trips, not one per event."""
+    """Statements in event order, consecutive runs of one statement sent as one bulk statement
+    (engine._pending.bulk_op): the order of effects is kept while a batch costs a few
+    statements, not one per event."""
 
     def __init__(self) -> None:
-        self._groups: list[tuple[str, list[tuple[object, ...]]]] = []
+        self._groups: list[tuple[str, tuple[int, ...], list[tuple[object, ...]]]] = []
 
-    def add(self, sql: str, params: tuple[object, ...]) -> None:
+    def add(self, sql: str, params: tuple[object, ...], blobs: tuple[int, ...] = ()) -> None:
         if self._groups and self._groups[-1][0] is sql:
-            self._groups[-1][1].append(params)
+            self._groups[-1][2].append(params)
         else:
-            self._groups.append((sql, [params]))
+            self._groups.append((sql, blobs, [params]))
 
     async def flush(self, conn: Pending) -> None:
-        for sql, rows in self._groups:
-            await conn.executemany(sql, rows)
+        for sql, blobs, rows in self._groups:
+            await conn.bulk(sql, rows, blobs)
         self._groups.clear()
 
 
@@ -300,6 +301,7 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                             pos,
                             at,
                         ),
+                        (4,),
                     )
             case CommandApplied(applied=applied):
                 for done in applied:
@@ -337,6 +339,7 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                     "UPDATE p_runs SET finished_at = ?, outcome = ?, counts = ?, error = ? "
                     "WHERE run_id = ?",
                     (at, outcome, _json.encode(counts), error, ev.key),
+                    (2,),
                 )
             case _:
                 pass
@@ -347,12 +350,12 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
         "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         perms,
     )
-    if tracking:
-        await conn.executemany(
-            "INSERT OR IGNORE INTO p_tracking (store, contact_id, campaign_activity_id, kind, "
-            "created_time, email, position, activity) VALUES (?,?,?,?,?,?,?,?)",
-            tracking,
-        )
+    await conn.bulk(
+        "INSERT OR IGNORE INTO p_tracking (store, contact_id, campaign_activity_id, kind, "
+        "created_time, email, position, activity) VALUES (?,?,?,?,?,?,?,?)",
+        tracking,
+        (7,),
+    )
 
 
 def _ts(value: object) -> str | None:

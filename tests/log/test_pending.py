@@ -65,6 +65,21 @@ def test_json_form_of_an_upsert_keeps_its_literals_and_conflict_clause() -> None
     ]
 
 
+def test_a_bulk_update_sets_each_keyed_row_and_the_last_row_for_a_key_wins() -> None:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER, b BLOB)")
+    db.executemany("INSERT INTO t VALUES (?, 0, NULL)", [("a",), ("b",), ("c",)])
+    rows = [(1, b"x", "a"), (2, b"yy", "b"), (3, b"", "a")]
+    op = bulk_op("UPDATE t SET n = ?, b = ? WHERE k = ?", rows, (1,))
+    assert op is not None and not op[2]  # one statement, not executemany
+    db.execute(op[0], op[1])
+    assert db.execute("SELECT k, n, b FROM t ORDER BY k").fetchall() == [
+        ("a", 3, b""),
+        ("b", 2, b"yy"),
+        ("c", 0, None),
+    ]
+
+
 @pytest.mark.asyncio
 async def test_a_failing_queued_write_rolls_back_the_whole_transaction(log: EventLog) -> None:
     async def fails_at_commit() -> None:
