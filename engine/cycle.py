@@ -25,7 +25,7 @@ from engine.events import SyncRunFinished, SyncRunStarted, content_id
 from engine.log import EventLog, NewEvent
 from engine.model import Store, TrackingActivity
 from engine.observe import ObserveStats, observe_contacts, observe_lists, observe_tracking
-from engine.outbox import Issued, Outbox, OutboxStats, Unsettled
+from engine.outbox import Delivered, Issued, Outbox, OutboxStats, Unsettled
 from engine.pairs import pairs_for_emails, touched_pairs
 from engine.policy import ListLink, Policy
 from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource
@@ -258,20 +258,35 @@ class SyncEngine:
         pending = Decisions()  # its links and blocked decisions; the commands, by id:
         commands: dict[str, Command] = {}
         to_settle: dict[str, Unsettled] = {}  # commands not decided again, by id
-        # One batch is sent while the next is decided and issued (the stores' writes overlap
-        # the reconciler's reads and decisions and the log's issue records); batches are
-        # issued and sent in order, one in flight at a time.
+        # One batch is sent while the next is decided and issued, and while the outcomes of
+        # the one before are recorded (the stores' writes overlap the reconciler's reads and
+        # decisions and the log's records); batches are issued, sent and recorded in order,
+        # one sent at a time.
         inflight = InFlight()
         inflight_ids: set[str] = set()
+        unrecorded: Delivered | None = None  # the batch that landed, its outcomes not recorded
 
-        async def landed() -> None:
+        async def landed() -> Delivered | None:
+            """Wait for the batch being sent; its outcomes, to record."""
+            nonlocal unrecorded
             try:
                 await inflight.landed()
             finally:
                 inflight_ids.clear()
+            done, unrecorded = unrecorded, None
+            return done
+
+        async def record(done: Delivered | None) -> None:
+            if done is not None:
+                self._count(summary, await self.outbox.record(done))
+
+        async def settle() -> None:
+            """The batch in flight sent and its outcomes recorded."""
+            await record(await landed())
 
         async def send(issued: Issued) -> None:
-            self._count(summary, await self.outbox.send(issued))
+            nonlocal unrecorded
+            unrecorded = await self.outbox.deliver(issued)
 
         async def flush() -> None:
             # A pair can be reached twice (touched, and through an unsettled command).
@@ -291,13 +306,16 @@ class SyncEngine:
             )  # fmt: skip
             summary.blocked += len(issued.stats.new_extra & blocked.keys())
             try:
-                await landed()
+                done = await landed()
+                if done is not None and done.fatal is not None:
+                    await record(done)  # (raises its error once recorded)
             except Exception as exc:
                 await self.outbox.abandon(issued, f"not sent: an earlier batch failed: {exc}")
                 self._count(summary, issued.stats)
                 raise
             inflight_ids.update(cid for cid, _ in issued.todo)
             inflight.start(send(issued))
+            await record(done)  # while this batch is sent
 
         async def decide(pairs: list[Pair], unsettled: list[Unsettled] | None = None) -> None:
             d = reconcile(pairs, policy)
@@ -329,17 +347,17 @@ class SyncEngine:
             await flush()
             after: int | None = 0
             while after is not None:
-                await landed()  # the orphan sweep must not meet this cycle's batch half-done
+                await settle()  # the orphan sweep must not meet this cycle's batch half-done
                 orphans, after = await self.outbox.orphans(bound, since or -1, after)
                 pairs = await pairs_for_emails(conn, sorted({u.command.email for u in orphans}))
                 await decide(pairs, orphans)
             await flush()
-            await landed()
+            await settle()
         except BaseException:
-            # The batch in flight ends (its writes were sent) before the cycle does; the
-            # first error is the one raised.
+            # The batch in flight ends (its writes were sent) and its outcomes are recorded
+            # before the cycle ends; the first error is the one raised.
             with contextlib.suppress(Exception):
-                await landed()
+                await settle()
             raise
 
     async def _tracking_commands(self) -> Sequence[Command]:

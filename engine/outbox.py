@@ -35,7 +35,7 @@ from engine.model import Store
 from engine.ports import CommandSink
 from projections.projector import Projector
 
-__all__ = ["Issued", "Outbox", "OutboxStats", "Unsettled", "backoff"]
+__all__ = ["Delivered", "Issued", "Outbox", "OutboxStats", "Unsettled", "backoff"]
 
 _log: Final = structlog.get_logger("ccsync.outbox")
 BACKOFF_BASE: Final = timedelta(minutes=1)
@@ -100,6 +100,15 @@ class Issued(NamedTuple):
     todo: list[tuple[str, Command]]
     run_id: str
     stats: OutboxStats
+
+
+class Delivered(NamedTuple):
+    """A batch sent (``Outbox.deliver``) whose outcomes are not yet recorded
+    (``Outbox.record``); ``fatal``: the error that ended the sending, raised once recorded."""
+
+    issued: Issued
+    outcomes: list[tuple[str, Command, Outcome]]
+    fatal: FatalError | None
 
 
 class Outbox:
@@ -293,16 +302,28 @@ class Outbox:
 
     async def send(self, issued: Issued) -> OutboxStats:
         """Send what ``issue`` recorded and record each command's outcome."""
-        todo, run_id, stats = issued.todo, issued.run_id, issued.stats
-        if not todo:
-            return stats
+        return await self.record(await self.deliver(issued))
+
+    async def deliver(self, issued: Issued) -> Delivered:
+        """Send what ``issue`` recorded; ``record`` records the outcomes. (The cycle sends one
+        batch while it records the outcomes of the batch before.)"""
+        if not issued.todo:
+            return Delivered(issued, [], None)
         # The stores are written concurrently: one's writes (network round trips, activities
         # polled to completion) need not wait for the other's.
         stores: tuple[Store, ...] = ("ctct", "app")
-        targets = [t for t in stores if any(c.target == t for _, c in todo)]
-        parts = await gather_or_cancel(*(self._apply(t, todo) for t in targets))
+        targets = [t for t in stores if any(c.target == t for _, c in issued.todo)]
+        parts = await gather_or_cancel(*(self._apply(t, issued.todo) for t in targets))
         outcomes = [o for part, _ in parts for o in part]
         fatal = next((f for _, f in parts if f is not None), None)
+        return Delivered(issued, outcomes, fatal)
+
+    async def record(self, delivered: Delivered) -> OutboxStats:
+        """Record the outcomes of a delivered batch; then raise its fatal error, if any."""
+        issued, outcomes, fatal = delivered
+        stats, run_id = issued.stats, issued.run_id
+        if not outcomes:
+            return stats
         records = []
         applied: dict[Store, list[AppliedCommand]] = {}
         for cid, cmd, res in outcomes:

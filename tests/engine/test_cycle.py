@@ -291,6 +291,47 @@ async def test_the_next_batch_is_decided_and_issued_while_one_is_being_written(
     assert len(app.contacts) == 30
 
 
+async def test_a_batchs_outcomes_are_recorded_while_the_next_batch_is_being_written(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording the first batch's outcomes finishes only once the app has started writing
+    the second batch: the log's records and the store's writes overlap."""
+    monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
+    monkeypatch.setattr(pairs_module, "_CHUNK", 5)
+    engine, ctct, app = make(log)
+    for i in range(30):
+        ctct.add(f"p{i}@example.org", first_name=f"P{i}")
+    second_sent = asyncio.Event()
+    sent: list[int] = []
+    app_apply = app.apply
+
+    async def app_counts(commands: Any) -> Any:
+        sent.append(len(commands))
+        if len(sent) == 2:
+            second_sent.set()
+        return await app_apply(commands)
+
+    recorded: list[int] = []
+    record = engine.outbox.record
+
+    async def record_waits(delivered: Any) -> Any:
+        if delivered.outcomes:
+            if not recorded:
+                await asyncio.wait_for(second_sent.wait(), timeout=10)  # a guard, not a clock
+            recorded.append(len(delivered.outcomes))
+        return await record(delivered)
+
+    monkeypatch.setattr(app, "apply", app_counts)
+    monkeypatch.setattr(engine.outbox, "record", record_waits)
+    s = await engine.cycle()
+    assert s.failed == 0 and s.applied == 30, s
+    assert sent == recorded == [10, 10, 10]
+    rows = await log.connection.execute_fetchall(
+        "SELECT status, COUNT(*) FROM p_commands GROUP BY status"
+    )
+    assert [tuple(r) for r in rows] == [("applied", 30)]
+
+
 async def test_a_batch_that_fails_fatally_ends_the_cycle_and_the_next_is_never_sent(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
