@@ -8,11 +8,12 @@ sent as one job when something needs their effect (a read, or the COMMIT): the t
 writes for as long as the job lasts while the loop goes on with other work (the next batch's
 fetching and diffing), and a batch costs a round trip or two instead of one per statement.
 
-A large insert is best queued with ``bulk``: its rows go as one JSON array that SQLite expands
-itself (``json_each``), so the thread binds one parameter instead of one per value. sqlite3
-needs the GIL to bind each row of an executemany, and while the loop's thread runs Python the
-writing thread waits for the GIL at every row: 100,000 event rows took 1.4 s alone and 12.4 s
-beside a busy loop, against 2.0 s and 3.6 s through ``json_each`` (docs/BENCHMARKS.md).
+Rows written while the loop's thread is busy are best queued with ``bulk``: they go as one
+JSON array that SQLite expands itself (``json_each``), so the thread binds one parameter
+instead of one per value. sqlite3 needs the GIL to bind each row of an executemany, and while
+the loop's thread runs Python the writing thread waits for the GIL at every row:
+scripts/bench/sqlite_bulk.py wrote 100,000 event rows in 1.44 s alone and 475 s beside a busy
+thread, against 1.57 s and 1.89 s through ``json_each``. Alone, executemany is the faster.
 
 Reads through ``execute_fetchall`` run after every write queued before them, in the same job,
 so code inside a transaction still reads its own writes. An error in a queued write is raised

@@ -55,15 +55,12 @@ class WalCopier:
 
     async def copy(self) -> None:
         """Checkpoint now (after the one in progress, if any) and wait for it."""
-        await self._settle()
+        await self.settled()
         if self._conn is not None:
             await self._checkpoint()
 
     async def settled(self) -> None:
         """Wait for the checkpoint in progress, if any."""
-        await self._settle()
-
-    async def _settle(self) -> None:
         if self._task is not None:
             task, self._task = self._task, None
             await task  # (_checkpoint raises nothing but cancellation)
@@ -79,7 +76,7 @@ class WalCopier:
 
     async def close(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):
-            await self._settle()
+            await self.settled()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.close()

@@ -313,10 +313,13 @@ class EventLog(LogReads):
                     await tx.flush("COMMIT")
                 except sqlite3.IntegrityError as exc:
                     await self._rollback(tx)
-                    # Unreachable with the writer lock held: someone wrote without it.
+                    # (The queued writes fail at the COMMIT, so this may be a projection's row
+                    # as well as an event; an event is refused only if someone wrote to the
+                    # log without its lock.)
                     raise FatalError(
                         f"event log {self.path}: {action} refused by the database ({exc}); "
-                        "is another program writing to the log without its lock?"
+                        "nothing was written. If it names the events table, another program "
+                        "is writing to the log without its lock"
                     ) from exc
                 except sqlite3.Error as exc:
                     await self._rollback(tx)

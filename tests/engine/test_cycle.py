@@ -253,16 +253,25 @@ async def test_both_stores_are_written_at_once(
     assert s.failed == 0 and s.applied == 2, s
 
 
-async def test_the_next_batch_is_decided_and_issued_while_one_is_being_written(
+def thirty_in_batches_of_ten(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The app's write of the first batch finishes only once the reconciler has gone on to
-    decide later contacts and record the next batch as issued: they overlap."""
+) -> tuple[SyncEngine, FakeStore]:
+    """30 contacts new in Constant Contact, decided 5 at a time and sent 10 at a time (a
+    batch goes out once 8 commands wait): three batches for the app."""
     monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
     monkeypatch.setattr(pairs_module, "_CHUNK", 5)
     engine, ctct, app = make(log)
     for i in range(30):
         ctct.add(f"p{i}@example.org", first_name=f"P{i}")
+    return engine, app
+
+
+async def test_the_next_batch_is_decided_and_issued_while_one_is_being_written(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's write of the first batch finishes only once the reconciler has gone on to
+    decide later contacts and record the next batch as issued: they overlap."""
+    engine, app = thirty_in_batches_of_ten(log, monkeypatch)
     second_issued = asyncio.Event()
     issued: list[int] = []
     issue = engine.outbox.issue
@@ -296,11 +305,7 @@ async def test_a_batchs_outcomes_are_recorded_while_the_next_batch_is_being_writ
 ) -> None:
     """Recording the first batch's outcomes finishes only once the app has started writing
     the second batch: the log's records and the store's writes overlap."""
-    monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
-    monkeypatch.setattr(pairs_module, "_CHUNK", 5)
-    engine, ctct, app = make(log)
-    for i in range(30):
-        ctct.add(f"p{i}@example.org", first_name=f"P{i}")
+    engine, app = thirty_in_batches_of_ten(log, monkeypatch)
     second_sent = asyncio.Event()
     sent: list[int] = []
     app_apply = app.apply
@@ -337,11 +342,7 @@ async def test_a_batch_that_fails_fatally_ends_the_cycle_and_the_next_is_never_s
 ) -> None:
     """The batch issued while the failing one was being sent is recorded as failed, not sent
     (retriable: a later cycle decides its contacts again); nothing after it is issued."""
-    monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
-    monkeypatch.setattr(pairs_module, "_CHUNK", 5)
-    engine, ctct, app = make(log)
-    for i in range(30):
-        ctct.add(f"p{i}@example.org", first_name=f"P{i}")
+    engine, app = thirty_in_batches_of_ten(log, monkeypatch)
     sent: list[int] = []
 
     async def app_fails(commands: Any) -> Any:
