@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.appdb.harness import Harness, drop_schema, fake_harness, pg_available, sql_harness
+from tests.appdb.harness import Harness, close_harness, fake_harness, pg_available, sql_harness
 
 BACKENDS = [
     "fake",
@@ -45,10 +45,7 @@ async def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield make
     finally:
         for h, schema in made:
-            await h.db.close()
-            await h.app.close()
-            if schema:
-                await drop_schema(schema)
+            await close_harness(h, schema)
 
 
 @pytest_asyncio.fixture

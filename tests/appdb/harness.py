@@ -5,6 +5,8 @@ and a ``Mirror`` that folds observed pages the way the engine does.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -233,6 +235,26 @@ async def sql_harness(
         app_driver = await SqliteDriver.connect(str(tmp_path / "app.db"))
     mode = "triggers" if triggers else "column"
     return Harness(f"{backend}-{mode}", db, SqlApp(app_driver), cfg, not triggers), schema
+
+
+async def close_harness(h: Harness, schema: str | None) -> None:
+    """Close what ``sql_harness`` opened and drop its PostgreSQL schema, if any."""
+    await h.db.close()
+    await h.app.close()
+    if schema:
+        await drop_schema(schema)
+
+
+@asynccontextmanager
+async def opened_harness(
+    backend: str, tmp_path: Any, triggers: bool, **overrides: Any
+) -> AsyncIterator[Harness]:
+    """``sql_harness`` for the length of a block, closed (and its schema dropped) after."""
+    h, schema = await sql_harness(backend, tmp_path, triggers, **overrides)
+    try:
+        yield h
+    finally:
+        await close_harness(h, schema)
 
 
 async def drop_schema(schema: str) -> None:

@@ -19,9 +19,8 @@ from tests.appdb.harness import (
     Harness,
     Mirror,
     SqlApp,
-    drop_schema,
+    opened_harness,
     pg_available,
-    sql_harness,
 )
 
 PG = pytest.mark.postgres
@@ -31,14 +30,8 @@ PG = pytest.mark.postgres
 async def pg_triggers(tmp_path: Path) -> AsyncIterator[Harness]:
     if not await pg_available():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    h, schema = await sql_harness("postgres", tmp_path, True)
-    try:
+    async with opened_harness("postgres", tmp_path, True) as h:
         yield h
-    finally:
-        await h.db.close()
-        await h.app.close()
-        assert schema
-        await drop_schema(schema)
 
 
 @pytest.mark.asyncio
@@ -86,22 +79,17 @@ async def test_postgres_a_bad_value_fails_its_own_command_only(pg_triggers: Harn
 
 @pytest.mark.asyncio
 async def test_triggers_ignore_columns_ccsync_does_not_map(tmp_path: Path) -> None:
-    h, _ = await sql_harness("sqlite", tmp_path, True)
-    try:
+    async with opened_harness("sqlite", tmp_path, True) as h:
         mirror = Mirror()
         await mirror.sync(h.db)
         await h.app.update("1", notes="internal only")
         pages = await mirror.sync(h.db)
         assert not [c for p in pages for c in p.contacts]
-    finally:
-        await h.db.close()
-        await h.app.close()
 
 
 @pytest.mark.asyncio
 async def test_switching_detection_mode_rescans_then_goes_on(tmp_path: Path) -> None:
-    h, _ = await sql_harness("sqlite", tmp_path, False)
-    try:
+    async with opened_harness("sqlite", tmp_path, False) as h:
         mirror = Mirror()
         await mirror.sync(h.db)
         await h.db.install_triggers()
@@ -118,9 +106,6 @@ async def test_switching_detection_mode_rescans_then_goes_on(tmp_path: Path) -> 
         assert await h.db.driver.columns("ccsync_changes") is None
         assert all(p.full_scan for p in await mirror.sync(h.db))
         assert mirror.view() == await h.app.live()
-    finally:
-        await h.db.close()
-        await h.app.close()
 
 
 _ODD_SCHEMA = """
@@ -181,8 +166,7 @@ async def test_fields_the_app_does_not_map_are_named_and_left_alone(
 ) -> None:
     if backend == "postgres" and not await pg_available():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    h, schema = await sql_harness(backend, tmp_path, False)
-    try:
+    async with opened_harness(backend, tmp_path, False) as h:
         odd = {"first_name": "Odd", "shoe_size": "44"}
         made, changed = await h.db.apply(
             [
@@ -195,19 +179,13 @@ async def test_fields_the_app_does_not_map_are_named_and_left_alone(
         assert made.store_id
         live = await h.app.live()
         assert live[made.store_id] == ("odd@example.org", "Odd") and live["2"][1] == "Odd"
-    finally:
-        await h.db.close()
-        await h.app.close()
-        if schema:
-            await drop_schema(schema)
 
 
 @pytest.mark.asyncio
 async def test_a_new_contact_joins_its_lists_beside_a_leftover_membership(tmp_path: Path) -> None:
     # SQLite gives a new row the highest key + 1, so a deleted contact's key comes back; its
     # membership rows stay when the app does not enforce foreign keys (SQLite's default).
-    h, _ = await sql_harness("sqlite", tmp_path, False)
-    try:
+    async with opened_harness("sqlite", tmp_path, False) as h:
         (top,) = (await h.db.driver.fetch("SELECT max(id) FROM contacts"))[0]
         await h.db.driver.execute(
             "INSERT INTO list_members (contact_id, list_id) VALUES (?, 1)", (top + 1,)
@@ -218,15 +196,11 @@ async def test_a_new_contact_joins_its_lists_beside_a_leftover_membership(tmp_pa
         assert made.ok and made.store_id == str(top + 1)
         row = await h.app.row(made.store_id)
         assert row is not None and row["lists"] == ("1", "2")  # once each
-    finally:
-        await h.db.close()
-        await h.app.close()
 
 
 @pytest.mark.asyncio
 async def test_unknown_status_values_are_rejected_naming_the_column(tmp_path: Path) -> None:
-    h, _ = await sql_harness("sqlite", tmp_path, True)
-    try:
+    async with opened_harness("sqlite", tmp_path, True) as h:
         await h.app.update("3", email_status="bounced")
         mirror = Mirror()
         await mirror.sync(h.db)
@@ -234,9 +208,6 @@ async def test_unknown_status_values_are_rejected_naming_the_column(tmp_path: Pa
         assert (bad.record, bad.field) == ("3", "email_status")
         assert "'bounced'" in bad.problem
         assert "3" not in mirror.state and len(mirror.state) == 11
-    finally:
-        await h.db.close()
-        await h.app.close()
 
 
 def test_cli_check_install_and_uninstall(
@@ -277,8 +248,7 @@ async def test_numbers_in_integer_columns_are_observed_as_their_text(
     # the engine sees the same fields either way, a zero included.)
     if backend == "postgres" and not await pg_available():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    h, schema = await sql_harness(backend, tmp_path, triggers)
-    try:
+    async with opened_harness(backend, tmp_path, triggers) as h:
         mirror = Mirror()
         await mirror.sync(h.db)
         assert isinstance(h.app, SqlApp)
@@ -290,8 +260,3 @@ async def test_numbers_in_integer_columns_are_observed_as_their_text(
         fields = mirror.state["3"].fields
         assert (fields["birthday_month"], fields["birthday_day"]) == ("0", "-31")
         assert fields["first_name"] == "N"
-    finally:
-        await h.db.close()
-        await h.app.close()
-        if schema:
-            await drop_schema(schema)

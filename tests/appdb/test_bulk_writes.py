@@ -21,7 +21,7 @@ import pytest_asyncio
 from adapters.appdb._postgres import PostgresDriver
 from engine.commands import UpsertContact
 from engine.errors import FatalError
-from tests.appdb.harness import PG_DSN, drop_schema, pg_available, sql_harness
+from tests.appdb.harness import PG_DSN, drop_schema, opened_harness, pg_available
 
 pytestmark = pytest.mark.asyncio
 
@@ -181,8 +181,7 @@ async def test_upserts_stamp_updated_at_only_on_rows_they_change(
 ) -> None:
     if backend == "postgres" and not await pg_available():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    h, schema = await sql_harness(backend, tmp_path, False)
-    try:
+    async with opened_harness(backend, tmp_path, False) as h:
         d = h.db.driver
         await d.execute("UPDATE contacts SET updated_at = ?", (d.time_param(datetime(2020, 1, 1)),))
         before = {str(k): v for k, v in await d.fetch("SELECT id, updated_at FROM contacts")}
@@ -206,11 +205,6 @@ async def test_upserts_stamp_updated_at_only_on_rows_they_change(
         assert after["2"] == before["2"]  # already held the value: untouched
         assert after[new_key] > before["1"]  # created now
         assert {k for k in after if after[k] != before.get(k)} == {"1", new_key}
-    finally:
-        await h.db.close()
-        await h.app.close()
-        if schema:
-            await drop_schema(schema)
 
 
 @pytest.mark.postgres
