@@ -4,6 +4,7 @@ and the engine each have a core as they would in production; driven through its 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -67,6 +68,12 @@ class SimProcess:
             expires_in=int(tokens.get("expires_in", 86400)),
             import_list_id=next(x["list_id"] for x in lists if x["name"] == "List 1"),
         )
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the simulator's process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()

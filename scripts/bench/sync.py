@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import sqlite3
 import sys
@@ -101,6 +102,12 @@ async def replay_reads(
     return len(requests), time.perf_counter() - t0
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process, every thread, so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -130,9 +137,11 @@ async def main_async(args: argparse.Namespace) -> None:
                 overlap_seconds=args.overlap_seconds,
             )
             async with wire(load_settings(config)) as w:
+                cpu0, sim0 = cpu_seconds(), sim.cpu_seconds()
                 t0 = time.perf_counter()
                 first = await w.engine.cycle()
                 secs = time.perf_counter() - t0
+                cpu, sim_cpu = cpu_seconds() - cpu0, sim.cpu_seconds() - sim0
                 seen = first.observed.get("ctct.contacts", 0)
                 rate = seen / secs
                 line = (
@@ -143,6 +152,11 @@ async def main_async(args: argparse.Namespace) -> None:
                     line += f"  ({rate / base_rate:.0%} of baseline)"
                 print(line, flush=True)
                 print(f"          phases: { {k: round(v, 2) for k, v in first.durations.items()} }")
+                cores = os.cpu_count() or 1
+                print(
+                    f"          CPU: ccsync {cpu:.2f}s ({cpu / secs:.2f} cores), simulator "
+                    f"{sim_cpu:.2f}s, of {cores} cores x {secs:.2f}s = {cores * secs:.2f}s"
+                )
                 print(f"          peak RSS after the initial sync: {rss_mb():.0f} MB", flush=True)
                 print(
                     f"          commands: {first.commands}, failed {first.failed}, "
