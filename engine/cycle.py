@@ -55,50 +55,6 @@ class SyncStore(ContactSource, ListSource, CommandSink, Protocol):
     """What a store offers the cycle: observation of contacts and lists, and a command sink."""
 
 
-class _Observing:
-    """How far observation has got, for the reconciler that starts beside it.
-
-    Once the app's contacts and both stores' lists are observed, Constant Contact's contacts
-    can be decided a committed batch at a time while its later pages are still being fetched:
-    their counterparts in the app are final for this cycle, and the commands go to an account
-    that is read over HTTP, as any other client may write to it meanwhile. Never the other
-    way round: the app's database is read and written over one connection, and its writes
-    must wait for its reads to end.
-    """
-
-    def __init__(self) -> None:
-        self._lists: set[Store] = set()
-        self._contacts: set[Store] = set()
-        self.ended = False
-        self._moved = asyncio.Event()
-
-    def lists_observed(self, store: Store) -> None:
-        self._lists.add(store)
-        self._moved.set()
-
-    def contacts_observed(self, store: Store) -> None:
-        self._contacts.add(store)
-        self._moved.set()
-
-    def batch_committed(self) -> None:
-        self._moved.set()
-
-    def end(self) -> None:
-        self.ended = True
-        self._moved.set()
-
-    def streaming(self) -> Store | None:
-        """The store whose committed contacts may be decided before observation ends."""
-        if self.ended or self._lists != {"ctct", "app"} or self._contacts != {"app"}:
-            return None
-        return "ctct"
-
-    async def moved(self) -> None:
-        """Wait for the next step (a batch committed, a store done, the end)."""
-        await self._moved.wait()
-        self._moved.clear()
-
-
 class CycleSummary(msgspec.Struct, kw_only=True):
     run_id: str
     outcome: str = "ok"
@@ -175,31 +131,18 @@ class SyncEngine:
         await self.projector.catch_up()
         try:
             t1 = time.perf_counter()
-            observing = _Observing()
-            ended = t1
-
-            async def observe() -> None:
-                nonlocal ended
-                try:
-                    await self._observe(run_id, bound, summary, observing)
-                finally:
-                    observing.end()
-                    ended = time.perf_counter()
-                    if self.progress is not None:
-                        self.progress.done()
-
-            # The reconciler starts with observation and decides what it may before it ends
-            # (_Observing); if either fails, the other is cancelled.
-            _, head = await gather_or_cancel(
-                observe(),
-                self._reconcile_and_execute(full_compare, run_id, bound, summary, observing),
-            )
-            if head is None:
-                # Stopped: every observed page is committed with its checkpoint, and whatever
-                # was decided before the stop was sent and recorded; the rest of the deciding
-                # is left to the next cycle, which goes on from here.
+            await self._observe(run_id, bound, summary)
+            t2 = time.perf_counter()
+            if self.progress is not None:
+                self.progress.done()
+            if self._stop.is_set():
+                # Every observed page is committed with its checkpoint; deciding on a partial
+                # observation is safe but pointless: the next cycle goes on from here.
                 summary.outcome = "interrupted"
                 return summary
+            head = (await self.log.head()).position
+            t3 = time.perf_counter()
+            await self._reconcile_and_execute(full_compare, run_id, bound, summary)
             tracking = [
                 *await self.outbox.failed_tracking(bound),
                 *await self._tracking_commands(),
@@ -211,8 +154,8 @@ class SyncEngine:
             )
             t4 = time.perf_counter()
             summary.durations = {
-                "observe": ended - t1,
-                "reconcile_execute": t4 - ended,
+                "observe": t2 - t1,
+                "reconcile_execute": t4 - t3,
             }
         except Exception as exc:
             summary.outcome, summary.error = "failed", str(exc)
@@ -252,29 +195,17 @@ class SyncEngine:
         summary.applied += stats.applied
         summary.failed += stats.failed
 
-    async def _observe(
-        self, run_id: str, bound: datetime, summary: CycleSummary, observing: _Observing
-    ) -> None:
+    async def _observe(self, run_id: str, bound: datetime, summary: CycleSummary) -> None:
         async def one(store: Store) -> None:
             src = self.stores[store]
             lists = await observe_lists(self.log, self.projector, store, src, run_id)
             if self._stop.is_set():
                 return
-            observing.lists_observed(store)
             contacts = await observe_contacts(
-                self.log,
-                self.projector,
-                src,
-                run_id,
-                bound,
-                self._stop,
-                self.progress,
-                observing.batch_committed,
+                self.log, self.projector, src, run_id, bound, self._stop, self.progress
             )
             self._add(summary, f"{store}.lists", lists)
             self._add(summary, f"{store}.contacts", contacts)
-            if not contacts.interrupted:
-                observing.contacts_observed(store)
 
         # Both stores at once; if one fails the other is cancelled (its committed pages stay
         # committed with their checkpoints), so nothing is appended after the run has failed.
@@ -310,31 +241,20 @@ class SyncEngine:
         return msgspec.structs.replace(self.policy, lists=links)
 
     async def _reconcile_and_execute(
-        self,
-        full_compare: bool,
-        run_id: str,
-        bound: datetime,
-        summary: CycleSummary,
-        observing: _Observing,
-    ) -> int | None:
+        self, full_compare: bool, run_id: str, bound: datetime, summary: CycleSummary
+    ) -> None:
         """Decide for every touched pair, and for the contacts of unsettled commands, chunk by
         chunk; execute whenever FLUSH_AT commands, links and blocked decisions wait (bounded
-        memory however much changed). Returns the log position observation ended at, which
-        everything up to was decided; None if the cycle was stopped.
+        memory however much changed).
 
-        What ``observing`` allows is decided while observation runs: a streamed store's
-        contacts, batch by batch; the rest once it has ended. Unsettled commands (applied last
-        cycle, failed, or issued before a crash) are settled with the chunk that holds their
-        contacts: decided again -> sent again (after backoff), not decided again -> confirmed
-        or superseded.
+        Unsettled commands (applied last cycle, failed, or issued before a crash) are settled
+        with the chunk that holds their contacts: decided again -> sent again (after backoff),
+        not decided again -> confirmed or superseded.
         """
         since_text = await self.log.checkpoint(RECONCILER)
         since = None if full_compare else int(since_text or 0)
-        while observing.streaming() is None and not observing.ended:
-            await observing.moved()
-        streamed = observing.streaming()
-        policy = await self.resolved_policy()  # (both stores' lists are observed by now)
-        conn = await self.log.committed()
+        policy = await self.resolved_policy()
+        conn = self.log.connection
         pending = Decisions()  # its links and blocked decisions; the commands, by id:
         commands: dict[str, Command] = {}
         to_settle: dict[str, Unsettled] = {}  # commands not decided again, by id
@@ -420,24 +340,7 @@ class SyncEngine:
                 await flush()
 
         try:
-            # Decided while observation runs: the streamed store's contacts up to ``upto``.
-            upto = since or 0
-            while streamed is not None:
-                ended = observing.ended  # (a batch committed after this is read next time)
-                async for last, pairs in touched_pairs(conn, upto, store=streamed):
-                    await decide(pairs)
-                    upto = last
-                if ended:
-                    break
-                await observing.moved()
-            while not observing.ended:
-                await observing.moved()
-            if self._stop.is_set():
-                await settle()
-                return None
-            head = (await self.log.head()).position
-            decided = (streamed, upto) if streamed is not None else None
-            async for _, pairs in touched_pairs(conn, since, decided=decided):
+            async for pairs in touched_pairs(conn, since):
                 await decide(pairs)
             # Unsettled commands for contacts nobody touched (a write the store did not show);
             # what the touched contacts settled is recorded first, so the sweep does not meet it.
@@ -456,7 +359,6 @@ class SyncEngine:
             with contextlib.suppress(Exception):
                 await settle()
             raise
-        return head
 
     async def _tracking_commands(self) -> Sequence[Command]:
         """New tracking activity, grouped per contact, for the app's activities table."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
@@ -123,11 +123,8 @@ async def observe_contacts(
     bound: datetime,
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
-    committed: Callable[[], None] | None = None,
 ) -> ObserveStats:
     """Observe every page of changed contacts up to ``bound``; returns what was seen.
-    ``committed`` is called after each batch commits (the cycle's reconciler may be waiting
-    for it).
 
     Pages are appended ``OBSERVE_BATCH`` contacts at a time, each batch in one transaction with
     the checkpoint of its last page: a commit rewrites every index page the batch touched, so
@@ -142,7 +139,7 @@ async def observe_contacts(
     held: list[Page] = []
     resume = await log.checkpoint(cp_name)
     scanned = False  # did the last page belong to a full scan?
-    appending = _Appending(log, store, cp_name, stats, committed)
+    appending = _Appending(log, store, cp_name, stats)
     store_error: Exception | None = None
     # The store's next pages are fetched and normalised while a batch is being appended.
     pages = prefetch(source.observe_contacts(resume, bound), PREFETCH_PAGES)
@@ -200,19 +197,11 @@ class _Appending:
     projection between the append's statements: its contacts are disjoint from the batch in
     flight, or it waits for that batch first). Batches are appended in order."""
 
-    def __init__(
-        self,
-        log: EventLog,
-        store: Store,
-        cp_name: str,
-        stats: ObserveStats,
-        committed: Callable[[], None] | None,
-    ) -> None:
+    def __init__(self, log: EventLog, store: Store, cp_name: str, stats: ObserveStats) -> None:
         self.log = log
         self.store: Store = store
         self.cp_name = cp_name
         self.stats = stats
-        self._committed = committed
         self._inflight = InFlight()
         self._ids: set[str] = set()
         self.landed = self._inflight.landed
@@ -236,8 +225,6 @@ class _Appending:
             p.events, checkpoints={self.cp_name: p.resume}, within=note_seen
         )
         self.stats.events += sum(1 for i in result.new_ids if i not in p.bookkeeping)
-        if self._committed is not None:
-            self._committed()
 
 
 async def _prepare(

@@ -125,7 +125,7 @@ class Outbox:
         out: dict[str, tuple[str, int, str | None]] = {}
         for i in range(0, len(ids), 900):
             chunk = ids[i : i + 900]
-            rows = await (await self.log.committed()).execute_fetchall(
+            rows = await self.log.connection.execute_fetchall(
                 "SELECT command_id, status, attempts, outcome_at FROM p_commands "
                 f"WHERE command_id IN ({','.join('?' * len(chunk))})",
                 chunk,
@@ -153,7 +153,7 @@ class Outbox:
         wanted = list(emails)
         for i in range(0, len(wanted), 900):
             part = wanted[i : i + 900]
-            rows += await (await self.log.committed()).execute_fetchall(
+            rows += await self.log.connection.execute_fetchall(
                 self._BASE + f"AND email IN ({','.join('?' * len(part))})", part
             )
         return _unsettled(rows, now)
@@ -166,7 +166,7 @@ class Outbox:
         order they were issued after position ``after``; returns them and the next ``after``
         (None: done)."""
         rows = list(
-            await (await self.log.committed()).execute_fetchall(
+            await self.log.connection.execute_fetchall(
                 "SELECT command_id, command, status, attempts, outcome_at, issued_position "
                 "FROM p_commands c INDEXED BY p_commands_open "
                 "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "

@@ -114,31 +114,21 @@ async def pairs_for_emails(conn: aiosqlite.Connection, emails: list[str]) -> lis
     return await _pairs_for(conn, await _by_email(conn, emails))
 
 
-async def touched_pairs(
-    conn: aiosqlite.Connection,
-    since: int | None,
-    *,
-    store: str | None = None,
-    decided: tuple[str, int] | None = None,
-) -> AsyncIterator[tuple[int, list[Pair]]]:
+async def touched_pairs(conn: aiosqlite.Connection, since: int | None) -> AsyncIterator[list[Pair]]:
     """Pairs, in chunks, for contacts whose projected state moved after position ``since``
-    (every contact when ``since`` is None: the full compare), each chunk with the position
-    of its last row. ``store``: that store's contacts only. ``decided`` (store, position):
-    leave out that store's contacts whose state has not moved since ``position`` (they were
-    decided while it was being observed)."""
+    (every contact when ``since`` is None: the full compare)."""
     # Keyset pagination on position (unique per row: each event belongs to one contact, and a
     # row's position is its last event's), so each chunk is an index range, never a rescan.
-    # (``+store``: the position index, never the (store, id) one.)
-    where, extra = "position > ?", list[str | int]()
-    if store is not None:
-        where, extra = where + " AND +store = ?", [store]
-    if decided is not None:
-        where, extra = where + " AND NOT (+store = ? AND position <= ?)", [*extra, *decided]
-    sql = f"SELECT position, state FROM p_contacts WHERE {where} ORDER BY position LIMIT ?"
     last = since or 0
     while True:
-        rows = list(await conn.execute_fetchall(sql, (last, *extra, _CHUNK)))
+        rows = list(
+            await conn.execute_fetchall(
+                "SELECT position, state FROM p_contacts WHERE position > ? "
+                "ORDER BY position LIMIT ?",
+                (last, _CHUNK),
+            )
+        )
         if not rows:
             break
         last = rows[-1][0]
-        yield last, await _pairs_for(conn, [decode_contact(r[1]) for r in rows])
+        yield await _pairs_for(conn, [decode_contact(r[1]) for r in rows])

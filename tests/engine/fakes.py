@@ -3,7 +3,6 @@ record of every write so tests can check what the engine did, not only where it 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -129,8 +128,6 @@ class FakeStore:
             recs = tuple(self.contacts[sid] for _, sid in chunk)
             last = i + self.page_size >= len(changed)
             body = msgspec.json.encode(recs)
-            # Each page is a round trip to a real store: the loop runs other tasks meanwhile.
-            await asyncio.sleep(0)
             yield Page(
                 request=f"fake {self._store} since={since} page={i // self.page_size}",
                 contacts=recs,

@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
-from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.cycle as cycle_module
-import engine.observe as observe_module
 from engine.cycle import SyncEngine
 from engine.log import EventLog
 from engine.model import ContactRecord
@@ -156,17 +153,6 @@ def check_agreement(ctct: FakeStore, app: FakeStore, links: dict[str, str]) -> N
 
 
 async def scenario(ops: list[tuple[object, ...]], root: Path) -> None:
-    # Each page appended on its own and commands sent 4 at a time: a cycle's observation and
-    # its commands both go in several batches, as they do at scale (the deterministic cases
-    # of deciding while Constant Contact is still listed are in test_cycle.py).
-    with (
-        mock.patch.object(observe_module, "OBSERVE_BATCH", 1),
-        mock.patch.object(cycle_module, "FLUSH_AT", 4),
-    ):
-        await _scenario(ops, root)
-
-
-async def _scenario(ops: list[tuple[object, ...]], root: Path) -> None:
     ctct, app = FakeStore("ctct", page_size=3), FakeStore("app", page_size=3)
     stores = {"ctct": ctct, "app": app}
     fresh = list(FRESH)

@@ -13,15 +13,12 @@ import pytest
 import pytest_asyncio
 
 import engine.cycle as cycle_module
-import engine.observe as observe_module
 import engine.pairs as pairs_module
 from engine.audit import contact_history
 from engine.cycle import SyncEngine
 from engine.errors import FatalError
 from engine.log import EventLog
-from engine.model import Store
 from engine.policy import ListLink, Policy
-from engine.ports import Page
 from tests.engine.fakes import FakeStore
 
 pytestmark = pytest.mark.asyncio
@@ -155,6 +152,7 @@ async def test_a_store_failing_mid_observation_cancels_the_other_and_leaves_a_so
 
     from engine.errors import RetriableError
     from engine.logverify import verify_log
+    from engine.ports import Page
 
     engine, ctct, app = make(log)
     app.add("bob@example.org")
@@ -395,95 +393,3 @@ async def test_a_cycle_relaxes_the_collector_and_gives_the_process_its_settings_
     with pytest.raises(FatalError):
         await engine.cycle()
     assert gc.get_threshold() == before
-
-
-class _GatedPages(FakeStore):
-    """A store whose listing stops before its last page until ``gate`` is set."""
-
-    def __init__(self, store: Store, gate: asyncio.Event) -> None:
-        super().__init__(store, page_size=2)
-        self.gate = gate
-        self.listing_done = False
-
-    async def observe_contacts(self, resume: str | None, bound: datetime) -> AsyncIterator[Page]:
-        pages = [p async for p in super().observe_contacts(resume, bound)]
-        for i, page in enumerate(pages):
-            if i == len(pages) - 1:
-                await asyncio.wait_for(self.gate.wait(), timeout=10)  # a guard, not a clock
-            yield page
-        self.listing_done = True
-
-
-async def test_constant_contacts_batches_are_decided_while_its_later_pages_are_fetched(
-    log: EventLog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Once the app is observed, each committed batch of Constant Contact's contacts is
-    decided and written while its later pages are still being listed: here the listing's
-    last page waits for the app's first write. Nothing is decided twice, and the next cycles
-    find the stores in agreement."""
-    monkeypatch.setattr(observe_module, "OBSERVE_BATCH", 2)
-    monkeypatch.setattr(cycle_module, "FLUSH_AT", 4)
-    gate = asyncio.Event()
-    ctct, app = _GatedPages("ctct", gate), FakeStore("app")
-    pol = Policy(lists=(ListLink(ctct="c-news", app="a-news", source="app"),))
-    engine = SyncEngine(log, ctct, app, pol)
-    for i in range(12):
-        ctct.add(f"p{i}@example.org", first_name=f"P{i}")
-    app.add("only-in-app@example.org", first_name="A")
-    app_apply = app.apply
-    early: list[bool] = []
-
-    async def app_signals(commands: Any) -> Any:
-        early.append(not ctct.listing_done)
-        gate.set()
-        return await app_apply(commands)
-
-    monkeypatch.setattr(app, "apply", app_signals)
-    s = await engine.cycle()
-    assert early[0] is True, early  # the first write went out before the listing ended
-    assert s.failed == 0 and s.commands == {"contact.upsert": 13}, s
-    assert sorted(c.email for c in app.writes) == sorted(f"p{i}@example.org" for i in range(12))
-    assert len(app.contacts) == 13
-    await engine.cycle()  # observes what the first wrote
-    assert (await engine.cycle()).commands == {}
-
-
-async def test_the_apps_contacts_are_never_decided_while_the_app_is_still_being_read(
-    log: EventLog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The other way round, nothing is decided early: the app's database is read and written
-    over one connection, so no command goes to it (or anywhere) before its listing ends."""
-    monkeypatch.setattr(observe_module, "OBSERVE_BATCH", 2)
-    monkeypatch.setattr(cycle_module, "FLUSH_AT", 4)
-    gate = asyncio.Event()
-    ctct, app = FakeStore("ctct"), _GatedPages("app", gate)
-    pol = Policy(lists=(ListLink(ctct="c-news", app="a-news", source="app"),))
-    engine = SyncEngine(log, ctct, app, pol)
-    for i in range(12):
-        app.add(f"p{i}@example.org", first_name=f"P{i}")
-    writes_before_end: list[int] = []
-    issue = engine.outbox.issue
-
-    async def noting(commands: Any, *args: Any, **kw: Any) -> Any:
-        if not app.listing_done:
-            writes_before_end.append(len(commands))
-        return await issue(commands, *args, **kw)
-
-    monkeypatch.setattr(engine.outbox, "issue", noting)
-
-    append = log.append
-    seen: set[str] = set()
-
-    async def releasing(events: Any, *args: Any, **kw: Any) -> Any:
-        result = await append(events, *args, **kw)
-        seen.update(r.event.key for r in result.new if r.event.key.startswith("app-"))
-        if len(seen) >= 8:
-            # Twice FLUSH_AT of the app's contacts are committed: had the cycle decided them
-            # early, it would have issued them before the listing's last page comes.
-            gate.set()
-        return result
-
-    monkeypatch.setattr(log, "append", releasing)
-    s = await engine.cycle()
-    assert writes_before_end == []
-    assert s.failed == 0 and s.commands == {"contact.upsert": 12}, s
