@@ -1,0 +1,184 @@
+"""Diagnosis, not a benchmark: what the first sync cycle's threads do, and what the log's
+writer waits for.
+
+    .venv/bin/python scripts/bench/cycle_trace.py [--contacts 100000]
+
+Runs the initial sync of ``scripts/bench/sync.py`` (simulator in its own process, SQLite app
+database, rate limits off) once, and prints for each phase (observe, reconcile+execute):
+
+* the CPU time of every thread of this process (sampled from ``/proc/self/task/*/stat``);
+* the log's writer connection: how long it was busy, how long idle, and how the idle time
+  splits into waiting for the event loop to take the previous job's result and the loop's
+  work before it sent the next job; the longest idle stretches by the jobs around them;
+  its busiest jobs.
+
+Every aiosqlite job is timed by wrapping aiosqlite's private ``Connection._execute`` (the
+same private call engine/_pending.py uses; aiosqlite is pinned). The timing costs a little;
+compare phases within a run, not with sync.py's figures. docs/BENCHMARKS.md (the sync
+section, fifth session) reads this output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import itertools
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite.core
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _simproc import SimProcess
+
+from engine.bootstrap import wire
+from engine.cli._demo_setup import prepare_folder
+from engine.logging import configure_logging
+from engine.settings import load_settings
+
+_jobs: list[dict[str, Any]] = []
+_original = aiosqlite.core.Connection._execute
+
+
+def _label(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    name = getattr(fn, "__name__", str(fn))
+    if name == "_run":  # engine._pending: a transaction's queued writes, then its reads
+        ops, reads = args[1], args[2]
+        writes = ",".join(" ".join(op[0].split()[:3]) for op in ops)
+        return f"writes [{writes[:60]}]" + (f" + {len(reads)} reads" if reads else "")
+    if args and isinstance(args[0], str):
+        return " ".join(args[0].split())[:60]
+    return name
+
+
+async def _timed(self: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    job: dict[str, Any] = {"conn": id(self), "label": _label(fn, args)}
+    job["submit"] = time.perf_counter()
+
+    def run() -> Any:
+        job["start"] = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            job["end"] = time.perf_counter()
+
+    try:
+        return await _original(self, run)
+    finally:
+        job["resume"] = time.perf_counter()
+        _jobs.append(job)
+
+
+class _ThreadCpu:
+    """Each thread's CPU time, sampled every 50 ms."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, dict[int, float]]] = []
+        self.names: dict[int, str] = {}
+        self._tick = os.sysconf("SC_CLK_TCK")
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            snap: dict[int, float] = {}
+            for tid in os.listdir("/proc/self/task"):
+                try:
+                    with open(f"/proc/self/task/{tid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                snap[int(tid)] = (int(fields[11]) + int(fields[12])) / self._tick
+            self.samples.append((time.perf_counter(), snap))
+            time.sleep(0.05)
+
+    def name_threads(self) -> None:
+        self.names.update({t.native_id or 0: t.name for t in threading.enumerate()})
+
+    def between(self, a: float, b: float) -> dict[str, float]:
+        first = min(self.samples, key=lambda s: abs(s[0] - a))[1]
+        last = min(self.samples, key=lambda s: abs(s[0] - b))[1]
+        out = {}
+        for tid, cpu in last.items():
+            used = cpu - first.get(tid, 0.0)
+            if used >= 0.05:
+                out[self.names.get(tid, str(tid))] = round(used, 2)
+        return out
+
+
+def report(name: str, a: float, b: float, writer: int, cpu: _ThreadCpu) -> None:
+    jobs = sorted(
+        (j for j in _jobs if j["conn"] == writer and "start" in j and a <= j["start"] <= b),
+        key=lambda j: j["start"],
+    )
+    busy = sum(j["end"] - j["start"] for j in jobs)
+    print(f"== {name}: {b - a:.2f} s")
+    print(f"   CPU by thread: {cpu.between(a, b)}")
+    print(f"   the log's writer: {len(jobs)} jobs, busy {busy:.2f} s, idle {b - a - busy:.2f} s")
+    resume_wait = loop_work = 0.0
+    gaps: collections.Counter[tuple[str, str]] = collections.Counter()
+    for prev, cur in itertools.pairwise(jobs):
+        gap = cur["start"] - prev["end"]
+        if gap <= 0:
+            continue
+        before_submit = max(0.0, min(cur["submit"], cur["start"]) - prev["end"])
+        waiting = max(0.0, min(prev["resume"], cur["submit"]) - prev["end"])
+        resume_wait += waiting
+        loop_work += before_submit - waiting
+        gaps[(prev["label"], cur["label"])] += gap
+    print(
+        f"   idle: {resume_wait:.2f} s before the loop took the previous job's result, "
+        f"{loop_work:.2f} s of the loop's work before it sent the next"
+    )
+    for (after, before), gap in gaps.most_common(6):
+        print(f"   {gap:6.2f} s idle after  {after}\n            before {before}")
+    by_label: collections.Counter[str] = collections.Counter()
+    for j in jobs:
+        by_label[j["label"]] += j["end"] - j["start"]
+    for label, secs in by_label.most_common(6):
+        print(f"   {secs:6.2f} s busy in {label}")
+
+
+async def main_async(n: int) -> None:
+    configure_logging(level="warning")
+    aiosqlite.core.Connection._execute = _timed  # type: ignore[method-assign]
+    cpu = _ThreadCpu()
+    print(f"starting a simulator with {n:,} contacts ...", flush=True)
+    sim = SimProcess(n, lists=6)
+    try:
+        access = await sim.access()
+        with tempfile.TemporaryDirectory() as tmp:
+            config = await prepare_folder(
+                Path(tmp) / "ccsync", access, app_contacts=0, tracking=False, overlap_seconds=1
+            )
+            async with wire(load_settings(config)) as w:
+                cpu.name_threads()
+                _jobs.clear()
+                t0 = time.perf_counter()
+                first = await w.engine.cycle()
+                t1 = time.perf_counter()
+                cpu.name_threads()
+                writer = id(w.engine.log.connection)
+        print(f"first cycle: {t1 - t0:.2f} s, {first.observed.get('ctct.contacts', 0):,} contacts")
+        observe, rest = first.durations["observe"], first.durations["reconcile_execute"]
+        report("observe", t0, t0 + observe, writer, cpu)
+        report("reconcile+execute", t1 - rest, t1, writer, cpu)
+    finally:
+        sim.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    asyncio.run(main_async(parser.parse_args().contacts))
+
+
+if __name__ == "__main__":
+    main()
