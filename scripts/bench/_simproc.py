@@ -14,13 +14,20 @@ import aiohttp
 
 from engine.cli._demo_setup import SimulatorAccess
 
-__all__ = ["SimProcess"]
+__all__ = ["SimProcess", "stat_cpu_seconds"]
 
 
 def _die_with_parent() -> None:
     """(In the child, Linux) SIGTERM when the benchmark that started it dies, even by SIGKILL:
     a killed benchmark must not leave a simulator of a million contacts behind."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stat_cpu_seconds(path: str) -> float:
+    """User + system CPU seconds from a ``/proc/.../stat`` file (a process's or a thread's)."""
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # (the name, in parentheses, may hold spaces)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class SimProcess:
@@ -71,9 +78,7 @@ class SimProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the simulator's process has used so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_seconds(f"/proc/{self.proc.pid}/stat")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -37,7 +37,7 @@ import aiosqlite.core
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _simproc import SimProcess
+from _simproc import SimProcess, stat_cpu_seconds
 
 from engine.bootstrap import wire
 from engine.cli._demo_setup import prepare_folder
@@ -83,7 +83,6 @@ class _ThreadCpu:
     def __init__(self) -> None:
         self.samples: list[tuple[float, dict[int, float]]] = []
         self.names: dict[int, str] = {}
-        self._tick = os.sysconf("SC_CLK_TCK")
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
@@ -91,11 +90,9 @@ class _ThreadCpu:
             snap: dict[int, float] = {}
             for tid in os.listdir("/proc/self/task"):
                 try:
-                    with open(f"/proc/self/task/{tid}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
+                    snap[int(tid)] = stat_cpu_seconds(f"/proc/self/task/{tid}/stat")
                 except OSError:
-                    continue
-                snap[int(tid)] = (int(fields[11]) + int(fields[12])) / self._tick
+                    continue  # the thread ended
             self.samples.append((time.perf_counter(), snap))
             time.sleep(0.05)
 
