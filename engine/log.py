@@ -68,14 +68,27 @@ _INSERT: Final = f"INSERT INTO events ({ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,
 WAL_CHECKPOINT_PAGES: Final = 50_000
 WRITER_CACHE_KIB: Final = 32 * 1024
 STATEMENTS: Final = 24
-_STORED_IDS: Final = (
-    "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
-)
+_STORED_IDS: Final = "SELECT event_id FROM events WHERE event_id IN ({})"
 _STREAM_HEADS: Final = (
-    "SELECT stream, MAX(version) FROM events "
-    "WHERE stream IN (SELECT value FROM json_each(?)) GROUP BY stream"
+    "SELECT stream, MAX(version) FROM events WHERE stream IN ({}) GROUP BY stream"
 )
+_MAX_VARS: Final = 900  # under SQLite's oldest host-parameter limit (999)
 _json: Final = msgspec.json.Encoder()
+
+
+def _lookups(sql: str, values: Sequence[str]) -> list[tuple[str, Sequence[Any]]]:
+    """The reads of ``sql`` (``... IN ({})``) for ``values``: all of them as one JSON
+    parameter through json_each, except those holding a NUL character, which SQLite's JSON
+    functions cut short: those go as plain parameters (an app's key may hold any text)."""
+    plain = [v for v in values if "\x00" not in v]
+    odd = [v for v in values if "\x00" in v]
+    reads: list[tuple[str, Sequence[Any]]] = [
+        (sql.format("SELECT value FROM json_each(?)"), (_json.encode(plain),))
+    ]
+    for i in range(0, len(odd), _MAX_VARS):
+        chunk = odd[i : i + _MAX_VARS]
+        reads.append((sql.format(",".join("?" * len(chunk))), chunk))
+    return reads
 
 
 def _db_error(path: Path, action: str, exc: sqlite3.Error) -> CcsyncError:
@@ -352,14 +365,11 @@ class EventLog(LogReads):
         # Which ids are stored, and the version of every stream the batch may touch (a
         # superset of what the new events need), in one job: each read awaited on its own
         # waited for the loop, busy with the next batch, between every two.
-        stored, heads = await c.fetch_each(
-            [
-                (_STORED_IDS, (_json.encode(ids),)),
-                (_STREAM_HEADS, (_json.encode(list({*streams.values(), *expected})),)),
-            ]
-        )
-        seen: set[str] = {r[0] for r in stored}
-        versions: dict[str, int] = {r[0]: r[1] for r in heads}
+        id_reads = _lookups(_STORED_IDS, ids)
+        head_reads = _lookups(_STREAM_HEADS, list({*streams.values(), *expected}))
+        found = await c.fetch_each([*id_reads, *head_reads])
+        seen: set[str] = {r[0] for rows in found[: len(id_reads)] for r in rows}
+        versions: dict[str, int] = {r[0]: r[1] for rows in found[len(id_reads) :] for r in rows}
         duplicates = tuple(i for i in ids if i in seen)
         fresh: list[tuple[NewEvent, str]] = []
         for e in events:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from engine.errors import (
@@ -18,8 +19,8 @@ from engine.errors import (
     LogCorruptError,
     LogLockedError,
 )
-from engine.events import stream_of
-from engine.log import EventLog
+from engine.events import MembershipAdded, stream_of
+from engine.log import EventLog, NewEvent
 from engine.logverify import verify_log
 from tests.log.conftest import Clock
 from tests.log.samples import every_event, membership, new
@@ -277,6 +278,23 @@ async def test_a_batch_larger_than_sqlites_parameter_limit(log: EventLog) -> Non
     assert len(result.new) == 1500 and len(result.duplicates) == 1000
     assert result.new[-1].position == 2500
     assert [r.version for r in await log.read_stream("app:contact:c5")] == [1, 2, 3]
+
+
+@pytest.mark.asyncio
+async def test_keys_and_ids_holding_a_nul_character_are_versioned_and_deduplicated(
+    log: EventLog,
+) -> None:
+    # An app's key column may hold any text. SQLite's JSON functions cut text at a NUL, so a
+    # lookup through json_each alone missed such a stream (its second event took version 1
+    # again and the append was refused) and such an id (appended twice).
+    odd = MembershipAdded(store="app", key="c\x00x", list_id="a")  # type: ignore[arg-type]
+    first = await log.append([NewEvent("id\x00one", odd), new(membership(1, "a"))])
+    again = await log.append([NewEvent("id\x00one", odd)])
+    later = await log.append([new(msgspec.structs.replace(odd, list_id="b"))])
+    assert len(first.new) == 2
+    assert again.new == () and again.duplicates == ("id\x00one",)
+    assert [(r.stream, r.version) for r in later.new] == [("app:contact:c\x00x", 2)]
+    assert [r.version for r in await log.read_stream("app:contact:c\x00x")] == [1, 2]
 
 
 @pytest.mark.asyncio
