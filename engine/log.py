@@ -64,16 +64,8 @@ Durability = Literal["normal", "full"]
 Consumer = Callable[[Pending, Sequence[Recorded]], Awaitable[None]]
 _INSERT: Final = f"INSERT INTO events ({ROW_COLUMNS}, hash) VALUES (?,?,?,?,?,?,?,?,?)"
 # The writer's own automatic checkpoint, a safety net: engine._walcopy checkpoints in the
-# background long before the WAL reaches this.
-WAL_CHECKPOINT_BYTES: Final = 200 * 1024 * 1024
-# Pages of a new log: 32 KiB, not SQLite's 4 KiB. Each commit writes every page its rows
-# touched to the WAL, one frame (and two write calls) per page, and the WAL copier reads and
-# writes each again; the ids, stream names and e-mails the indexes are keyed by are random, so
-# a batch touches most leaf pages of each index whatever their size. Fewer, larger pages cost
-# fewer frames, calls and B-tree steps for the same bytes: the initial sync of 100,000
-# contacts took 6.6-7.5 s at 32 KiB against 7.8-8.7 s at 4 KiB, with 17% less CPU
-# (docs/BENCHMARKS.md, sync, sixth session).
-PAGE_SIZE: Final = 32_768
+# background long before the WAL reaches this (~200 MB).
+WAL_CHECKPOINT_PAGES: Final = 50_000
 WRITER_CACHE_KIB: Final = 32 * 1024
 STATEMENTS: Final = 24
 _STORED_IDS: Final = "SELECT event_id FROM events WHERE event_id IN ({})"
@@ -211,13 +203,9 @@ class EventLog(LogReads):
         c = self._conn
         await c.execute("PRAGMA busy_timeout = 5000")
         if writer:
-            # (Takes effect only on a new, empty file: a log keeps the page size it began with.)
-            await c.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             await c.execute("PRAGMA journal_mode = WAL")
             await c.execute(f"PRAGMA synchronous = {durability.upper()}")
-            page_rows = await c.execute_fetchall("PRAGMA page_size")
-            pages = WAL_CHECKPOINT_BYTES // int(next(iter(page_rows))[0])
-            await c.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+            await c.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             self._wal = WalCopier(self.path)
             await self._wal.start()
             # The ids and stream names the unique indexes hold are random, so every batch touches

@@ -34,7 +34,7 @@ from _logbench import Stopwatch, batches, best, report, run_child, table
 from engine._logschema import GENESIS, SCHEMA, row_hash
 from engine.codec import encode_event
 from engine.events import stream_of
-from engine.log import PAGE_SIZE, WAL_CHECKPOINT_BYTES, WRITER_CACHE_KIB, EventLog
+from engine.log import WAL_CHECKPOINT_PAGES, WRITER_CACHE_KIB, EventLog
 
 TS = "2024-03-01T09:00:00.000000Z"
 
@@ -51,11 +51,10 @@ async def measure_eventlog(path: Path, total: int, size: int) -> None:
 
 def measure_raw(path: Path, total: int, size: int) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
-    # The log's own settings, so the ratio measures the log's work, not a pragma.
-    conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
+    # The log's own settings, so the ratio measures the log's work, not a pragma.
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
     conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
     conn.executescript(SCHEMA)
     insert = (

@@ -314,32 +314,3 @@ async def test_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("a file where the log's directory should be")
     with pytest.raises(FatalError, match=r"cannot open the event log .* for writing"):
         await EventLog.open(blocker / "events.db")
-
-
-async def _page_setup(log: EventLog) -> tuple[int, int]:
-    """(page size, the writer's automatic checkpoint in bytes)."""
-    rows = await log.connection.execute_fetchall("PRAGMA page_size")
-    size = int(next(iter(rows))[0])
-    rows = await log.connection.execute_fetchall("PRAGMA wal_autocheckpoint")
-    return size, int(next(iter(rows))[0]) * size
-
-
-@pytest.mark.asyncio
-async def test_a_log_begun_with_smaller_pages_keeps_them_and_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # New logs get larger pages than earlier builds gave them; a log an earlier build began
-    # (4 KiB pages, SQLite's default) must open, append and verify as before, and its WAL is
-    # bounded by the same number of bytes.
-    old_path, new_path = tmp_path / "old.db", tmp_path / "new.db"
-    monkeypatch.setattr("engine.log.PAGE_SIZE", 4096)
-    async with await EventLog.open(old_path) as old:
-        await old.append([new(membership(i)) for i in range(300)])
-    monkeypatch.undo()
-    async with await EventLog.open(old_path) as old, await EventLog.open(new_path) as fresh:
-        await old.append([new(membership(i, "b")) for i in range(300)])
-        assert (await old.head()).position == 600
-        assert (await verify_log(old)).ok
-        old_setup, new_setup = await _page_setup(old), await _page_setup(fresh)
-    assert old_setup[0] == 4096 and new_setup[0] == 32768
-    assert old_setup[1] == new_setup[1] == 200 * 1024 * 1024
