@@ -2,7 +2,8 @@
 
 1. Initial sync of N contacts (rate limits off), end to end in one ccsync cycle, beside a bare
    aiohttp + msgspec + sqlite3 loop that only stores the raw pages, measured in the same run.
-2. Incremental sync after 1% of the contacts change: its time and API requests.
+2. Incremental sync after 1% of the contacts change (``--changes``), three times over
+   (``--incremental-runs``): each cycle's time and API requests, and the median.
 3. Peak memory (RSS high-water of this process, which holds no simulator).
 
     .venv/bin/python scripts/bench/sync.py [--contacts 100000] [--skip-baseline]
@@ -18,6 +19,7 @@ import asyncio
 import os
 import resource
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _simproc import SimProcess
 
-from engine.bootstrap import wire
+from engine.bootstrap import Wired, wire
 from engine.cli._demo_setup import prepare_folder
 from engine.events import PageObserved
 from engine.log import EventLog
@@ -112,6 +114,37 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+async def incremental(sim: SimProcess, token: str, w: Wired, changes: int, k: int) -> float:
+    """One incremental cycle after ``changes`` world changes: prints its time, commands, API
+    requests and the requests by endpoint; returns its time."""
+    events = await sim.admin("POST", "world/step", {"n": changes})
+    await sim.admin("DELETE", "requests")
+    touched = {e["contact_id"] for e in events["events"] if e.get("contact_id")}
+    before_inc = (await w.engine.log.head()).position
+    t0 = time.perf_counter()
+    inc = await w.engine.cycle()
+    isecs = time.perf_counter() - t0
+    print(
+        f"ccsync    incremental {k} after {changes:,} changes ({len(touched):,} contacts"
+        f" touched): {isecs:.2f}s, commands {inc.commands}, "
+        f"API requests {inc.api_requests} "
+        f"({inc.api_requests / max(len(touched), 1) * 1000:.1f} per 1,000 changed)",
+        flush=True,
+    )
+    print(f"          phases: { {k: round(v, 2) for k, v in inc.durations.items()} }")
+    print(f"          observed: {inc.observed}")
+    served = await replay_reads(sim, token, w.engine.log, inc.run_id, before_inc)
+    print(
+        f"          of which the simulator answering the cycle's "
+        f"{served[0]} Constant Contact reads (replayed, raw): {served[1]:.2f}s"
+    )
+    by_endpoint = await sim.admin("GET", "requests")
+    for endpoint, count in sorted(by_endpoint.items(), key=lambda kv: -kv[1]):
+        if "/__admin/" not in endpoint:
+            print(f"          {count:5d}  {endpoint}")
+    return isecs
+
+
 async def main_async(args: argparse.Namespace) -> None:
     configure_logging(level="warning")
     n = args.contacts
@@ -181,33 +214,16 @@ async def main_async(args: argparse.Namespace) -> None:
                     flush=True,
                 )
                 changes = args.changes or max(1, n // 100)
-                events = await sim.admin("POST", "world/step", {"n": changes})
-                await sim.admin("DELETE", "requests")
-                touched = {e["contact_id"] for e in events["events"] if e.get("contact_id")}
-                before_inc = (await w.engine.log.head()).position
-                t0 = time.perf_counter()
-                inc = await w.engine.cycle()
-                isecs = time.perf_counter() - t0
-                print(
-                    f"ccsync    incremental after {changes:,} changes ({len(touched):,} contacts"
-                    f" touched): {isecs:.2f}s, commands {inc.commands}, "
-                    f"API requests {inc.api_requests} "
-                    f"({inc.api_requests / max(len(touched), 1) * 1000:.1f} per 1,000 changed)",
-                    flush=True,
-                )
-                print(f"          phases: { {k: round(v, 2) for k, v in inc.durations.items()} }")
-                print(f"          observed: {inc.observed}")
-                served = await replay_reads(
-                    sim, access.access_token, w.engine.log, inc.run_id, before_inc
-                )
-                print(
-                    f"          of which the simulator answering the cycle's "
-                    f"{served[0]} Constant Contact reads (replayed, raw): {served[1]:.2f}s"
-                )
-                by_endpoint = await sim.admin("GET", "requests")
-                for endpoint, count in sorted(by_endpoint.items(), key=lambda kv: -kv[1]):
-                    if "/__admin/" not in endpoint:
-                        print(f"          {count:5d}  {endpoint}")
+                times: list[float] = []
+                for k in range(1, args.incremental_runs + 1):
+                    times.append(await incremental(sim, access.access_token, w, changes, k))
+                if len(times) > 1:
+                    print(
+                        f"ccsync    incremental, {len(times)} runs: median "
+                        f"{statistics.median(times):.2f}s, "
+                        f"min {min(times):.2f}s, max {max(times):.2f}s",
+                        flush=True,
+                    )
             print(f"peak RSS: {rss_mb():.0f} MB", flush=True)
     finally:
         sim.stop()
@@ -221,6 +237,13 @@ def main() -> None:
         "--changes",
         type=int,
         help="world changes before the incremental cycle (default: 1%% of --contacts)",
+    )
+    p.add_argument(
+        "--incremental-runs",
+        type=int,
+        default=3,
+        help="incremental cycles, each after its own changes (default 3; one cycle's time "
+        "varies with how much of the WAL the cycle before left to copy)",
     )
     p.add_argument(
         "--overlap-seconds",
