@@ -349,7 +349,7 @@ class SyncEngine:
             while after is not None:
                 await settle()  # the orphan sweep must not meet this cycle's batch half-done
                 orphans, after = await self.outbox.orphans(bound, since or -1, after)
-                pairs = await pairs_for_emails(conn, sorted({u.command.email for u in orphans}))
+                pairs = await pairs_for_emails(conn, sorted({u.email for u in orphans}))
                 await decide(pairs, orphans)
             await flush()
             await settle()

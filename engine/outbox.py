@@ -43,21 +43,25 @@ BACKOFF_MAX: Final = timedelta(hours=6)
 
 
 class Unsettled(NamedTuple):
+    """A command whose effect observation has not confirmed yet: its id, status, and the
+    contact it is about (its target store and e-mail)."""
+
     command_id: str
     status: str
-    command: Command
+    target: Store
+    email: str
 
 
 class _UnsettledRow(msgspec.Struct, array_like=True):
     command_id: str
-    command: bytes
+    target: Store
+    email: str
     status: str
     attempts: int
     outcome_at: str | None
 
 
 _CHUNK: Final = 2000
-_command_dec: Final = msgspec.json.Decoder(Command)
 
 
 def _unsettled(rows: list[Any], now: datetime) -> list[Unsettled]:
@@ -68,7 +72,7 @@ def _unsettled(rows: list[Any], now: datetime) -> list[Unsettled]:
             or (row.status == "applied" and row.outcome_at and parse_ts(row.outcome_at) < now)
             or (row.status == "failed" and _due(row.outcome_at, row.attempts, now))
         ):
-            out.append(Unsettled(row.command_id, row.status, _command_dec.decode(row.command)))
+            out.append(Unsettled(row.command_id, row.status, row.target, row.email))
     return out
 
 
@@ -138,7 +142,7 @@ class Outbox:
     # commands are 'applied' until observation confirms them, so it selects nothing, and a
     # scan of it per chunk of emails cost seconds per 100,000 commands).
     _BASE: Final = (
-        "SELECT command_id, command, status, attempts, outcome_at FROM p_commands c "
+        "SELECT command_id, target, email, status, attempts, outcome_at FROM p_commands c "
         "WHERE +status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
     )
 
@@ -167,7 +171,7 @@ class Outbox:
         (None: done)."""
         rows = list(
             await self.log.connection.execute_fetchall(
-                "SELECT command_id, command, status, attempts, outcome_at, issued_position "
+                "SELECT command_id, target, email, status, attempts, outcome_at, issued_position "
                 "FROM p_commands c INDEXED BY p_commands_open "
                 "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
                 "AND issued_position > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
@@ -175,7 +179,7 @@ class Outbox:
                 (after, untouched_since, _CHUNK),
             )
         )
-        return _unsettled([r[:5] for r in rows], now), (int(rows[-1][5]) if rows else None)
+        return _unsettled([r[:6] for r in rows], now), (int(rows[-1][6]) if rows else None)
 
     async def failed_tracking(self, now: datetime) -> list[Command]:
         """Tracking records that failed and are due again (they are data: resent as they are)."""
@@ -200,14 +204,14 @@ class Outbox:
         for u in unsettled:
             if u.status == "failed":
                 ev = CommandSuperseded(
-                    store=u.command.target,
+                    store=u.target,
                     key=u.command_id,
                     run_id=run_id,
                     reason="not decided again on the stores' current state",
                 )
                 settled.append(NewEvent(content_id(ev), ev))
             else:
-                confirmed.setdefault(u.command.target, []).append(u.command_id)
+                confirmed.setdefault(u.target, []).append(u.command_id)
         for store, ids in confirmed.items():
             batch = CommandConfirmed(
                 store=store, key=batch_key(ids), run_id=run_id, command_ids=tuple(ids)

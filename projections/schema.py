@@ -11,7 +11,7 @@ __all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "VERSION"]
 CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
-VERSION: Final = "4"
+VERSION: Final = "5"
 
 # The big, hot tables (contacts, commands, tracking) are rowid tables: rows are stored in the
 # order they are first written, which for a sync is the order they are projected, so a batch
@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS p_commands (
     email       TEXT NOT NULL,
     status      TEXT NOT NULL,
     attempts    INTEGER NOT NULL,
-    command     BLOB NOT NULL,
+    command     BLOB,  -- a tracking record's body (resent as it is), NULL for the others
     issued_position INTEGER NOT NULL,
     issued_at   TEXT NOT NULL,
     outcome_position INTEGER,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,13 @@ import pytest_asyncio
 import engine.cycle as cycle_module
 import engine.pairs as pairs_module
 from engine.audit import contact_history
+from engine.commands import Command, Outcome, RecordTracking
 from engine.cycle import SyncEngine
 from engine.errors import FatalError
 from engine.log import EventLog
+from engine.model import TrackingActivity
 from engine.policy import ListLink, Policy
+from engine.ports import TrackingPage
 from tests.engine.fakes import FakeStore
 
 pytestmark = pytest.mark.asyncio
@@ -393,3 +396,67 @@ async def test_a_cycle_relaxes_the_collector_and_gives_the_process_its_settings_
     with pytest.raises(FatalError):
         await engine.cycle()
     assert gc.get_threshold() == before
+
+
+class _Tracking:
+    """Constant Contact's tracking feed: these activities, once."""
+
+    def __init__(self, activities: list[TrackingActivity]) -> None:
+        self.activities = activities
+
+    async def observe_tracking(
+        self, resume: str | None, bound: datetime
+    ) -> AsyncIterator[TrackingPage]:
+        if resume is None:
+            yield TrackingPage(
+                request="fake tracking", activities=tuple(self.activities),
+                content_hash="h", resume="1",
+            )  # fmt: skip
+
+
+class _App(FakeStore):
+    """The app store, refusing tracking records while ``down``; what it took, in order."""
+
+    def __init__(self) -> None:
+        super().__init__("app")
+        self.down = True
+        self.received: list[TrackingActivity] = []
+
+    async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        out = []
+        for cmd in commands:
+            if not isinstance(cmd, RecordTracking):
+                out += await super().apply([cmd])
+            elif self.down:
+                out.append(Outcome(ok=False, error="503 service unavailable", retriable=True))
+            else:
+                self.received += cmd.activities
+                out.append(Outcome(ok=True))
+        return out
+
+
+async def test_a_failed_tracking_record_reaches_the_app_whole_on_a_later_cycle(
+    log: EventLog,
+) -> None:
+    # Tracking records are data, not decisions: a failed one is resent as it was issued, after
+    # its backoff (its body is the one command body the projection keeps).
+    ctct, app = FakeStore("ctct"), _App()
+    c = ctct.add("ann@example.org", first_name="Ann")
+    when = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+    acts = [
+        TrackingActivity(
+            contact_id=c, email="ann@example.org", campaign_activity_id="camp-1", kind=kind,
+            created_time=when + timedelta(minutes=i), details={"link_url": "https://x.example"},
+        )
+        for i, kind in enumerate(("send", "open", "click"))
+    ]  # fmt: skip
+    engine = SyncEngine(log, ctct, app, Policy(), tracking=_Tracking(acts))
+    first = await engine.cycle()
+    assert first.failed == 1 and app.received == []
+    app.down = False
+    soon = await engine.cycle()  # within the backoff: not resent yet
+    assert soon.failed == 0 and app.received == []
+    engine.clock = lambda: ctct.now.replace(year=2030)  # past the backoff
+    await engine.cycle()
+    assert sorted(app.received, key=lambda a: a.created_time) == acts
+    assert (await engine.cycle()).failed == 0 and len(app.received) == 3  # sent once
