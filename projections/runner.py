@@ -9,6 +9,7 @@ so a rebuild from position 0 must equal the live state.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Final
@@ -47,6 +48,7 @@ __all__ = [
     "ensure_schema",
     "load_contacts",
     "projected_position",
+    "projection_layout",
 ]
 
 _state_enc: Final = msgspec.msgpack.Encoder()
@@ -105,6 +107,16 @@ async def ensure_schema(conn: Pending) -> bool:
         "INSERT OR IGNORE INTO p_meta (key, value) VALUES ('version', ?)", (VERSION,)
     )
     return dropped
+
+
+async def projection_layout(conn: aiosqlite.Connection | Pending) -> str | None:
+    """The layout version the projection tables in this file were written with (None: no
+    projections, or a build from before versions were recorded)."""
+    try:
+        rows = list(await conn.execute_fetchall("SELECT value FROM p_meta WHERE key = 'version'"))
+    except sqlite3.OperationalError:  # no p_meta table
+        return None
+    return str(rows[0][0]) if rows else None
 
 
 async def projected_position(conn: aiosqlite.Connection | Pending) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from engine.cycle import NEW_TRACKING_SQL, SyncEngine
 from engine.log import EventLog
 from engine.pairs import by_email_sql
 from engine.policy import Policy
-from projections.schema import TABLES
+from projections.schema import TABLES, VERSION
 from tests.engine.fakes import FakeStore
 
 pytestmark = pytest.mark.asyncio
@@ -76,3 +79,34 @@ async def test_new_tracking_is_read_through_the_position_index(tmp_path: Path) -
         await SyncEngine(log, FakeStore("ctct"), FakeStore("app"), Policy()).cycle()
         plan = await log.connection.execute_fetchall(f"EXPLAIN QUERY PLAN {NEW_TRACKING_SQL}", [0])
         assert next(r[3] for r in plan) == "SEARCH t USING INDEX p_tracking_position (position>?)"
+
+
+async def test_replay_check_of_projections_an_earlier_build_laid_out_says_to_upgrade_first(
+    tmp_path: Path,
+) -> None:
+    # After an upgrade that changes the layout, the live tables are the earlier build's until
+    # ccsync next opens the log for writing: comparing them with this build's rebuild would
+    # report every changed row as a mismatch, which an auditor would take for corruption.
+    path, config = tmp_path / "log.db", tmp_path / "ccsync.toml"
+    config.write_text('[log]\npath = "log.db"\n')
+    ctct, app = FakeStore("ctct"), FakeStore("app")
+    for i in range(5):
+        ctct.add(f"c{i}@example.org", first_name=f"C{i}")
+    async with await EventLog.open(path) as log:
+        await SyncEngine(log, ctct, app, Policy()).cycle()
+        await log.connection.execute("UPDATE p_meta SET value = '4' WHERE key = 'version'")
+
+    def check() -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "engine.cli", "replay", "--check", "--config", str(config)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+    before = await asyncio.to_thread(check)
+    assert before.returncode == 2, before.stderr
+    assert f"have layout 4, this build writes layout {VERSION}" in before.stderr
+    assert "MISMATCH" not in before.stderr
+
+    async with await EventLog.open(path) as log:  # what `ccsync sync` does first
+        await SyncEngine(log, ctct, app, Policy()).start()
+    after = await asyncio.to_thread(check)
+    assert after.returncode == 0, after.stderr
+    assert "ok: a rebuild from zero" in after.stdout
