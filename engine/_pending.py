@@ -56,8 +56,9 @@ def bulk_op(sql: str, rows: Iterable[Sequence[Any]], blobs: Sequence[int] = ()) 
     ``UPDATE ... WHERE key = ?``): its json_each form (``json_statement``) with the rows as
     one JSON array (``?1``) and the ``blobs`` columns' bytes, which JSON cannot hold, joined
     in one blob (``?2``; in a row such a column holds the value's 1-based offset, and its
-    length follows the row's last value). Rows whose text holds a NUL character go through
-    executemany instead: SQLite's JSON functions would cut the text there. None without rows.
+    length follows the row's last value; None stays NULL). Rows whose text holds a NUL
+    character go through executemany instead: SQLite's JSON functions would cut the text
+    there. None without rows.
 
     An UPDATE's rows are keyed by their last value, and the last row for a key wins, as it
     would one statement after another (an UPDATE ... FROM would take any one of them)."""
@@ -75,7 +76,10 @@ def bulk_op(sql: str, rows: Iterable[Sequence[Any]], blobs: Sequence[int] = ()) 
         for row in listed:
             values = list(row)
             for i in blobs:
-                blob: bytes = values[i]
+                blob: bytes | None = values[i]
+                if blob is None:  # NULL: its offset stays null, and substr() of it is NULL
+                    values.append(0)
+                    continue
                 values.append(len(blob))
                 values[i] = offset
                 parts.append(blob)

@@ -18,6 +18,7 @@ import aiosqlite
 import msgspec
 
 from engine._pending import Pending
+from engine.commands import RecordTracking
 from engine.events import (
     CommandApplied,
     CommandConfirmed,
@@ -58,18 +59,12 @@ _json: Final = msgspec.json.Encoder()
 # A command's row: its body only for tracking records, which are resent as they are; any other
 # command is decided again from the stores' state, and its body stays in its command.issued
 # event (a copy of every body made the rows a sixth of the first cycle's time).
-TRACKING_KIND: Final = "tracking.record"
-_ISSUE_CONFLICT: Final = (
+_TRACKING_KIND: Final = str(RecordTracking.__struct_config__.tag)
+_ISSUE: Final = (
+    "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, command, "
+    "issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?, ?) "
     "ON CONFLICT (command_id) DO UPDATE SET status = 'issued', attempts = attempts + 1, "
     "issued_position = excluded.issued_position, issued_at = excluded.issued_at"
-)
-_ISSUE: Final = (
-    "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, "
-    "issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?) " + _ISSUE_CONFLICT
-)
-_ISSUE_WITH_BODY: Final = (
-    "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, command, "
-    "issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?, ?) " + _ISSUE_CONFLICT
 )
 _CONTACTS_UPSERT: Final = (
     "INSERT INTO p_contacts (store, store_id, email, position, state) VALUES (?,?,?,?,?) "
@@ -89,12 +84,7 @@ async def ensure_schema(conn: Pending) -> bool:
         )
     }
     if existing:
-        version = None
-        if "p_meta" in existing:
-            rows = list(
-                await conn.execute_fetchall("SELECT value FROM p_meta WHERE key = 'version'")
-            )
-            version = rows[0][0] if rows else None
+        version = await projection_layout(conn) if "p_meta" in existing else None
         if version != VERSION:
             for table in sorted(existing):
                 await conn.execute(f"DROP TABLE {table}")
@@ -312,13 +302,10 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                 )
             case CommandIssued(commands=issued):
                 for ic in issued:
-                    email = str(ic.command.get("email", ""))
-                    if ic.kind == TRACKING_KIND:  # resent as it is when it fails: body kept
-                        body = _json.encode(ic.command)
-                        row = (ic.command_id, ev.store, ic.kind, email, body, pos, at)
-                        w.add(_ISSUE_WITH_BODY, row, (4,))
-                    else:
-                        w.add(_ISSUE, (ic.command_id, ev.store, ic.kind, email, pos, at))
+                    cmd = ic.command
+                    body = _json.encode(cmd) if ic.kind == _TRACKING_KIND else None
+                    email = str(cmd.get("email", ""))
+                    w.add(_ISSUE, (ic.command_id, ev.store, ic.kind, email, body, pos, at), (4,))
             case CommandApplied(applied=applied):
                 for done in applied:
                     w.add(
