@@ -9,8 +9,9 @@ An opt-out that the other store shows after such a command is that confirmation,
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Final, Literal
 
 import aiosqlite
 import msgspec
@@ -34,10 +35,12 @@ from engine.events import (
     TrackingRecorded,
 )
 from engine.log import EventLog, Recorded, format_ts, parse_ts
+from projections.schema import CHECKPOINT
 
 __all__ = [
     "HistoryLine",
     "OptOut",
+    "UnpropagatedWatch",
     "Violation",
     "audit_optouts",
     "contact_history",
@@ -109,29 +112,38 @@ async def first_run_started(log: EventLog) -> str | None:
     return str(rows[0][0]) if rows and rows[0][0] else None
 
 
+_PERMS: Final = (
+    "SELECT position, store, email, source, reason, source_time, campaign_activity_id, "
+    "recorded_at FROM p_permissions WHERE new_status = 'unsubscribed'"
+)
+_CMDS: Final = (
+    "SELECT email, command_id, target, status, issued_position, issued_at, outcome_at, "
+    "confirmed_at, error FROM p_commands WHERE kind = 'contact.unsubscribe'"
+)
+
+
 async def audit_optouts(
-    log: EventLog, *, email: str | None = None, since: datetime | None = None
+    log: EventLog,
+    *,
+    email: str | None = None,
+    since: datetime | None = None,
+    emails: Collection[str] | None = None,
 ) -> list[OptOut]:
-    """Every opt-out origin (optionally of one email, or seen since a time), oldest first."""
+    """Every opt-out origin (optionally of one email or of ``emails``, or seen since a time),
+    oldest first. An email's origins depend only on that email's rows, so those of a few
+    emails cost what those emails hold."""
     conn = log.connection
-    where, args = "new_status = 'unsubscribed'", []
     if email:
-        where += " AND email = ?"
-        args.append(email)
-    perm_rows = await _rows(
-        conn,
-        "SELECT position, store, email, source, reason, source_time, campaign_activity_id, "
-        f"recorded_at FROM p_permissions WHERE {where} ORDER BY position",
-        tuple(args),
-    )
-    cmd_rows = await _rows(
-        conn,
-        "SELECT email, command_id, target, status, issued_position, issued_at, outcome_at, "
-        "confirmed_at, error FROM p_commands WHERE kind = 'contact.unsubscribe'"
-        + (" AND email = ?" if email else "")
-        + " ORDER BY issued_position",
-        (email,) if email else (),
-    )
+        emails = [email]
+    if emails is None:
+        perm_rows = await _rows(conn, f"{_PERMS} ORDER BY position")
+        cmd_rows = await _rows(conn, f"{_CMDS} ORDER BY issued_position")
+    else:
+        wanted = sorted(set(emails))
+        perm_rows = await _by_emails(conn, f"{_PERMS} AND email IN", wanted)
+        perm_rows.sort(key=lambda r: r[0])  # type: ignore[arg-type,return-value]
+        cmd_rows = await _by_emails(conn, f"{_CMDS} AND email IN", wanted)
+        cmd_rows.sort(key=lambda r: r[4])  # type: ignore[arg-type,return-value]
     perms = msgspec.convert(perm_rows, list[_Perm])
     cmds: dict[str, list[_Cmd]] = defaultdict(list)
     for c in msgspec.convert(cmd_rows, list[_Cmd]):
@@ -321,13 +333,91 @@ async def _sends_after_optout(log: EventLog, origins: list[OptOut]) -> list[Viol
 
 async def oldest_unpropagated_optout(log: EventLog, now: datetime) -> float | None:
     """Seconds since the oldest opt-out that the other store does not yet confirm (None: none)."""
-    start = await first_run_started(log)
-    ages = [
-        (now - _effective_start(o, start)).total_seconds()
-        for o in await audit_optouts(log)
-        if o.confirmed_at is None and o.state in ("pending", "applied", "failed")
-    ]
-    return max(ages) if ages else None
+    return await UnpropagatedWatch().oldest(log, now)
+
+
+_UNSETTLED: Final = frozenset({"pending", "applied", "failed"})
+
+
+class UnpropagatedWatch:
+    """The oldest unpropagated opt-out, measured again and again (the daemon, after each
+    cycle) at the cost of what changed in between rather than of every opt-out ever seen.
+
+    The first measurement audits every opt-out. Each later one audits only the emails whose
+    rows may have moved since the last: those that still had an opt-out in flight, and those
+    of the contacts and permission changes projected since. That is exact, because an
+    email's origins depend only on that email's rows (``audit_optouts``), and an origin the
+    last measurement found settled (confirmed, already opted out, no contact in the other
+    store) becomes unsettled only through a new row of its email: a contact appearing in the
+    other store, or a permission change. Commands alone never unsettle one: a new carrier of
+    an ``already`` or ``no-contact`` origin follows such a row.
+    """
+
+    def __init__(self, *, full_above: float = 0.1) -> None:
+        # Above this share of the projected contacts moving, audit every opt-out instead.
+        self.full_above = full_above
+        self._after: int | None = None  # projected position of the last measurement
+        self._open: set[str] = set()  # emails with an unsettled origin then
+        self.unsettled: list[OptOut] = []  # as of the last measurement, oldest seen first
+
+    async def oldest(self, log: EventLog, now: datetime) -> float | None:
+        conn = log.connection
+        mark = await _projected(conn)
+        emails: set[str] | None = None  # None: every opt-out
+        # (A lower mark: the projections were rebuilt. Many contacts moved, as in the cycle
+        # after an initial sync: one pass over every opt-out is cheaper than looking up that
+        # many emails a chunk at a time.)
+        if (
+            self._after is not None
+            and mark >= self._after
+            and await _moved(conn, self._after) <= await _contacts(conn) * self.full_above
+        ):
+            emails = self._open | await _emails_since(conn, self._after)
+        if emails is None:
+            origins = await audit_optouts(log)
+        else:
+            origins = await audit_optouts(log, emails=emails) if emails else []
+        unsettled = [o for o in origins if o.confirmed_at is None and o.state in _UNSETTLED]
+        unsettled.sort(key=lambda o: o.seen_position)
+        self._after, self._open, self.unsettled = mark, {o.email for o in unsettled}, unsettled
+        if not unsettled:
+            return None
+        start = await first_run_started(log)
+        return max((now - _effective_start(o, start)).total_seconds() for o in unsettled)
+
+
+async def _projected(conn: aiosqlite.Connection) -> int:
+    rows = await _rows(conn, "SELECT position FROM p_checkpoint WHERE name = ?", (CHECKPOINT,))
+    return _int(rows[0][0]) if rows else 0
+
+
+async def _contacts(conn: aiosqlite.Connection) -> int:
+    """At least the number of projected contacts (their largest rowid: no scan)."""
+    rows = await _rows(conn, "SELECT MAX(rowid) FROM p_contacts")
+    return _int(rows[0][0])
+
+
+async def _moved(conn: aiosqlite.Connection, position: int) -> int:
+    """How many projected contacts moved after ``position`` (counted in the position index)."""
+    rows = await _rows(conn, "SELECT COUNT(*) FROM p_contacts WHERE position > ?", (position,))
+    return _int(rows[0][0])
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+async def _emails_since(conn: aiosqlite.Connection, position: int) -> set[str]:
+    """Emails of the contacts and permission changes projected after ``position`` (each read
+    through its position key or index). (A permission change moves its contact's position
+    too, so the first part only guards that rule.)"""
+    rows = await _rows(
+        conn,
+        "SELECT email FROM p_permissions WHERE position > ?1 "
+        "UNION SELECT email FROM p_contacts WHERE position > ?1",
+        (position,),
+    )
+    return {str(r[0]) for r in rows}
 
 
 class HistoryLine(msgspec.Struct, kw_only=True):

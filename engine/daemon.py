@@ -279,7 +279,7 @@ class Daemon:
 
 async def _last_run_id(reader: EventLog) -> str | None:
     try:
-        runs = (await read_status(reader, datetime.now(UTC), runs=1)).runs
+        runs = (await read_status(reader, datetime.now(UTC), runs=1, settled=False)).runs
     except CcsyncError:
         return None
     return runs[0].run_id if runs else None

@@ -125,6 +125,8 @@ CREATE TABLE IF NOT EXISTS p_runs (
     error       TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS p_runs_started ON p_runs (started_position);
+-- (`ccsync status` and /metrics sum the API requests of the runs started today.)
+CREATE INDEX IF NOT EXISTS p_runs_started_at ON p_runs (started_at);
 CREATE TABLE IF NOT EXISTS p_checkpoint (
     name     TEXT PRIMARY KEY,
     position INTEGER NOT NULL
