@@ -18,7 +18,7 @@ from engine.errors import ConfigError
 from engine.log import EventLog
 from engine.progress import Progress
 from engine.status import read_status
-from projections.projector import compare_projections, rebuild
+from projections.projector import Projector, compare_projections, rebuild
 from projections.runner import projected_position, projection_layout
 from projections.schema import VERSION
 
@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     when.add_argument("--as-of", type=_parse_time, help="rebuild as recorded before this time")
     when.add_argument(
         "--check", action="store_true", help="rebuild from zero and prove it equals the live state"
+    )
+    when.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="rebuild the live projections in place if an earlier build laid them out "
+        "(contacts no store)",
     )
     r.add_argument("--out", type=Path, help="the new file to write the rebuilt state into")
     r.add_argument("--diff", action="store_true", help="also count rows that differ from live")
@@ -108,13 +114,34 @@ def _counts(counts: dict[str, Any] | None) -> str:
 def _layout_note(path: Path, layout: str | None) -> str:
     return (
         f"the live projections in {path} have layout {layout or 'unversioned'}, this build "
-        f"writes layout {VERSION}: they are rebuilt from the log the next time ccsync opens it "
-        "for writing (`ccsync sync`, or the daemon's start); compare after that"
+        f"writes layout {VERSION}: `ccsync replay --upgrade` rebuilds them from the log without "
+        "contacting either store (as `ccsync sync` and the daemon do when they start); compare "
+        "after that"
     )
+
+
+async def _upgrade(path: Path) -> int:
+    if not path.exists():  # (opening it for writing would create an empty log)
+        raise ConfigError("[log] path", f"no event log at {path}")
+    async with await EventLog.open(path) as log:  # the writer: waits for no one, fails if taken
+        before = await projection_layout(log.connection)
+        projector = Projector(log)
+        await projector.start()
+        position = await projector.position()
+    if before == VERSION:
+        print(f"the projections already have layout {VERSION}; caught up to position {position}")
+    else:
+        print(
+            f"rebuilt the projections from layout {before or 'unversioned'} to layout "
+            f"{VERSION}, up to position {position}"
+        )
+    return 0
 
 
 async def _replay(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if args.upgrade:
+        return await _upgrade(settings.log_path)
     async with await EventLog.open(settings.log_path, writer=False) as log:
         layout = await projection_layout(log.connection)
         if args.check and layout != VERSION:

@@ -96,17 +96,21 @@ async def test_replay_check_of_projections_an_earlier_build_laid_out_says_to_upg
         await SyncEngine(log, ctct, app, Policy()).cycle()
         await log.connection.execute("UPDATE p_meta SET value = '4' WHERE key = 'version'")
 
-    def check() -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "engine.cli", "replay", "--check", "--config", str(config)]
+    def replay(flag: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "engine.cli", "replay", flag, "--config", str(config)]
         return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
-    before = await asyncio.to_thread(check)
+    before = await asyncio.to_thread(replay, "--check")
     assert before.returncode == 2, before.stderr
     assert f"have layout 4, this build writes layout {VERSION}" in before.stderr
     assert "MISMATCH" not in before.stderr
 
-    async with await EventLog.open(path) as log:  # what `ccsync sync` does first
-        await SyncEngine(log, ctct, app, Policy()).start()
-    after = await asyncio.to_thread(check)
+    # The upgrade an auditor runs on a copied folder: no store is configured or contacted.
+    upgrade = await asyncio.to_thread(replay, "--upgrade")
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert f"from layout 4 to layout {VERSION}" in upgrade.stdout
+    after = await asyncio.to_thread(replay, "--check")
     assert after.returncode == 0, after.stderr
     assert "ok: a rebuild from zero" in after.stdout
+    again = await asyncio.to_thread(replay, "--upgrade")
+    assert f"already have layout {VERSION}" in again.stdout
