@@ -141,12 +141,10 @@ async def audit_optouts(
     else:
         wanted = sorted(set(emails))
         perm_rows = await _by_emails(conn, f"{_PERMS} AND email IN", wanted)
-        perm_rows.sort(key=lambda r: r[0])  # type: ignore[arg-type,return-value]
         cmd_rows = await _by_emails(conn, f"{_CMDS} AND email IN", wanted)
-        cmd_rows.sort(key=lambda r: r[4])  # type: ignore[arg-type,return-value]
-    perms = msgspec.convert(perm_rows, list[_Perm])
+    perms = sorted(msgspec.convert(perm_rows, list[_Perm]), key=lambda p: p.position)
     cmds: dict[str, list[_Cmd]] = defaultdict(list)
-    for c in msgspec.convert(cmd_rows, list[_Cmd]):
+    for c in sorted(msgspec.convert(cmd_rows, list[_Cmd]), key=lambda c: c.issued_position):
         cmds[c.email].append(c)
     start = await first_run_started(log)
     uncarried: list[OptOut] = []  # classified below, in one batched lookup
