@@ -59,6 +59,17 @@ class WalCopier:
         if self._conn is not None:
             await self._checkpoint()
 
+    def copy_soon(self) -> None:
+        """Checkpoint after the one in progress (if any), and return at once: ``settled`` and
+        ``close`` wait for it."""
+        if self._conn is not None:
+            self._task = asyncio.create_task(self._after(self._task), name="ccsync-wal-copy")
+
+    async def _after(self, running: asyncio.Task[None] | None) -> None:
+        if running is not None:
+            await asyncio.wait([running])  # (its outcome is its own: only the order matters)
+        await self._checkpoint()
+
     async def settled(self) -> None:
         """Wait for the checkpoint in progress, if any."""
         if self._task is not None:

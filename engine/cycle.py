@@ -186,7 +186,10 @@ class SyncEngine:
     async def _finish(self, fin: SyncRunFinished) -> None:
         await self.log.append([NewEvent(content_id(fin), fin)])
         await self.projector.catch_up()
-        await self.log.flush_wal()
+        # The cycle's pages go to the database file now, so that a later cycle does not pay
+        # for them; the copy runs beside whatever comes next (a daemon's wait for its next
+        # cycle) rather than inside this one.
+        self.log.copy_wal_soon()
 
     @staticmethod
     def _count(summary: CycleSummary, stats: OutboxStats) -> None:

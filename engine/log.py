@@ -478,6 +478,13 @@ class EventLog(LogReads):
         except sqlite3.Error as exc:
             raise _db_error(self.path, "read", exc) from exc
 
+    def copy_wal_soon(self) -> None:
+        """Start copying the write-ahead log into the database file and return at once: the
+        copy runs on a connection and thread of its own (a passive checkpoint, which blocks no
+        writer and no reader); ``close`` waits for it."""
+        if self._wal is not None:
+            self._wal.copy_soon()
+
     async def flush_wal(self) -> None:
         """Copy the write-ahead log into the database file now and wait for it (a passive
         checkpoint: it waits for no reader and no writer). Called after a cycle, so that the

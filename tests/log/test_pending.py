@@ -166,6 +166,24 @@ async def test_the_wal_reaches_the_database_file_once_enough_is_committed(
 
 
 @pytest.mark.asyncio
+async def test_a_copy_asked_for_at_the_end_of_a_cycle_is_done_by_close(tmp_path: Path) -> None:
+    # (The cycle asks for it and returns; closing the log must not leave it half done.)
+    path = tmp_path / "w.db"
+    db = _write(path, 10)
+    copier = WalCopier(path)
+    await copier.start()
+    try:
+        empty = path.stat().st_size
+        db = _write(path, 1000)  # far below the threshold of the copies made on commit
+        copier.copy_soon()
+        copier.copy_soon()  # a second one waits for the first
+    finally:
+        await copier.close()
+        db.close()
+    assert path.stat().st_size > empty + 1000 * 100
+
+
+@pytest.mark.asyncio
 async def test_a_cycle_of_appends_leaves_the_log_readable_after_background_copies(
     log: EventLog,
 ) -> None:
