@@ -154,8 +154,12 @@ async def main_async(args: argparse.Namespace) -> None:
         access = await sim.access()
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
+            if args.keep is not None:
+                if args.keep.exists():
+                    raise SystemExit(f"--keep {args.keep}: it exists already")
+                root = args.keep
             if not args.skip_baseline:
-                count, secs = await baseline(sim, access.access_token, root / "raw.db")
+                count, secs = await baseline(sim, access.access_token, Path(tmp) / "raw.db")
                 base_rate = count / secs
                 print(
                     f"baseline  aiohttp+msgspec+sqlite3 raw pages: {count:,} contacts in "
@@ -233,6 +237,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--contacts", type=int, default=100_000)
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="write the ccsync folder (log, app database, config) here and keep it, for "
+        "read-only measurements afterwards (daemon_metrics.py --log); its simulator ends "
+        "with the run",
+    )
     p.add_argument(
         "--changes",
         type=int,
