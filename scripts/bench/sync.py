@@ -240,7 +240,7 @@ def main() -> None:
     p.add_argument(
         "--keep",
         type=Path,
-        help="write the ccsync folder (log, app database, config) here and keep it, for "
+        help="keep the run's files in this new folder (the log is DIR/ccsync/ccsync.db), for "
         "read-only measurements afterwards (daemon_metrics.py --log); its simulator ends "
         "with the run",
     )
