@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -143,44 +145,47 @@ def _write(path: Path, rows: int) -> sqlite3.Connection:
     return db
 
 
+@asynccontextmanager
+async def _copier(path: Path) -> AsyncIterator[tuple[WalCopier, list[sqlite3.Connection], int]]:
+    """A copier on a new database at ``path`` whose WAL holds a few rows; the writers' own
+    connections go in the list (left open: closing the last one would checkpoint the WAL);
+    the size of the database file before any copy."""
+    writers = [_write(path, 10)]
+    copier = WalCopier(path)
+    await copier.start()
+    try:
+        yield copier, writers, path.stat().st_size
+    finally:
+        await copier.close()
+        for db in writers:
+            db.close()
+
+
 @pytest.mark.asyncio
 async def test_the_wal_reaches_the_database_file_once_enough_is_committed(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "w.db"
-    db = _write(path, 10)
-    copier = WalCopier(path)
-    await copier.start()
-    try:
-        empty = path.stat().st_size
-        copier.committed(db.total_changes)  # below the threshold: no checkpoint
+    async with _copier(path) as (copier, writers, empty):
+        copier.committed(writers[0].total_changes)  # below the threshold: no checkpoint
         await copier.settled()
         assert path.stat().st_size == empty
-        db = _write(path, COPY_AFTER_ROWS)
-        copier.committed(db.total_changes)
+        writers.append(_write(path, COPY_AFTER_ROWS))
+        copier.committed(writers[-1].total_changes)
         await copier.settled()
         assert path.stat().st_size > COPY_AFTER_ROWS * 100
-    finally:
-        await copier.close()
-        db.close()
 
 
 @pytest.mark.asyncio
 async def test_a_copy_asked_for_at_the_end_of_a_cycle_is_done_by_close(tmp_path: Path) -> None:
     # (The cycle asks for it and returns; closing the log must not leave it half done.)
     path = tmp_path / "w.db"
-    db = _write(path, 10)
-    copier = WalCopier(path)
-    await copier.start()
-    try:
-        empty = path.stat().st_size
-        db = _write(path, 1000)  # far below the threshold of the copies made on commit
+    async with _copier(path) as (copier, writers, empty):
+        writers.append(_write(path, 1000))  # far below the threshold of the copies on commit
         copier.copy_soon()
         copier.copy_soon()  # a second one waits for the first
-    finally:
         await copier.close()
-        db.close()
-    assert path.stat().st_size > empty + 1000 * 100
+        assert path.stat().st_size > empty + 1000 * 100
 
 
 @pytest.mark.asyncio
