@@ -487,8 +487,8 @@ class EventLog(LogReads):
 
     async def flush_wal(self) -> None:
         """Copy the write-ahead log into the database file now and wait for it (a passive
-        checkpoint: it waits for no reader and no writer). Called after a cycle, so that the
-        cycle's pages are in the file before the next one starts."""
+        checkpoint: it waits for no reader and no writer). A cycle only starts the copy
+        (``copy_wal_soon``); this is for callers that need it done before they go on."""
         if self._wal is not None:
             await self._wal.copy()
 

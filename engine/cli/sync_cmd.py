@@ -123,7 +123,7 @@ def _layout_note(path: Path, layout: str | None) -> str:
 async def _upgrade(path: Path) -> int:
     if not path.exists():  # (opening it for writing would create an empty log)
         raise ConfigError("[log] path", f"no event log at {path}")
-    async with await EventLog.open(path) as log:  # the writer: waits for no one, fails if taken
+    async with await EventLog.open(path) as log:  # the writer: refused while another holds it
         before = await projection_layout(log.connection)
         projector = Projector(log)
         await projector.start()
