@@ -22,7 +22,8 @@ from prometheus_client.registry import Collector
 from engine.audit import UnpropagatedWatch
 from engine.cycle import CycleSummary
 from engine.log import EventLog
-from engine.status import UNSETTLED, read_status
+from engine.status import read_status
+from projections.schema import UNSETTLED
 
 __all__ = ["ApiUsage", "BudgetView", "DaemonMetrics", "LogSnapshot"]
 

@@ -35,7 +35,7 @@ from engine.events import (
     TrackingRecorded,
 )
 from engine.log import EventLog, Recorded, format_ts, parse_ts
-from projections.schema import CHECKPOINT
+from projections.runner import projected_position
 
 __all__ = [
     "HistoryLine",
@@ -360,7 +360,7 @@ class UnpropagatedWatch:
 
     async def oldest(self, log: EventLog, now: datetime) -> float | None:
         conn = log.connection
-        mark = await _projected(conn)
+        mark = await projected_position(conn)
         emails: set[str] | None = None  # None: every opt-out
         # (A lower mark: the projections were rebuilt. Many contacts moved, as in the cycle
         # after an initial sync: one pass over every opt-out is cheaper than looking up that
@@ -382,11 +382,6 @@ class UnpropagatedWatch:
             return None
         start = await first_run_started(log)
         return max((now - _effective_start(o, start)).total_seconds() for o in unsettled)
-
-
-async def _projected(conn: aiosqlite.Connection) -> int:
-    rows = await _rows(conn, "SELECT position FROM p_checkpoint WHERE name = ?", (CHECKPOINT,))
-    return _int(rows[0][0]) if rows else 0
 
 
 async def _contacts(conn: aiosqlite.Connection) -> int:

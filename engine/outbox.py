@@ -34,6 +34,7 @@ from engine.log import EventLog, NewEvent, parse_ts
 from engine.model import Store
 from engine.ports import CommandSink
 from projections.projector import Projector
+from projections.schema import UNSETTLED
 
 __all__ = ["Delivered", "Issued", "Outbox", "OutboxStats", "Unsettled", "backoff"]
 
@@ -143,7 +144,7 @@ class Outbox:
     # scan of it per chunk of emails cost seconds per 100,000 commands).
     _BASE: Final = (
         "SELECT command_id, target, email, status, attempts, outcome_at FROM p_commands c "
-        "WHERE +status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
+        f"WHERE +{UNSETTLED} AND kind != 'tracking.record' "
     )
 
     async def unsettled(self, now: datetime, emails: Iterable[str]) -> list[Unsettled]:
@@ -173,7 +174,7 @@ class Outbox:
             await self.log.connection.execute_fetchall(
                 "SELECT command_id, target, email, status, attempts, outcome_at, issued_position "
                 "FROM p_commands c INDEXED BY p_commands_open "
-                "WHERE status IN ('issued', 'failed', 'applied') AND kind != 'tracking.record' "
+                f"WHERE {UNSETTLED} AND kind != 'tracking.record' "
                 "AND issued_position > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
                 "WHERE p.email = c.email AND p.position > ?) ORDER BY issued_position LIMIT ?",
                 (after, untouched_since, _CHUNK),

@@ -8,8 +8,9 @@ from typing import Final
 import msgspec
 
 from engine.log import EventLog, parse_ts
+from projections.schema import UNSETTLED
 
-__all__ = ["UNSETTLED", "CheckpointStatus", "FailedCommand", "RunStatus", "Status", "read_status"]
+__all__ = ["CheckpointStatus", "FailedCommand", "RunStatus", "Status", "read_status"]
 
 
 class CheckpointStatus(msgspec.Struct, frozen=True):
@@ -60,9 +61,6 @@ async def _has_projections(log: EventLog) -> bool:
     return bool(list(rows))
 
 
-# The statuses a command holds until it is settled (confirmed or superseded): few at any time,
-# whatever the size of the log.
-UNSETTLED: Final = "status IN ('issued', 'applied', 'failed')"
 _COUNTS: Final = "SELECT status, COUNT(*) FROM p_commands GROUP BY status"
 _OPEN_COUNTS: Final = f"SELECT status, COUNT(*) FROM p_commands WHERE {UNSETTLED} GROUP BY status"
 

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "VERSION"]
+__all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "UNSETTLED", "VERSION"]
 
 CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
 VERSION: Final = "5"
+# A command not yet settled (confirmed or superseded): few at any time, whatever the size of
+# the log. The partial index below is defined with this very text, which queries that name the
+# index must repeat.
+UNSETTLED: Final = "status IN ('issued', 'failed', 'applied')"
 
 # The big, hot tables (contacts, commands, tracking) are rowid tables: rows are stored in the
 # order they are first written, which for a sync is the order they are projected, so a batch
 # writes a few neighbouring pages; their random keys (store ids, command ids) live only in a
 # narrow unique index. Keyed by those ids (WITHOUT ROWID), every batch of a large sync dirtied
 # pages all over a table many times the page cache, and commits spent seconds rewriting them.
-PROJECTION_SCHEMA: Final = """
+PROJECTION_SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS p_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -96,7 +100,7 @@ CREATE INDEX IF NOT EXISTS p_commands_email ON p_commands (email);
 -- walks, so that it costs what is open, not every command ever issued (and, keyed by position,
 -- each batch of commands lands at the end of the index rather than all over it).
 CREATE INDEX IF NOT EXISTS p_commands_open ON p_commands (issued_position)
-    WHERE status IN ('issued', 'failed', 'applied');
+    WHERE {UNSETTLED};
 CREATE TABLE IF NOT EXISTS p_decisions (
     position INTEGER PRIMARY KEY,
     store_key TEXT NOT NULL,
