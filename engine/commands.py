@@ -16,6 +16,7 @@ import msgspec
 from engine.model import Store, TrackingActivity
 
 __all__ = [
+    "TRACKING_KIND",
     "AddToList",
     "Command",
     "CommandBase",
@@ -104,6 +105,11 @@ _KINDS: Final[dict[type, str]] = {
         RecordTracking,
     )
 }
+
+
+# The kind of a tracking record: the one command whose body ``p_commands`` keeps, and which the
+# reconciler never decides (it is data, resent as it was issued).
+TRACKING_KIND: Final = _KINDS[RecordTracking]
 
 
 def command_kind(command: CommandBase) -> str:

@@ -17,7 +17,7 @@ import msgspec
 import structlog
 
 from engine._aio import gather_or_cancel
-from engine.commands import Command, Outcome, command_id, command_kind
+from engine.commands import TRACKING_KIND, Command, Outcome, command_id, command_kind
 from engine.errors import CcsyncError, FatalError, RetriableError
 from engine.events import (
     AppliedCommand,
@@ -144,7 +144,7 @@ class Outbox:
     # scan of it per chunk of emails cost seconds per 100,000 commands).
     _BASE: Final = (
         "SELECT command_id, target, email, status, attempts, outcome_at FROM p_commands c "
-        f"WHERE +{UNSETTLED} AND kind != 'tracking.record' "
+        f"WHERE +{UNSETTLED} AND kind != '{TRACKING_KIND}' "
     )
 
     async def unsettled(self, now: datetime, emails: Iterable[str]) -> list[Unsettled]:
@@ -174,7 +174,7 @@ class Outbox:
             await self.log.connection.execute_fetchall(
                 "SELECT command_id, target, email, status, attempts, outcome_at, issued_position "
                 "FROM p_commands c INDEXED BY p_commands_open "
-                f"WHERE {UNSETTLED} AND kind != 'tracking.record' "
+                f"WHERE {UNSETTLED} AND kind != '{TRACKING_KIND}' "
                 "AND issued_position > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
                 "WHERE p.email = c.email AND p.position > ?) ORDER BY issued_position LIMIT ?",
                 (after, untouched_since, _CHUNK),
@@ -186,7 +186,7 @@ class Outbox:
         """Tracking records that failed and are due again (they are data: resent as they are)."""
         rows = await self.log.connection.execute_fetchall(
             "SELECT command, status, attempts, outcome_at FROM p_commands "
-            "WHERE status IN ('issued', 'failed') AND kind = 'tracking.record'"
+            f"WHERE status IN ('issued', 'failed') AND kind = '{TRACKING_KIND}'"
         )
         return [
             msgspec.json.decode(blob, type=Command)

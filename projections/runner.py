@@ -18,7 +18,7 @@ import aiosqlite
 import msgspec
 
 from engine._pending import Pending
-from engine.commands import RecordTracking
+from engine.commands import TRACKING_KIND
 from engine.events import (
     CommandApplied,
     CommandConfirmed,
@@ -59,7 +59,6 @@ _json: Final = msgspec.json.Encoder()
 # A command's row: its body only for tracking records, which are resent as they are; any other
 # command is decided again from the stores' state, and its body stays in its command.issued
 # event (a copy of every body made the rows a sixth of the first cycle's time).
-_TRACKING_KIND: Final = str(RecordTracking.__struct_config__.tag)
 _ISSUE: Final = (
     "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, command, "
     "issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?, ?) "
@@ -303,7 +302,7 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
             case CommandIssued(commands=issued):
                 for ic in issued:
                     cmd = ic.command
-                    body = _json.encode(cmd) if ic.kind == _TRACKING_KIND else None
+                    body = _json.encode(cmd) if ic.kind == TRACKING_KIND else None
                     email = str(cmd.get("email", ""))
                     w.add(_ISSUE, (ic.command_id, ev.store, ic.kind, email, body, pos, at), (4,))
             case CommandApplied(applied=applied):
