@@ -148,7 +148,11 @@ async def incremental(sim: SimProcess, token: str, w: Wired, changes: int, k: in
 async def main_async(args: argparse.Namespace) -> None:
     configure_logging(level="warning")
     n = args.contacts
-    print(f"starting a simulator with {n:,} contacts ...", flush=True)
+    print(
+        f"starting a simulator with {n:,} contacts (look-back overlap {args.overlap_seconds:g} s)"
+        " ...",
+        flush=True,
+    )
     sim = SimProcess(n, lists=6)
     try:
         access = await sim.access()
@@ -259,8 +263,11 @@ def main() -> None:
     p.add_argument(
         "--overlap-seconds",
         type=float,
-        help="look-back of incremental fetches (default 300; the cycles here run back to back, "
-        "so the default re-reads everything the previous cycles wrote)",
+        default=1.0,
+        help="look-back of incremental fetches (default 1 s here, ccsync's own default 300 s: "
+        "the cycles here run back to back, and with 300 s each one re-reads every row the "
+        "cycles of the last five minutes wrote, the initial sync's 100,000 included, where a "
+        "daemon's cycles are 900 s apart)",
     )
     asyncio.run(main_async(p.parse_args()))
 
