@@ -61,8 +61,13 @@ async def prepare_folder(
     seed: int = 1,
     tracking: bool = True,
     overlap_seconds: float | None = None,
+    daily_budget: int | None = None,
 ) -> Path:
-    """Create the sample app database, a token file and ``ccsync.toml`` in ``folder``."""
+    """Create the sample app database, a token file and ``ccsync.toml`` in ``folder``.
+
+    ``overlap_seconds`` and ``daily_budget`` are for benchmarks: back-to-back cycles, and more
+    requests in a day than a real application key's 10,000 (the simulator does not count them).
+    """
     access = sim if isinstance(sim, SimulatorAccess) else access_of(sim)
     folder.mkdir(parents=True, exist_ok=True)
     app_db = folder / "app.db"
@@ -107,6 +112,8 @@ source_of_record = "app"
     if overlap_seconds is not None:  # look-back on both sides (benchmarks of back-to-back cycles)
         text = text.replace("[ctct]\n", f"[ctct]\noverlap_seconds = {overlap_seconds}\n", 1)
         text = text.replace("[appdb]\n", f"[appdb]\noverlap_seconds = {overlap_seconds}\n", 1)
+    if daily_budget is not None:
+        text = text.replace("[ctct]\n", f"[ctct]\ndaily_budget = {daily_budget}\n", 1)
     config = folder / "ccsync.toml"
     config.write_text(text)
     return config

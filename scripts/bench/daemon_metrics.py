@@ -120,11 +120,11 @@ async def main(contacts: int, app_contacts: int, n: int, repeat: int, cycles: in
     configure_logging(level="warning", json=True)
     with tempfile.TemporaryDirectory() as tmp:
         async with run_simulator(SimulatorConfig(contacts=contacts, seed=1, campaigns=2)) as sim:
-            config = await prepare_folder(Path(tmp), sim, app_contacts=app_contacts, seed=2)
             # (Cycles of 1% changes at a million contacts need more than a real key's 10,000
-            # requests a day; the simulator does not count them.)
-            text = config.read_text().replace("[ctct]\n", "[ctct]\ndaily_budget = 10000000\n", 1)
-            config.write_text(text)
+            # requests a day.)
+            config = await prepare_folder(
+                Path(tmp), sim, app_contacts=app_contacts, seed=2, daily_budget=10_000_000
+            )
             settings = load_settings(config)
             async with wire(settings) as w:
                 t0 = time.perf_counter()

@@ -176,6 +176,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 app_contacts=0,
                 tracking=False,
                 overlap_seconds=args.overlap_seconds,
+                # (Incremental cycles of 1% at 1,000,000 spend a real key's 10,000 a day.)
+                daily_budget=10_000_000,
             )
             async with wire(load_settings(config)) as w:
                 cpu0, sim0 = cpu_seconds(), sim.cpu_seconds()
