@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final, Protocol
 from uuid import uuid4
@@ -21,6 +21,7 @@ import structlog
 from engine._aio import InFlight, gather_or_cancel
 from engine._gc import collector_relaxed
 from engine.commands import Command, RecordTracking, command_id
+from engine.errors import FatalError
 from engine.events import SyncRunFinished, SyncRunStarted, content_id
 from engine.log import EventLog, NewEvent
 from engine.model import Store, TrackingActivity
@@ -142,13 +143,20 @@ class SyncEngine:
                 return summary
             head = (await self.log.head()).position
             t3 = time.perf_counter()
-            await self._reconcile_and_execute(full_compare, run_id, bound, summary)
+            # A store whose writes failed fatally (its daily quota spent, its login refused) is
+            # written no more this cycle; the other store still gets its commands (an opt-out
+            # seen in one store must not wait for the other to recover), then the cycle fails
+            # with the store's error, its checkpoint unmoved: the next decides again.
+            down: dict[Store, FatalError] = {}
+            await self._reconcile_and_execute(full_compare, run_id, bound, summary, down)
             tracking = [
                 *await self.outbox.failed_tracking(bound),
                 *await self._tracking_commands(),
             ]
             if tracking:
-                self._count(summary, await self.outbox.execute(tracking, run_id, bound))
+                stats = await self.outbox.execute(tracking, run_id, bound, down=down)
+                self._count(summary, stats)
+            self._raise_if_down(down)
             await self.log.append(
                 [], checkpoints={RECONCILER: str(head), TRACKING_FORWARDED: str(head)}
             )
@@ -190,6 +198,12 @@ class SyncEngine:
         # for them; the copy runs beside whatever comes next (a daemon's wait for its next
         # cycle) rather than inside this one.
         self.log.copy_wal_soon()
+
+    @staticmethod
+    def _raise_if_down(down: Mapping[Store, FatalError]) -> None:
+        """The first store error of a cycle that went on writing to the other store."""
+        if down:
+            raise next(iter(down.values()))
 
     @staticmethod
     def _count(summary: CycleSummary, stats: OutboxStats) -> None:
@@ -244,7 +258,12 @@ class SyncEngine:
         return msgspec.structs.replace(self.policy, lists=links)
 
     async def _reconcile_and_execute(
-        self, full_compare: bool, run_id: str, bound: datetime, summary: CycleSummary
+        self,
+        full_compare: bool,
+        run_id: str,
+        bound: datetime,
+        summary: CycleSummary,
+        down: dict[Store, FatalError],
     ) -> None:
         """Decide for every touched pair, and for the contacts of unsettled commands, chunk by
         chunk; execute whenever FLUSH_AT commands, links and blocked decisions wait (bounded
@@ -253,6 +272,10 @@ class SyncEngine:
         Unsettled commands (applied last cycle, failed, or issued before a crash) are settled
         with the chunk that holds their contacts: decided again -> sent again (after backoff),
         not decided again -> confirmed or superseded.
+
+        When a batch fails fatally in one store, that store goes ``down``: the batch issued
+        meanwhile fails there unsent, and later batches leave its commands out (undecided: the
+        cycle will fail, its checkpoint unmoved); the other store's go on being sent.
         """
         since_text = await self.log.checkpoint(RECONCILER)
         since = None if full_compare else int(since_text or 0)
@@ -267,6 +290,7 @@ class SyncEngine:
         # one sent at a time.
         inflight = InFlight()
         inflight_ids: set[str] = set()
+        withheld = [0]  # commands left out because their store was down
         unrecorded: Delivered | None = None  # the batch that landed, its outcomes not recorded
 
         async def landed() -> Delivered | None:
@@ -277,11 +301,15 @@ class SyncEngine:
             finally:
                 inflight_ids.clear()
             done, unrecorded = unrecorded, None
+            if done is not None and done.fatal:
+                for store, exc in done.fatal.items():
+                    _log.warning("sync.store_down", store=store, error=str(exc))
+                down.update(done.fatal)
             return done
 
         async def record(done: Delivered | None) -> None:
             if done is not None:
-                self._count(summary, await self.outbox.record(done))
+                self._count(summary, await self.outbox.record(done, raise_fatal=False))
 
         async def settle() -> None:
             """The batch in flight sent and its outcomes recorded."""
@@ -289,7 +317,7 @@ class SyncEngine:
 
         async def send(issued: Issued) -> None:
             nonlocal unrecorded
-            unrecorded = await self.outbox.deliver(issued)
+            unrecorded = await self.outbox.deliver(issued, down)
 
         async def flush() -> None:
             # A pair can be reached twice (touched, and through an unsettled command).
@@ -297,7 +325,8 @@ class SyncEngine:
             blocked = {content_id(e): e for e in pending.blocked}
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
             extra += self.outbox.settled(to_settle.values(), run_id)
-            batch = dict(commands)
+            batch = {cid: c for cid, c in commands.items() if c.target not in down}
+            withheld[0] += len(commands) - len(batch)
             commands.clear()
             pending.links.clear()
             pending.blocked.clear()
@@ -310,8 +339,6 @@ class SyncEngine:
             summary.blocked += len(issued.stats.new_extra & blocked.keys())
             try:
                 done = await landed()
-                if done is not None and done.fatal is not None:
-                    await record(done)  # (raises its error once recorded)
             except Exception as exc:
                 await self.outbox.abandon(issued, f"not sent: an earlier batch failed: {exc}")
                 self._count(summary, issued.stats)
@@ -356,6 +383,8 @@ class SyncEngine:
                 await decide(pairs, orphans)
             await flush()
             await settle()
+            if withheld[0]:
+                _log.warning("sync.commands_withheld", commands=withheld[0], stores=sorted(down))
         except BaseException:
             # The batch in flight ends (its writes were sent) and its outcomes are recorded
             # before the cycle ends; the first error is the one raised.

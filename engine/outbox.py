@@ -109,11 +109,12 @@ class Issued(NamedTuple):
 
 class Delivered(NamedTuple):
     """A batch sent (``Outbox.deliver``) whose outcomes are not yet recorded
-    (``Outbox.record``); ``fatal``: the error that ended the sending, raised once recorded."""
+    (``Outbox.record``); ``fatal``: the stores whose sink failed fatally, with the error (the
+    first is raised once recorded)."""
 
     issued: Issued
     outcomes: list[tuple[str, Command, Outcome]]
-    fatal: FatalError | None
+    fatal: dict[Store, FatalError]
 
 
 class Outbox:
@@ -221,11 +222,20 @@ class Outbox:
         return settled
 
     async def _apply(
-        self, target: Store, todo: Sequence[tuple[str, Command]]
+        self,
+        target: Store,
+        todo: Sequence[tuple[str, Command]],
+        down: Mapping[Store, FatalError] | None = None,
     ) -> tuple[list[tuple[str, Command, Outcome]], FatalError | None]:
         """Send ``target``'s commands; an error of the whole call fails each of them."""
         batch = [(cid, c) for cid, c in todo if c.target == target]
         fatal = None
+        if down and target in down:
+            error = f"not sent: an earlier batch failed: {down[target]}"
+            return [
+                (cid, c, Outcome(command_id=cid, ok=False, error=error, retriable=True))
+                for cid, c in batch
+            ], None
         try:
             results = await self.sinks[target].apply([c for _, c in batch])
         except CcsyncError as exc:
@@ -238,8 +248,18 @@ class Outbox:
                 fatal = exc
         return [(cid, cmd, res) for (cid, cmd), res in zip(batch, results, strict=True)], fatal
 
-    async def execute(self, commands: Sequence[Command], run_id: str, now: datetime) -> OutboxStats:
-        """Issue and send ``commands`` in one step (``issue`` then ``send``)."""
+    async def execute(
+        self,
+        commands: Sequence[Command],
+        run_id: str,
+        now: datetime,
+        *,
+        down: Mapping[Store, FatalError] | None = None,
+    ) -> OutboxStats:
+        """Issue and send ``commands`` in one step (``issue`` then ``send``); those to a store
+        that is ``down`` are not issued."""
+        if down:
+            commands = [c for c in commands if c.target not in down]
         return await self.send(await self.issue(commands, run_id, now))
 
     async def issue(
@@ -309,22 +329,26 @@ class Outbox:
         """Send what ``issue`` recorded and record each command's outcome."""
         return await self.record(await self.deliver(issued))
 
-    async def deliver(self, issued: Issued) -> Delivered:
+    async def deliver(
+        self, issued: Issued, down: Mapping[Store, FatalError] | None = None
+    ) -> Delivered:
         """Send what ``issue`` recorded; ``record`` records the outcomes. (The cycle sends one
-        batch while it records the outcomes of the batch before.)"""
+        batch while it records the outcomes of the batch before.) Commands to a store that is
+        ``down`` (it failed fatally earlier in the cycle) are not sent: they fail, retriable."""
         if not issued.todo:
-            return Delivered(issued, [], None)
+            return Delivered(issued, [], {})
         # The stores are written concurrently: one's writes (network round trips, activities
         # polled to completion) need not wait for the other's.
         stores: tuple[Store, ...] = ("ctct", "app")
         targets = [t for t in stores if any(c.target == t for _, c in issued.todo)]
-        parts = await gather_or_cancel(*(self._apply(t, issued.todo) for t in targets))
+        parts = await gather_or_cancel(*(self._apply(t, issued.todo, down) for t in targets))
         outcomes = [o for part, _ in parts for o in part]
-        fatal = next((f for _, f in parts if f is not None), None)
+        fatal = {t: f for t, (_, f) in zip(targets, parts, strict=True) if f is not None}
         return Delivered(issued, outcomes, fatal)
 
-    async def record(self, delivered: Delivered) -> OutboxStats:
-        """Record the outcomes of a delivered batch; then raise its fatal error, if any."""
+    async def record(self, delivered: Delivered, *, raise_fatal: bool = True) -> OutboxStats:
+        """Record the outcomes of a delivered batch; then raise its fatal error, if any (unless
+        the caller handles ``delivered.fatal`` itself)."""
         issued, outcomes, fatal = delivered
         stats, run_id = issued.stats, issued.run_id
         if not outcomes:
@@ -351,8 +375,8 @@ class Outbox:
             records.append(NewEvent(content_id(ev), ev))
         await self.log.append(records)
         await self.projector.catch_up()
-        if fatal is not None:
-            raise fatal
+        if fatal and raise_fatal:
+            raise next(iter(fatal.values()))
         return stats
 
     async def abandon(self, issued: Issued, why: str) -> None:

@@ -17,7 +17,7 @@ import engine.pairs as pairs_module
 from engine.audit import contact_history
 from engine.commands import Command, Outcome, RecordTracking
 from engine.cycle import SyncEngine
-from engine.errors import FatalError
+from engine.errors import FatalError, QuotaExhaustedError
 from engine.log import EventLog
 from engine.model import TrackingActivity
 from engine.policy import ListLink, Policy
@@ -327,12 +327,12 @@ async def test_a_batchs_outcomes_are_recorded_while_the_next_batch_is_being_writ
     recorded: list[int] = []
     record = engine.outbox.record
 
-    async def record_waits(delivered: Any) -> Any:
+    async def record_waits(delivered: Any, **kwargs: Any) -> Any:
         if delivered.outcomes:
             if not recorded:
                 await asyncio.wait_for(second_sent.wait(), timeout=10)  # a guard, not a clock
             recorded.append(len(delivered.outcomes))
-        return await record(delivered)
+        return await record(delivered, **kwargs)
 
     monkeypatch.setattr(app, "apply", app_counts)
     monkeypatch.setattr(engine.outbox, "record", record_waits)
@@ -373,6 +373,54 @@ async def test_a_batch_that_fails_fatally_ends_the_cycle_and_the_next_is_never_s
     engine.clock = lambda: later
     s = await engine.cycle()  # the app is back: every contact reaches it
     assert len(app.contacts) == 30, s
+
+
+async def test_a_store_that_fails_fatally_is_left_while_the_other_still_gets_its_opt_outs(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Constant Contact's daily quota runs out at its first write of the cycle. The app still
+    gets every unsubscribe the cycle decided (an opt-out seen in Constant Contact must not wait
+    for its quota to come back), Constant Contact is not called again, and the cycle fails
+    with the quota's error, its checkpoint unmoved: once the quota is back, the edits reach
+    Constant Contact."""
+    monkeypatch.setattr(cycle_module, "FLUSH_AT", 8)
+    monkeypatch.setattr(pairs_module, "_CHUNK", 5)
+    engine, ctct, app = make(log)
+    pairs = [
+        (
+            ctct.add(f"p{i}@example.org", first_name="P"),
+            app.add(f"p{i}@example.org", first_name="P"),
+        )
+        for i in range(15)
+    ]
+    await engine.cycle()
+    await engine.cycle()  # paired, and quiet
+    for i, (c, a) in enumerate(pairs):  # each contact: an unsubscribe for the app, an edit for CC
+        ctct.opt_out(c, reason="too many emails")
+        app.edit(a, first_name=f"Q{i}")
+    calls: list[int] = []
+
+    async def quota_spent(commands: Any) -> Any:
+        calls.append(len(commands))
+        raise QuotaExhaustedError("daily budget of 10000 requests spent", "2026-11-28T00:00:00Z")
+
+    ctct_apply = ctct.apply
+    monkeypatch.setattr(ctct, "apply", quota_spent)
+    with pytest.raises(QuotaExhaustedError, match="daily budget"):
+        await engine.cycle()
+    assert len(calls) == 1  # the first batch's writes, and none after the quota ran out
+    unsubscribed = [a for _, a in pairs if app.contacts[a].permission.status == "unsubscribed"]
+    assert len(unsubscribed) == 15
+    runs = await log.connection.execute_fetchall(
+        "SELECT outcome, error FROM p_runs ORDER BY started_position DESC LIMIT 1"
+    )
+    assert [(r[0], "daily budget" in r[1]) for r in runs] == [("failed", True)]
+    monkeypatch.setattr(ctct, "apply", ctct_apply)
+    later = datetime.now(UTC) + timedelta(hours=1)  # past the failed commands' backoff
+    engine.clock = lambda: later
+    await engine.cycle()
+    assert [ctct.contacts[c].fields["first_name"] for c, _ in pairs] == [f"Q{i}" for i in range(15)]
+    assert ctct.violations == [] and app.violations == []
 
 
 async def test_a_cycle_relaxes_the_collector_and_gives_the_process_its_settings_back(
