@@ -1,19 +1,24 @@
 """Diagnosis, not a benchmark: what the first sync cycle's threads do, and what the log's
 writer waits for.
 
-    .venv/bin/python scripts/bench/cycle_trace.py [--contacts 100000]
+    .venv/bin/python scripts/bench/cycle_trace.py [--contacts 100000] [--second]
 
 Runs the initial sync of ``scripts/bench/sync.py`` (simulator in its own process, SQLite app
-database, rate limits off) once, and prints for each phase (observe, reconcile+execute):
+database, rate limits off) once (``--second``: and the cycle after it, which observes the
+app's echo of every contact the first created), and prints for each phase (observe,
+reconcile+execute):
 
 * the CPU time of every thread of this process (sampled from ``/proc/self/task/*/stat``);
 * the log's writer connection: how long it was busy, how long idle, and how the idle time
   splits into waiting for the event loop to take the previous job's result and the loop's
   work before it sent the next job; the longest idle stretches by the jobs around them;
-  its busiest jobs.
+  its busiest jobs;
+* every statement of every connection (the log's writer, its read-only reader, the app
+  database), wall and CPU time in its thread, the writes of a transaction one by one.
 
 Every aiosqlite job is timed by wrapping aiosqlite's private ``Connection._execute`` (the
-same private call engine/_pending.py uses; aiosqlite is pinned). The timing costs a little;
+same private call engine/_pending.py uses; aiosqlite is pinned), and a transaction's queued
+writes by replacing ``engine._pending._run``, which runs them. The timing costs a little;
 compare phases within a run, not with sync.py's figures. docs/BENCHMARKS.md (the sync
 section, fifth session) reads this output.
 """
@@ -25,13 +30,15 @@ import asyncio
 import collections
 import itertools
 import os
+import re
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiosqlite.core
 
@@ -39,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _simproc import SimProcess, stat_cpu_seconds
 
+import engine._pending
 from engine.bootstrap import wire
 from engine.cli._demo_setup import prepare_folder
 from engine.logging import configure_logging
@@ -46,11 +54,43 @@ from engine.settings import load_settings
 
 _jobs: list[dict[str, Any]] = []
 _original = aiosqlite.core.Connection._execute
+_original_run = engine._pending._run
+# Every statement, each connection's: (label, when it started, wall, CPU in its thread).
+_statements: list[tuple[str, float, float, float]] = []
+
+
+_WRITE: Final = re.compile(
+    r"(INSERT (?:OR \w+ )?INTO \S+|UPDATE \S+ SET \S+|DELETE FROM \S+)", re.IGNORECASE
+)
+
+
+def _head(sql: str) -> str:
+    """A statement's label: a write's verb and table, a read's first 60 characters."""
+    text = " ".join(sql.split())
+    m = _WRITE.match(text)
+    return m.group(1) if m else text[:60]
+
+
+def _timed_run(raw: sqlite3.Connection, ops: list[Any], reads: list[Any]) -> list[list[Any]]:
+    """engine._pending._run, each queued write and read timed on its own."""
+    for sql, params, many in ops:
+        w, c = time.perf_counter(), time.thread_time()
+        if many:
+            raw.executemany(sql, params)
+        else:
+            raw.execute(sql, params)
+        _statements.append((_head(sql), w, time.perf_counter() - w, time.thread_time() - c))
+    out = []
+    for sql, params in reads:
+        w, c = time.perf_counter(), time.thread_time()
+        out.append(raw.execute(sql, params).fetchall())
+        _statements.append((_head(sql), w, time.perf_counter() - w, time.thread_time() - c))
+    return out
 
 
 def _label(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
     name = getattr(fn, "__name__", str(fn))
-    if name == "_run":  # engine._pending: a transaction's queued writes, then its reads
+    if name in ("_run", "_timed_run"):  # engine._pending: a transaction's writes, then reads
         ops, reads = args[1], args[2]
         writes = ",".join(" ".join(op[0].split()[:3]) for op in ops)
         return f"writes [{writes[:60]}]" + (f" + {len(reads)} reads" if reads else "")
@@ -65,10 +105,15 @@ async def _timed(self: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
 
     def run() -> Any:
         job["start"] = time.perf_counter()
+        cpu = time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             job["end"] = time.perf_counter()
+            if not job["label"].startswith("writes ["):  # (those are timed one by one)
+                label = _head(args[0]) if args and isinstance(args[0], str) else job["label"]
+                wall = job["end"] - job["start"]
+                _statements.append((label, job["start"], wall, time.thread_time() - cpu))
 
     try:
         return await _original(self, run)
@@ -141,11 +186,22 @@ def report(name: str, a: float, b: float, writer: int, cpu: _ThreadCpu) -> None:
         by_label[j["label"]] += j["end"] - j["start"]
     for label, secs in by_label.most_common(6):
         print(f"   {secs:6.2f} s busy in {label}")
+    per: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
+    for label, at, wall, used in _statements:
+        if a <= at <= b:
+            row = per[label]
+            row[0] += 1
+            row[1] += wall
+            row[2] += used
+    print("   statements, every connection (wall / CPU in its thread, count):")
+    for label, (count, wall, used) in sorted(per.items(), key=lambda kv: -kv[1][1])[:14]:
+        print(f"   {wall:6.2f} / {used:5.2f} s {int(count):6d}x  {label}")
 
 
-async def main_async(n: int) -> None:
+async def main_async(n: int, second: bool) -> None:
     configure_logging(level="warning")
     aiosqlite.core.Connection._execute = _timed  # type: ignore[method-assign]
+    engine._pending._run = _timed_run
     cpu = _ThreadCpu()
     print(f"starting a simulator with {n:,} contacts ...", flush=True)
     sim = SimProcess(n, lists=6)
@@ -163,10 +219,19 @@ async def main_async(n: int) -> None:
                 t1 = time.perf_counter()
                 cpu.name_threads()
                 writer = id(w.engine.log.connection)
+                if second:
+                    t2 = time.perf_counter()
+                    echo = await w.engine.cycle()
+                    t3 = time.perf_counter()
         print(f"first cycle: {t1 - t0:.2f} s, {first.observed.get('ctct.contacts', 0):,} contacts")
         observe, rest = first.durations["observe"], first.durations["reconcile_execute"]
         report("observe", t0, t0 + observe, writer, cpu)
         report("reconcile+execute", t1 - rest, t1, writer, cpu)
+        if second:
+            print(f"second cycle: {t3 - t2:.2f} s, observed {echo.observed}")
+            observe, rest = echo.durations["observe"], echo.durations["reconcile_execute"]
+            report("second cycle: observe", t2, t2 + observe, writer, cpu)
+            report("second cycle: reconcile+execute", t3 - rest, t3, writer, cpu)
     finally:
         sim.stop()
 
@@ -174,7 +239,9 @@ async def main_async(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contacts", type=int, default=100_000)
-    asyncio.run(main_async(parser.parse_args().contacts))
+    parser.add_argument("--second", action="store_true", help="trace the second cycle too")
+    args = parser.parse_args()
+    asyncio.run(main_async(args.contacts, args.second))
 
 
 if __name__ == "__main__":
