@@ -20,6 +20,7 @@ from engine.commands import (
     UpsertContact,
     command_id,
 )
+from engine.errors import FatalError
 from engine.model import ContactRecord, ListRecord, PermissionState, Store, TrackingActivity
 from engine.ports import Page
 
@@ -37,6 +38,8 @@ class FakeStore:
         self.writes: list[Command] = []
         self.violations: list[str] = []
         self.fail_next: int = 0  # the next N commands fail (a remote error)
+        self.fatal: str | None = None  # every write fails fatally (a spent quota) while set
+        self.fatal_calls = 0
         self._seq = 0
         self._ids = 0
         self.now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -139,6 +142,9 @@ class FakeStore:
         return "fake lists", list(self.lists.values())
 
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        if self.fatal is not None:
+            self.fatal_calls += 1
+            raise FatalError(self.fatal)
         out = []
         for cmd in commands:
             cid = command_id(cmd)

@@ -14,7 +14,7 @@ from engine.audit import OptOut, UnpropagatedWatch
 from engine.cycle import SyncEngine
 from engine.log import EventLog
 from tests.engine.fakes import FakeStore
-from tests.engine.test_convergence import EMAILS, FRESH, POLICY, apply_op, op_st
+from tests.engine.test_convergence import EMAILS, FRESH, POLICY, apply_op, cycle, op_st
 
 
 def _key(o: OptOut) -> tuple[object, ...]:
@@ -37,8 +37,7 @@ async def scenario(ops: list[tuple[object, ...]], skipped: set[int], root: Path)
             if op[0] != "cycle":
                 apply_op(op, stores, fresh, slots)
                 continue
-            ctct.fail_next = app.fail_next = int(op[1])  # type: ignore[call-overload]
-            await engine.cycle()
+            await cycle(engine, stores, op)
             await engine.projector.catch_up()
             cycles += 1
             if cycles - 1 in skipped:
