@@ -132,7 +132,12 @@ class SyncEngine:
         await self.projector.catch_up()
         try:
             t1 = time.perf_counter()
-            await self._observe(run_id, bound, summary)
+            # A store that fails fatally (its daily quota spent, its login refused) is written
+            # no more this cycle, whether it failed while observed or while written; the other
+            # store still gets its commands (an opt-out seen in one store must not wait for the
+            # other to recover), then the cycle fails with the store's error, its checkpoint
+            # unmoved: the next decides again.
+            down = await self._observe(run_id, bound, summary)
             t2 = time.perf_counter()
             if self.progress is not None:
                 self.progress.done()
@@ -143,11 +148,6 @@ class SyncEngine:
                 return summary
             head = (await self.log.head()).position
             t3 = time.perf_counter()
-            # A store whose writes failed fatally (its daily quota spent, its login refused) is
-            # written no more this cycle; the other store still gets its commands (an opt-out
-            # seen in one store must not wait for the other to recover), then the cycle fails
-            # with the store's error, its checkpoint unmoved: the next decides again.
-            down: dict[Store, FatalError] = {}
             await self._reconcile_and_execute(full_compare, run_id, bound, summary, down)
             tracking = [
                 *await self.outbox.failed_tracking(bound),
@@ -212,26 +212,44 @@ class SyncEngine:
         summary.applied += stats.applied
         summary.failed += stats.failed
 
-    async def _observe(self, run_id: str, bound: datetime, summary: CycleSummary) -> None:
+    async def _observe(
+        self, run_id: str, bound: datetime, summary: CycleSummary
+    ) -> dict[Store, FatalError]:
+        """Observe both stores; returns those whose contacts' listing failed fatally (the
+        pages before the failure committed, the other store observed to the end)."""
+        down: dict[Store, FatalError] = {}
+
         async def one(store: Store) -> None:
             src = self.stores[store]
             lists = await observe_lists(self.log, self.projector, store, src, run_id)
             if self._stop.is_set():
                 return
             contacts = await observe_contacts(
-                self.log, self.projector, src, run_id, bound, self._stop, self.progress
+                self.log,
+                self.projector,
+                src,
+                run_id,
+                bound,
+                self._stop,
+                self.progress,
+                return_store_fatal=True,
             )
             self._add(summary, f"{store}.lists", lists)
             self._add(summary, f"{store}.contacts", contacts)
+            if contacts.store_failed is not None:
+                exc = contacts.store_failed
+                _log.warning("sync.store_down", store=store, error=str(exc), phase="observe")
+                down[store] = exc
 
         # Both stores at once; if one fails the other is cancelled (its committed pages stay
         # committed with their checkpoints), so nothing is appended after the run has failed.
         await gather_or_cancel(one("ctct"), one("app"))
-        if self.tracking is not None and not self._stop.is_set():
+        if self.tracking is not None and not self._stop.is_set() and "ctct" not in down:
             tr = await observe_tracking(
                 self.log, self.projector, self.tracking, run_id, bound, self._stop
             )
             self._add(summary, "ctct.tracking", tr)
+        return down
 
     @staticmethod
     def _add(summary: CycleSummary, name: str, stats: ObserveStats) -> None:

@@ -21,6 +21,7 @@ from engine._aio import InFlight, prefetch
 from engine._pending import Pending
 from engine._scan import clear_seen, record_seen, scan_deletions
 from engine.diff import diff_contact, diff_list
+from engine.errors import FatalError
 from engine.events import (
     CheckpointAdvanced,
     PageObserved,
@@ -57,6 +58,9 @@ class ObserveStats(msgspec.Struct):
     events: int = 0
     rejected: int = 0
     interrupted: bool = False  # a stop was requested: observation ended after a whole page
+    # The store failed fatally (its quota spent, its login refused) after the pages counted
+    # here, which are committed; returned, not raised, when the caller asked for it.
+    store_failed: FatalError | None = None
 
 
 def checkpoint_name(store: Store, what: str) -> str:
@@ -123,8 +127,12 @@ async def observe_contacts(
     bound: datetime,
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
+    *,
+    return_store_fatal: bool = False,
 ) -> ObserveStats:
-    """Observe every page of changed contacts up to ``bound``; returns what was seen.
+    """Observe every page of changed contacts up to ``bound``; returns what was seen. With
+    ``return_store_fatal``, a fatal error of the store (not of the log) is returned in
+    ``store_failed`` once the pages before it are committed, instead of raised.
 
     Pages are appended ``OBSERVE_BATCH`` contacts at a time, each batch in one transaction with
     the checkpoint of its last page: a commit rewrites every index page the batch touched, so
@@ -171,6 +179,9 @@ async def observe_contacts(
         await pages.aclose()
         raise
     if store_error is not None:
+        if return_store_fatal and isinstance(store_error, FatalError):
+            stats.store_failed = store_error
+            return stats  # (a partial listing proves no deletion: the scan's end is not run)
         raise store_error
     if scanned and not stats.interrupted:
         gone = await scan_deletions(log, store)

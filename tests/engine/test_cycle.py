@@ -423,6 +423,52 @@ async def test_a_store_that_fails_fatally_is_left_while_the_other_still_gets_its
     assert ctct.violations == [] and app.violations == []
 
 
+async def test_a_store_whose_listing_fails_fatally_still_has_its_opt_outs_reach_the_other(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Constant Contact's quota runs out after the first page of the cycle's changes. That
+    page's opt-outs still reach the app in the same cycle, nothing is sent to Constant Contact,
+    and the cycle fails with the quota's error. The next cycle, with the quota back, lists the
+    rest and carries the app's own change to Constant Contact."""
+    from engine.ports import Page
+
+    engine, ctct, app = make(log)
+    ctct.page_size = 3
+    emails = [f"p{i}@example.org" for i in range(6)]
+    pairs = [(ctct.add(e, first_name="P"), app.add(e, first_name="P")) for e in emails]
+    await engine.cycle()
+    await engine.cycle()  # paired, and quiet
+    for c, _ in pairs:
+        ctct.opt_out(c, reason="too many emails")  # two pages of three
+    app.edit(pairs[0][1], first_name="Q")  # the app's own change, for Constant Contact
+    listing, writing = ctct.observe_contacts, ctct.apply
+    written: list[int] = []
+
+    async def quota_after_a_page(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
+        async for page in listing(resume, bound):
+            yield page
+            raise QuotaExhaustedError("daily budget of 10000 requests spent", "2026-11-28T00:00Z")
+
+    async def counted(commands: Any) -> Any:
+        written.append(len(commands))
+        return await writing(commands)
+
+    monkeypatch.setattr(ctct, "observe_contacts", quota_after_a_page)
+    monkeypatch.setattr(ctct, "apply", counted)
+    with pytest.raises(QuotaExhaustedError, match="daily budget"):
+        await engine.cycle()
+    status = [app.contacts[a].permission.status for _, a in pairs]
+    assert status == ["unsubscribed"] * 3 + ["implicit"] * 3  # the first page's three
+    assert written == []
+    monkeypatch.setattr(ctct, "observe_contacts", listing)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    engine.clock = lambda: later
+    await engine.cycle()
+    assert [app.contacts[a].permission.status for _, a in pairs] == ["unsubscribed"] * 6
+    assert ctct.contacts[pairs[0][0]].fields["first_name"] == "Q"
+    assert ctct.violations == [] and app.violations == []
+
+
 async def test_a_cycle_relaxes_the_collector_and_gives_the_process_its_settings_back(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
