@@ -243,6 +243,7 @@ class SyncEngine:
 
         # Both stores at once; if one fails the other is cancelled (its committed pages stay
         # committed with their checkpoints), so nothing is appended after the run has failed.
+        # (A store's own fatal error is not a failure here: it is returned, as ``down``.)
         await gather_or_cancel(one("ctct"), one("app"))
         if self.tracking is not None and not self._stop.is_set() and "ctct" not in down:
             tr = await observe_tracking(
@@ -291,9 +292,10 @@ class SyncEngine:
         with the chunk that holds their contacts: decided again -> sent again (after backoff),
         not decided again -> confirmed or superseded.
 
-        When a batch fails fatally in one store, that store goes ``down``: the batch issued
-        meanwhile fails there unsent, and later batches leave its commands out (undecided: the
-        cycle will fail, its checkpoint unmoved); the other store's go on being sent.
+        A store in ``down`` (its listing failed fatally) gets none of the commands: they are
+        left out (undecided: the cycle will fail, its checkpoint unmoved). When a batch fails
+        fatally in a store, that store joins ``down``, and the batch issued meanwhile fails
+        there unsent. The other store's commands go on being sent.
         """
         since_text = await self.log.checkpoint(RECONCILER)
         since = None if full_compare else int(since_text or 0)
@@ -321,7 +323,7 @@ class SyncEngine:
             done, unrecorded = unrecorded, None
             if done is not None and done.fatal:
                 for store, exc in done.fatal.items():
-                    _log.warning("sync.store_down", store=store, error=str(exc))
+                    _log.warning("sync.store_down", store=store, error=str(exc), phase="write")
                 down.update(done.fatal)
             return done
 
