@@ -236,10 +236,7 @@ class SyncEngine:
             )
             self._add(summary, f"{store}.lists", lists)
             self._add(summary, f"{store}.contacts", contacts)
-            if contacts.store_failed is not None:
-                exc = contacts.store_failed
-                _log.warning("sync.store_down", store=store, error=str(exc), phase="observe")
-                down[store] = exc
+            self._note_down(down, store, contacts)
 
         # Both stores at once; if one fails the other is cancelled (its committed pages stay
         # committed with their checkpoints), so nothing is appended after the run has failed.
@@ -247,10 +244,24 @@ class SyncEngine:
         await gather_or_cancel(one("ctct"), one("app"))
         if self.tracking is not None and not self._stop.is_set() and "ctct" not in down:
             tr = await observe_tracking(
-                self.log, self.projector, self.tracking, run_id, bound, self._stop
+                self.log,
+                self.projector,
+                self.tracking,
+                run_id,
+                bound,
+                self._stop,
+                return_store_fatal=True,
             )
             self._add(summary, "ctct.tracking", tr)
+            self._note_down(down, "ctct", tr)
         return down
+
+    @staticmethod
+    def _note_down(down: dict[Store, FatalError], store: Store, stats: ObserveStats) -> None:
+        if stats.store_failed is not None:
+            exc = stats.store_failed
+            _log.warning("sync.store_down", store=store, error=str(exc), phase="observe")
+            down[store] = exc
 
     @staticmethod
     def _add(summary: CycleSummary, name: str, stats: ObserveStats) -> None:

@@ -312,13 +312,27 @@ async def observe_tracking(
     run_id: str,
     bound: datetime,
     stop: asyncio.Event | None = None,
+    *,
+    return_store_fatal: bool = False,
 ) -> ObserveStats:
-    """Record new tracking activity (sends, opens, clicks, bounces, forwards, opt-outs)."""
+    """Record new tracking activity (sends, opens, clicks, bounces, forwards, opt-outs). With
+    ``return_store_fatal``, as ``observe_contacts``: a fatal error of the store is returned in
+    ``store_failed`` (the pages before it committed), not raised."""
     store: Store = "ctct"
     cp_name = checkpoint_name(store, "tracking")
     stats = ObserveStats()
     resume = await log.checkpoint(cp_name)
-    async for page in source.observe_tracking(resume, bound):
+    pages = aiter(source.observe_tracking(resume, bound))
+    while True:
+        try:
+            page = await anext(pages)
+        except StopAsyncIteration:
+            break
+        except FatalError as exc:  # the store's, not the log's
+            if not return_store_fatal:
+                raise
+            stats.store_failed = exc
+            break
         page_no = f"tracking:{stats.pages}"
         events = [
             _page_event(

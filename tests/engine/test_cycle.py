@@ -559,3 +559,41 @@ async def test_a_failed_tracking_record_reaches_the_app_whole_on_a_later_cycle(
     await engine.cycle()
     assert sorted(app.received, key=lambda a: a.created_time) == acts
     assert (await engine.cycle()).failed == 0 and len(app.received) == 3  # sent once
+
+
+class _QuotaAfterAPage(_Tracking):
+    """A tracking feed that serves one page, then Constant Contact's quota is spent."""
+
+    async def observe_tracking(
+        self, resume: str | None, bound: datetime
+    ) -> AsyncIterator[TrackingPage]:
+        async for page in super().observe_tracking(resume, bound):
+            yield page
+        raise QuotaExhaustedError("quota_exceeded: the daily quota is spent", "2026-11-28T00:00Z")
+
+
+async def test_a_quota_spent_while_tracking_is_fetched_still_lets_opt_outs_reach_the_app(
+    log: EventLog,
+) -> None:
+    """Tracking is fetched after the contacts. When Constant Contact's quota runs out there,
+    the opt-outs the cycle listed still reach the app, and so does the tracking page fetched
+    before it; the cycle fails with the quota's error."""
+    ctct, app = FakeStore("ctct"), _App()
+    app.down = False
+    c = ctct.add("ann@example.org", first_name="Ann")
+    app.add("ann@example.org", first_name="Ann")
+    engine = SyncEngine(log, ctct, app, Policy())
+    await engine.cycle()
+    await engine.cycle()  # paired, and quiet
+    ctct.opt_out(c, reason="too many emails")
+    when = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+    sent = TrackingActivity(
+        contact_id=c, email="ann@example.org", campaign_activity_id="camp-1", kind="send",
+        created_time=when, details={},
+    )  # fmt: skip
+    engine.tracking = _QuotaAfterAPage([sent])
+    with pytest.raises(QuotaExhaustedError, match="daily quota"):
+        await engine.cycle()
+    ann = app.by_email("ann@example.org")
+    assert ann is not None and ann.permission.status == "unsubscribed"
+    assert app.received == [sent]
