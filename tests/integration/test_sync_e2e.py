@@ -13,6 +13,7 @@ import pytest_asyncio
 from adapters.ctct_simulator import Simulator, SimulatorConfig, run_simulator
 from engine.bootstrap import wire
 from engine.cli._demo_setup import prepare_folder
+from engine.errors import QuotaExhaustedError
 from engine.settings import load_settings
 
 pytestmark = pytest.mark.asyncio
@@ -108,3 +109,69 @@ async def test_a_row_deleted_in_the_app_without_triggers_is_found_by_the_full_sc
             "SELECT type FROM events WHERE stream = ? ORDER BY position", (f"app:contact:{key}",)
         )
         assert [r[0] for r in rows][-1] == "contact.deleted"
+
+
+async def test_when_the_quota_runs_out_mid_listing_the_app_still_gets_what_was_listed(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four contacts unsubscribe in Constant Contact, one per page of the cycle's listing, and
+    the day's quota runs out after the first of those pages. The unsubscribes listed before it
+    (that page's, and the one the adapter had read ahead) reach the app in the same cycle; the
+    cycle fails with the quota's error, Constant Contact is not written (the app's edit
+    waits), and once the quota is back the next cycle carries the rest."""
+    config = await prepare_folder(tmp_path, sim, app_contacts=10)
+    config.write_text(config.read_text().replace("[ctct]\n", "[ctct]\npage_size = 1\n", 1))
+    async with wire(load_settings(config)) as w:
+        await w.engine.cycle()
+        await w.engine.cycle()
+        live = [c for c in sim.account.contacts if not c.deleted]
+        gone = [c for c in live if c.permission != "unsubscribed"][:4]
+        for c in gone:
+            sim.account.unsubscribe(c.contact_id, reason="moved away", source="Contact")
+        with sqlite3.connect(tmp_path / "app.db") as db:  # an edit for Constant Contact
+            [(key, email)] = db.execute(
+                "SELECT id, lower(email) FROM contacts WHERE email_status != 'unsubscribed' "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchall()
+            db.execute(
+                "UPDATE contacts SET job_title = 'Treasurer', "
+                "updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = ?",
+                (key,),
+            )
+        budget = w.ctct.client.budget
+        listing = w.ctct.observe_contacts
+        resets = datetime.now(UTC) + timedelta(hours=1)
+
+        ids = {c.contact_id for c in gone}
+
+        async def quota_spent_after_a_page(resume: str | None, bound: datetime) -> AsyncIterator:
+            async for page in listing(resume, bound):
+                if any(r.store_id in ids for r in page.contacts):
+                    budget.mark_exhausted(resets)  # the next request is refused
+                yield page
+
+        monkeypatch.setattr(w.ctct, "observe_contacts", quota_spent_after_a_page)
+        sim.reset_requests()
+        with pytest.raises(QuotaExhaustedError):
+            await w.engine.cycle()
+
+        def unsubscribed() -> list[str]:
+            return [
+                c.email
+                for c in gone
+                if app_rows(
+                    tmp_path, "SELECT email_status FROM contacts WHERE lower(email) = ?", c.email
+                )
+                == [("unsubscribed",)]
+            ]
+
+        assert 0 < len(unsubscribed()) < len(gone)
+        assert not any(k.startswith(("PUT", "POST")) for k in sim.requests)
+        monkeypatch.setattr(w.ctct, "observe_contacts", listing)
+        budget.mark_exhausted(datetime.now(UTC))  # the quota is back
+        later = datetime.now(UTC) + timedelta(hours=3)  # past the failed commands' backoff
+        w.engine.clock = lambda: later
+        await w.engine.cycle()
+        assert unsubscribed() == [c.email for c in gone]
+        [ctct_side] = [c for c in sim.account.contacts if c.email == email]
+        assert ctct_side.job_title == "Treasurer"
