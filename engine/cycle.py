@@ -65,6 +65,7 @@ class CycleSummary(msgspec.Struct, kw_only=True):
     applied: int = 0
     failed: int = 0
     blocked: int = 0
+    withheld: int = 0  # commands decided for a store that was down: not issued, decided again
     rejected: int = 0
     api_requests: int = 0
     durations: dict[str, float] = msgspec.field(default_factory=dict)
@@ -153,10 +154,11 @@ class SyncEngine:
                 *await self.outbox.failed_tracking(bound),
                 *await self._tracking_commands(),
             ]
+            summary.withheld += sum(1 for c in tracking if c.target in down)
             if tracking:
                 stats = await self.outbox.execute(tracking, run_id, bound, down=down)
                 self._count(summary, stats)
-            self._raise_if_down(down)
+            self._raise_if_down(down, summary)
             await self.log.append(
                 [], checkpoints={RECONCILER: str(head), TRACKING_FORWARDED: str(head)}
             )
@@ -180,6 +182,7 @@ class SyncEngine:
                     "applied": summary.applied,
                     "failed": summary.failed,
                     "blocked": summary.blocked,
+                    "withheld": summary.withheld,
                     "rejected": summary.rejected,
                     "api_requests": summary.api_requests,
                     **{f"observed.{k}": v for k, v in summary.observed.items()},
@@ -200,9 +203,13 @@ class SyncEngine:
         self.log.copy_wal_soon()
 
     @staticmethod
-    def _raise_if_down(down: Mapping[Store, FatalError]) -> None:
+    def _raise_if_down(down: Mapping[Store, FatalError], summary: CycleSummary) -> None:
         """The first store error of a cycle that went on writing to the other store."""
         if down:
+            if summary.withheld:
+                _log.warning(
+                    "sync.commands_withheld", commands=summary.withheld, stores=sorted(down)
+                )
             raise next(iter(down.values()))
 
     @staticmethod
@@ -321,7 +328,10 @@ class SyncEngine:
         # one sent at a time.
         inflight = InFlight()
         inflight_ids: set[str] = set()
-        withheld = [0]  # commands left out because their store was down
+        # Commands left out because their store was down, and every one issued this cycle (a
+        # pair reached twice is decided twice: a command counts once, and not if it went out).
+        withheld: set[str] = set()
+        issued_ids: set[str] = set()
         unrecorded: Delivered | None = None  # the batch that landed, its outcomes not recorded
 
         async def landed() -> Delivered | None:
@@ -357,7 +367,7 @@ class SyncEngine:
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
             extra += self.outbox.settled(to_settle.values(), run_id)
             batch = {cid: c for cid, c in commands.items() if c.target not in down}
-            withheld[0] += len(commands) - len(batch)
+            withheld.update(cid for cid, c in commands.items() if c.target in down)
             commands.clear()
             pending.links.clear()
             pending.blocked.clear()
@@ -375,6 +385,7 @@ class SyncEngine:
                 self._count(summary, issued.stats)
                 raise
             inflight_ids.update(cid for cid, _ in issued.todo)
+            issued_ids.update(inflight_ids)
             inflight.start(send(issued))
             await record(done)  # while this batch is sent
 
@@ -414,8 +425,7 @@ class SyncEngine:
                 await decide(pairs, orphans)
             await flush()
             await settle()
-            if withheld[0]:
-                _log.warning("sync.commands_withheld", commands=withheld[0], stores=sorted(down))
+            summary.withheld += len(withheld - issued_ids)
         except BaseException:
             # The batch in flight ends (its writes were sent) and its outcomes are recorded
             # before the cycle ends; the first error is the one raised.

@@ -22,6 +22,7 @@ from engine.log import EventLog
 from engine.model import TrackingActivity
 from engine.policy import ListLink, Policy
 from engine.ports import TrackingPage
+from engine.status import read_status
 from tests.engine.fakes import FakeStore
 
 pytestmark = pytest.mark.asyncio
@@ -411,10 +412,10 @@ async def test_a_store_that_fails_fatally_is_left_while_the_other_still_gets_its
     assert len(calls) == 1  # the first batch's writes, and none after the quota ran out
     unsubscribed = [a for _, a in pairs if app.contacts[a].permission.status == "unsubscribed"]
     assert len(unsubscribed) == 15
-    runs = await log.connection.execute_fetchall(
-        "SELECT outcome, error FROM p_runs ORDER BY started_position DESC LIMIT 1"
-    )
-    assert [(r[0], "daily budget" in r[1]) for r in runs] == [("failed", True)]
+    [run] = (await read_status(log, datetime.now(UTC), runs=1)).runs
+    assert run.outcome == "failed" and run.error and "daily budget" in run.error
+    # The third batch's five edits for Constant Contact were decided but not issued.
+    assert run.counts is not None and run.counts["withheld"] == 5
     monkeypatch.setattr(ctct, "apply", ctct_apply)
     later = datetime.now(UTC) + timedelta(hours=1)  # past the failed commands' backoff
     engine.clock = lambda: later
