@@ -14,7 +14,15 @@ from engine.audit import OptOut, UnpropagatedWatch
 from engine.cycle import SyncEngine
 from engine.log import EventLog
 from tests.engine.fakes import FakeStore
-from tests.engine.test_convergence import EMAILS, FRESH, POLICY, apply_op, cycle, op_st
+from tests.engine.test_convergence import (
+    EMAILS,
+    FRESH,
+    POLICY,
+    SYNCED_START,
+    apply_op,
+    cycle,
+    op_st,
+)
 
 
 def _key(o: OptOut) -> tuple[object, ...]:
@@ -52,10 +60,6 @@ async def scenario(ops: list[tuple[object, ...]], skipped: set[int], root: Path)
 
 # Everyone in both stores first, then the changes that move opt-outs, weighted towards them
 # and towards cycles whose writes fail (which leave opt-outs in flight across cycles).
-_START: list[tuple[object, ...]] = [
-    *(("add", store, i, "Ann") for store in ("ctct", "app") for i in range(len(EMAILS))),
-    ("cycle", 0),
-]
 _store = st.sampled_from(["ctct", "app"])
 _idx = st.integers(0, len(EMAILS) - 1)
 _biased = st.one_of(
@@ -77,7 +81,7 @@ def test_the_kept_watch_agrees_with_a_full_audit_after_every_cycle(
     ops: list[tuple[object, ...]], skipped: set[int]
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(scenario([*_START, *ops, ("cycle", 0), ("cycle", 0)], skipped, Path(tmp)))
+        asyncio.run(scenario([*SYNCED_START, *ops, ("cycle", 0), ("cycle", 0)], skipped, Path(tmp)))
 
 
 def test_an_opt_out_in_flight_is_seen_and_then_settles(tmp_path: Path) -> None:
