@@ -328,10 +328,10 @@ class SyncEngine:
         # one sent at a time.
         inflight = InFlight()
         inflight_ids: set[str] = set()
-        # Commands left out because their store was down, and every one issued this cycle (a
-        # pair reached twice is decided twice: a command counts once, and not if it went out).
+        # Commands left out because their store was down (a pair reached twice is decided
+        # twice: a command counts once, and not if it was issued earlier in the cycle).
         withheld: set[str] = set()
-        issued_ids: set[str] = set()
+        started = (await self.log.head()).position
         unrecorded: Delivered | None = None  # the batch that landed, its outcomes not recorded
 
         async def landed() -> Delivered | None:
@@ -367,7 +367,8 @@ class SyncEngine:
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
             extra += self.outbox.settled(to_settle.values(), run_id)
             batch = {cid: c for cid, c in commands.items() if c.target not in down}
-            withheld.update(cid for cid, c in commands.items() if c.target in down)
+            if down:
+                withheld.update(cid for cid, c in commands.items() if c.target in down)
             commands.clear()
             pending.links.clear()
             pending.blocked.clear()
@@ -385,7 +386,6 @@ class SyncEngine:
                 self._count(summary, issued.stats)
                 raise
             inflight_ids.update(cid for cid, _ in issued.todo)
-            issued_ids.update(inflight_ids)
             inflight.start(send(issued))
             await record(done)  # while this batch is sent
 
@@ -425,7 +425,9 @@ class SyncEngine:
                 await decide(pairs, orphans)
             await flush()
             await settle()
-            summary.withheld += len(withheld - issued_ids)
+            if withheld:
+                issued = await self.outbox.issued_since(withheld, started)
+                summary.withheld += len(withheld - issued)
         except BaseException:
             # The batch in flight ends (its writes were sent) and its outcomes are recorded
             # before the cycle ends; the first error is the one raised.

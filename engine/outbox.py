@@ -127,6 +127,19 @@ class Outbox:
         self.projector = projector
         self.sinks = sinks
 
+    async def issued_since(self, ids: Iterable[str], position: int) -> set[str]:
+        """Those of ``ids`` issued after log position ``position``."""
+        wanted, out = list(ids), set[str]()
+        for i in range(0, len(wanted), 900):
+            chunk = wanted[i : i + 900]
+            rows = await self.log.connection.execute_fetchall(
+                "SELECT command_id FROM p_commands WHERE issued_position > ? "
+                f"AND command_id IN ({','.join('?' * len(chunk))})",
+                (position, *chunk),
+            )
+            out.update(str(r[0]) for r in rows)
+        return out
+
     async def _known(self, ids: Sequence[str]) -> dict[str, tuple[str, int, str | None]]:
         out: dict[str, tuple[str, int, str | None]] = {}
         for i in range(0, len(ids), 900):
