@@ -16,6 +16,7 @@ from typing import Final, Literal
 import aiosqlite
 import msgspec
 
+from engine._inlist import fetch_in
 from engine.events import (
     CommandApplied,
     CommandConfirmed,
@@ -204,11 +205,7 @@ async def _by_emails(
     conn: aiosqlite.Connection, sql: str, emails: list[str]
 ) -> list[tuple[object, ...]]:
     """Rows of ``sql`` (ending in ``email IN``) for ``emails``, in chunks of bound parameters."""
-    out: list[tuple[object, ...]] = []
-    for i in range(0, len(emails), 900):
-        part = emails[i : i + 900]
-        out += await _rows(conn, f"{sql} ({','.join('?' * len(part))})", tuple(part))
-    return out
+    return [tuple(r) for r in await fetch_in(conn, sql, emails)]
 
 
 async def _classify_uncarried(conn: aiosqlite.Connection, origins: list[OptOut]) -> None:

@@ -17,6 +17,7 @@ import msgspec
 import structlog
 
 from engine._aio import gather_or_cancel
+from engine._inlist import fetch_in
 from engine.commands import TRACKING_KIND, Command, Outcome, command_id, command_kind
 from engine.errors import CcsyncError, FatalError, RetriableError
 from engine.events import (
@@ -129,29 +130,21 @@ class Outbox:
 
     async def issued_since(self, ids: Iterable[str], position: int) -> set[str]:
         """Those of ``ids`` issued after log position ``position``."""
-        wanted, out = list(ids), set[str]()
-        for i in range(0, len(wanted), 900):
-            chunk = wanted[i : i + 900]
-            rows = await self.log.connection.execute_fetchall(
-                "SELECT command_id FROM p_commands WHERE issued_position > ? "
-                f"AND command_id IN ({','.join('?' * len(chunk))})",
-                (position, *chunk),
-            )
-            out.update(str(r[0]) for r in rows)
-        return out
+        rows = await fetch_in(
+            self.log.connection,
+            "SELECT command_id FROM p_commands WHERE issued_position > ? AND command_id IN",
+            list(ids),
+            (position,),
+        )
+        return {str(r[0]) for r in rows}
 
     async def _known(self, ids: Sequence[str]) -> dict[str, tuple[str, int, str | None]]:
-        out: dict[str, tuple[str, int, str | None]] = {}
-        for i in range(0, len(ids), 900):
-            chunk = ids[i : i + 900]
-            rows = await self.log.connection.execute_fetchall(
-                "SELECT command_id, status, attempts, outcome_at FROM p_commands "
-                f"WHERE command_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for cid, status, attempts, at in rows:
-                out[cid] = (status, attempts, at)
-        return out
+        rows = await fetch_in(
+            self.log.connection,
+            "SELECT command_id, status, attempts, outcome_at FROM p_commands WHERE command_id IN",
+            ids,
+        )
+        return {cid: (status, attempts, at) for cid, status, attempts, at in rows}
 
     # ``+status``: never let the planner pick the status index for these queries (most
     # commands are 'applied' until observation confirms them, so it selects nothing, and a
@@ -168,14 +161,8 @@ class Outbox:
         rather than resending them blindly: a stale command must not act on a contact whose
         state has moved (an opted-out contact must not be added to a list because a failed
         add is retried)."""
-        rows: list[Any] = []
-        wanted = list(emails)
-        for i in range(0, len(wanted), 900):
-            part = wanted[i : i + 900]
-            rows += await self.log.connection.execute_fetchall(
-                self._BASE + f"AND email IN ({','.join('?' * len(part))})", part
-            )
-        return _unsettled(rows, now)
+        conn = self.log.connection
+        return _unsettled(await fetch_in(conn, self._BASE + "AND email IN", list(emails)), now)
 
     async def orphans(
         self, now: datetime, untouched_since: int, after: int

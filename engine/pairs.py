@@ -12,6 +12,7 @@ from typing import Final
 
 import aiosqlite
 
+from engine._inlist import fetch_in
 from engine.reconcile import Pair
 from projections.contacts import ContactState
 from projections.runner import decode_contact, load_contacts
@@ -27,36 +28,30 @@ def _marks(n: int) -> str:
 
 async def _links(conn: aiosqlite.Connection, column: str, ids: list[str]) -> dict[str, str]:
     other = "app_id" if column == "ctct_id" else "ctct_id"
-    out: dict[str, str] = {}
-    for i in range(0, len(ids), 900):
-        chunk = ids[i : i + 900]
-        rows = await conn.execute_fetchall(
-            f"SELECT {column}, {other} FROM p_links WHERE {column} IN ({_marks(len(chunk))})", chunk
-        )
-        out.update(dict(rows))  # type: ignore[arg-type]
-    return out
+    sql = f"SELECT {column}, {other} FROM p_links WHERE {column} IN"
+    return {str(a): str(b) for a, b in await fetch_in(conn, sql, ids)}
 
 
 async def _by_email(
     conn: aiosqlite.Connection, emails: list[str], store: str | None = None
 ) -> list[ContactState]:
     """Contacts holding one of ``emails``, of one store or of both."""
-    out: list[ContactState] = []
-    for i in range(0, len(emails), 900):
-        chunk = emails[i : i + 900]
-        rows = await conn.execute_fetchall(
-            by_email_sql(len(chunk), store), chunk if store is None else [store, *chunk]
-        )
-        out.extend(decode_contact(r[0]) for r in rows)
-    return out
+    before = () if store is None else (store,)
+    rows = await fetch_in(conn, _by_email_head(store), emails, before)
+    return [decode_contact(r[0]) for r in rows]
+
+
+def _by_email_head(store: str | None) -> str:
+    # Through the email index: ``+store`` keeps the planner off the (store, id) index, which
+    # without statistics it preferred, reading every contact of the store for each chunk.
+    where = "" if store is None else "+store = ? AND "
+    return f"SELECT state FROM p_contacts WHERE {where}email IN"
 
 
 def by_email_sql(n: int, store: str | None) -> str:
-    """The lookup of ``n`` addresses (of one store: its name is the first parameter). Through
-    the email index: ``+store`` keeps the planner off the (store, id) index, which without
-    statistics it preferred, reading every contact of the store for each chunk."""
-    where = "" if store is None else "+store = ? AND "
-    return f"SELECT state FROM p_contacts WHERE {where}email IN ({_marks(n)})"
+    """The lookup of ``n`` addresses (of one store: its name is the first parameter), as
+    ``_by_email`` sends it."""
+    return f"{_by_email_head(store)} ({_marks(n)})"
 
 
 async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) -> list[Pair]:

@@ -17,6 +17,7 @@ from typing import Final
 import aiosqlite
 import msgspec
 
+from engine._inlist import fetch_in
 from engine._pending import Pending
 from engine.commands import TRACKING_KIND
 from engine.events import (
@@ -129,18 +130,9 @@ async def load_contacts(
     conn: aiosqlite.Connection | Pending, store: str, ids: Iterable[str]
 ) -> dict[str, ContactState]:
     """Projected states of ``ids`` in ``store`` (missing ids are absent from the result)."""
-    out: dict[str, ContactState] = {}
-    id_list = list(ids)
-    for i in range(0, len(id_list), 900):
-        chunk = id_list[i : i + 900]
-        rows = await conn.execute_fetchall(
-            "SELECT store_id, state FROM p_contacts WHERE store = ? "
-            f"AND store_id IN ({','.join('?' * len(chunk))})",
-            (store, *chunk),
-        )
-        for sid, blob in rows:
-            out[sid] = _contact_dec.decode(blob)
-    return out
+    sql = "SELECT store_id, state FROM p_contacts WHERE store = ? AND store_id IN"
+    rows = await fetch_in(conn, sql, list(ids), (store,))
+    return {sid: _contact_dec.decode(blob) for sid, blob in rows}
 
 
 async def apply_batch(conn: Pending, batch: Sequence[Recorded]) -> None:
