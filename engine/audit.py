@@ -17,6 +17,7 @@ import aiosqlite
 import msgspec
 
 from engine._inlist import fetch_in
+from engine.commands import UNSUBSCRIBE_KIND
 from engine.events import (
     CommandApplied,
     CommandConfirmed,
@@ -119,7 +120,7 @@ _PERMS: Final = (
 )
 _CMDS: Final = (
     "SELECT email, command_id, target, status, issued_position, issued_at, outcome_at, "
-    "confirmed_at, error FROM p_commands WHERE kind = 'contact.unsubscribe'"
+    f"confirmed_at, error FROM p_commands WHERE kind = '{UNSUBSCRIBE_KIND}'"
 )
 
 

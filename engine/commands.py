@@ -17,6 +17,7 @@ from engine.model import Store, TrackingActivity
 
 __all__ = [
     "TRACKING_KIND",
+    "UNSUBSCRIBE_KIND",
     "AddToList",
     "Command",
     "CommandBase",
@@ -110,6 +111,8 @@ _KINDS: Final[dict[type, str]] = {
 # The kind of a tracking record: the one command whose body ``p_commands`` keeps, and which the
 # reconciler never decides (it is data, resent as it was issued).
 TRACKING_KIND: Final = _KINDS[RecordTracking]
+# The kind of an unsubscribe: the command the opt-out audit follows.
+UNSUBSCRIBE_KIND: Final = _KINDS[Unsubscribe]
 
 
 def command_kind(command: CommandBase) -> str:

@@ -26,7 +26,7 @@ from engine.events import SyncRunFinished, SyncRunStarted, content_id
 from engine.log import EventLog, NewEvent
 from engine.model import Store, TrackingActivity
 from engine.observe import ObserveStats, observe_contacts, observe_lists, observe_tracking
-from engine.outbox import Delivered, Issued, Outbox, OutboxStats, Unsettled
+from engine.outbox import Delivered, Issued, Outbox, OutboxStats, Unsettled, not_sent
 from engine.pairs import pairs_for_emails, touched_pairs
 from engine.policy import ListLink, Policy
 from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource
@@ -154,10 +154,10 @@ class SyncEngine:
                 *await self.outbox.failed_tracking(bound),
                 *await self._tracking_commands(),
             ]
-            summary.withheld += sum(1 for c in tracking if c.target in down)
-            if tracking:
-                stats = await self.outbox.execute(tracking, run_id, bound, down=down)
-                self._count(summary, stats)
+            sendable = [c for c in tracking if c.target not in down]
+            summary.withheld += len(tracking) - len(sendable)
+            if sendable:
+                self._count(summary, await self.outbox.execute(sendable, run_id, bound))
             self._raise_if_down(down, summary)
             await self.log.append(
                 [], checkpoints={RECONCILER: str(head), TRACKING_FORWARDED: str(head)}
@@ -382,7 +382,7 @@ class SyncEngine:
             try:
                 done = await landed()
             except Exception as exc:
-                await self.outbox.abandon(issued, f"not sent: an earlier batch failed: {exc}")
+                await self.outbox.abandon(issued, not_sent(exc))
                 self._count(summary, issued.stats)
                 raise
             inflight_ids.update(cid for cid, _ in issued.todo)

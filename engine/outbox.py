@@ -37,7 +37,7 @@ from engine.ports import CommandSink
 from projections.projector import Projector
 from projections.schema import UNSETTLED
 
-__all__ = ["Delivered", "Issued", "Outbox", "OutboxStats", "Unsettled", "backoff"]
+__all__ = ["Delivered", "Issued", "Outbox", "OutboxStats", "Unsettled", "backoff", "not_sent"]
 
 _log: Final = structlog.get_logger("ccsync.outbox")
 BACKOFF_BASE: Final = timedelta(minutes=1)
@@ -231,7 +231,7 @@ class Outbox:
         batch = [(cid, c) for cid, c in todo if c.target == target]
         fatal = None
         if down and target in down:
-            error = f"not sent: an earlier batch failed: {down[target]}"
+            error = not_sent(down[target])
             return [
                 (cid, c, Outcome(command_id=cid, ok=False, error=error, retriable=True))
                 for cid, c in batch
@@ -248,18 +248,8 @@ class Outbox:
                 fatal = exc
         return [(cid, cmd, res) for (cid, cmd), res in zip(batch, results, strict=True)], fatal
 
-    async def execute(
-        self,
-        commands: Sequence[Command],
-        run_id: str,
-        now: datetime,
-        *,
-        down: Mapping[Store, FatalError] | None = None,
-    ) -> OutboxStats:
-        """Issue and send ``commands`` in one step (``issue`` then ``send``); those to a store
-        that is ``down`` are not issued."""
-        if down:
-            commands = [c for c in commands if c.target not in down]
+    async def execute(self, commands: Sequence[Command], run_id: str, now: datetime) -> OutboxStats:
+        """Issue and send ``commands`` in one step (``issue`` then ``send``)."""
         return await self.send(await self.issue(commands, run_id, now))
 
     async def issue(
@@ -387,6 +377,12 @@ class Outbox:
         if records:
             await self.log.append(records)
             await self.projector.catch_up()
+
+
+def not_sent(cause: BaseException) -> str:
+    """The error recorded for a command that was issued but not sent: a batch before it failed
+    (retriable: a later cycle decides its contact again)."""
+    return f"not sent: an earlier batch failed: {cause}"
 
 
 def _failed(cid: str, cmd: Command, run_id: str, error: str, retriable: bool) -> NewEvent:
