@@ -13,13 +13,17 @@ decides, in this order:
    (no profile or list writes would revive it).
 3. Missing contacts are created in the other store when the policy allows.
 4. Profile fields and the email address follow their source of record; list memberships follow
-   the source of record of each mapped list pair.
+   the source of record of each mapped list pair, except an opted-out contact's, which are left
+   as they are in both stores (a recorded ``decision.blocked``: an add would break consent, and
+   a removal might only copy an absence ccsync itself made, creating the contact without its
+   lists).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from typing import Final
 
 import msgspec
 
@@ -202,6 +206,21 @@ def _profile(c: ContactState, a: ContactState, policy: Policy, out: Decisions) -
             )
 
 
+# An opted-out contact's memberships are left as they are in both stores. Adding would break
+# consent. Removing would act on an absence ccsync may have made itself: a contact it created
+# while opted out was created without its lists, and the next cycle would otherwise strip the
+# other store's memberships to match (the settling cycle of an initial sync removed thousands).
+_LEFT_ALONE_ADD: Final = (
+    "add to list",
+    "the contact is unsubscribed; ccsync never adds an opted-out contact to a list",
+)
+_LEFT_ALONE_REMOVE: Final = (
+    "remove from list",
+    "the contact is unsubscribed; ccsync leaves an opted-out contact's list memberships as "
+    "they are (the other store may lack them only because ccsync could not add them)",
+)
+
+
 def _lists(c: ContactState, a: ContactState, policy: Policy, out: Decisions) -> None:
     opted_out = _unsubscribed(c) or _unsubscribed(a)
     c_lists, a_lists = set(c.lists), set(a.lists)
@@ -212,7 +231,19 @@ def _lists(c: ContactState, a: ContactState, policy: Policy, out: Decisions) -> 
         src_member = in_c if link.source == "ctct" else in_a
         dst = a if link.source == "ctct" else c
         list_id = link.app if dst.store == "app" else link.ctct
-        if not src_member:
+        if opted_out:
+            action, reason = _LEFT_ALONE_ADD if src_member else _LEFT_ALONE_REMOVE
+            out.blocked.append(
+                _block(
+                    dst.email,
+                    dst.store,
+                    dst.store_id,
+                    f"{action} {list_id}",
+                    reason,
+                    max(c.position, a.position),
+                )
+            )
+        elif not src_member:
             out.commands.append(
                 RemoveFromList(
                     target=dst.store,
@@ -220,17 +251,6 @@ def _lists(c: ContactState, a: ContactState, policy: Policy, out: Decisions) -> 
                     store_id=dst.store_id,
                     basis=dst.position,
                     list_id=list_id,
-                )
-            )
-        elif opted_out:
-            out.blocked.append(
-                _block(
-                    dst.email,
-                    dst.store,
-                    dst.store_id,
-                    f"add to list {list_id}",
-                    "the contact is unsubscribed; ccsync never adds an opted-out contact to a list",
-                    max(c.position, a.position),
                 )
             )
         else:

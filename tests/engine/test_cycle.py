@@ -90,6 +90,27 @@ async def test_opt_out_in_app_reaches_ctct_and_blocks_list_adds(log: EventLog) -
     assert ctct.violations == [] and app.violations == []
 
 
+async def test_an_opted_out_contacts_lists_are_left_alone_after_the_initial_sync(
+    log: EventLog,
+) -> None:
+    # Unsubscribed in Constant Contact but still on c-news, whose source of record is the app:
+    # created in the app without the list (consent), she keeps c-news in Constant Contact, and
+    # the cycle after the initial sync has nothing to do.
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", lists=["c-news"])
+    ctct.opt_out(c)
+    first = await engine.cycle()
+    assert first.commands == {"contact.upsert": 1, "contact.unsubscribe": 1}
+    ann = app.by_email("ann@example.org")
+    assert ann is not None and ann.lists == () and ann.permission.status == "unsubscribed"
+    second = await engine.cycle()  # observes the app's new contact
+    assert second.commands == {} and second.blocked == 1
+    assert ctct.contacts[c].lists == ("c-news",)
+    rows = await log.connection.execute_fetchall("SELECT store_key, action FROM p_decisions")
+    assert [tuple(r) for r in rows] == [(f"ctct:{c}", "remove from list c-news")]
+    assert (await engine.cycle()).commands == {}
+
+
 async def test_contacts_own_resubscribe_in_ctct_is_respected_but_not_copied(log: EventLog) -> None:
     engine, ctct, app = make(log)
     c = ctct.add("ann@example.org")
