@@ -69,5 +69,6 @@ async def wire(settings: Settings) -> AsyncIterator[Wired]:
             policy,
             tracking=ctct if settings.tracking and ctct_cfg.tracking else None,
             requests_made=lambda: ctct.requests_made,
+            ctct_import_list=ctct_cfg.import_list_id,
         )
         yield Wired(settings=settings, log=log, ctct=ctct, app=app, engine=engine)

@@ -21,7 +21,7 @@ import structlog
 from engine._aio import InFlight, gather_or_cancel
 from engine._gc import collector_relaxed
 from engine.commands import Command, RecordTracking, command_id
-from engine.errors import FatalError
+from engine.errors import ConfigError, FatalError
 from engine.events import SyncRunFinished, SyncRunStarted, content_id
 from engine.log import EventLog, NewEvent
 from engine.model import Store, TrackingActivity
@@ -86,8 +86,12 @@ class SyncEngine:
         clock: Callable[[], datetime] | None = None,
         requests_made: Callable[[], int] | None = None,
         progress: Progress | None = None,
+        ctct_import_list: str | None = None,
     ) -> None:
         self.log = log
+        # The list Constant Contact's imports join a new contact to when no mapped list applies
+        # (ctct.import_list_id): checked against the mapping once the lists are observed.
+        self.ctct_import_list = ctct_import_list
         self.stores: dict[Store, SyncStore] = {"ctct": ctct, "app": app}
         self.policy = policy
         self.tracking = tracking
@@ -277,7 +281,12 @@ class SyncEngine:
         summary.rejected += stats.rejected
 
     async def resolved_policy(self) -> Policy:
-        """The policy with list links given by name resolved to each store's list ids."""
+        """The policy with list links given by name resolved to each store's list ids.
+
+        Raises ConfigError if the import list is one of the mapped lists: every contact
+        created in Constant Contact without a mapped list would join it, and the next cycle
+        would take it off again (the app is the list's source of record) or put it on the app's
+        list too (Constant Contact is), neither of which anyone asked for."""
         conn = self.log.connection
         rows = await conn.execute_fetchall("SELECT store, store_id, state FROM p_lists")
         names: dict[tuple[str, str], str] = {}
@@ -292,6 +301,20 @@ class SyncEngine:
             )
             for link in self.policy.lists
         )
+        for given, link in zip(self.policy.lists, links, strict=True):
+            if self.ctct_import_list is not None and link.ctct == self.ctct_import_list:
+                then = (
+                    "be taken off it again by the next cycle"
+                    if link.source == "app"
+                    else f"be added to the app's list {given.app!r} too"
+                )
+                raise ConfigError(
+                    "ctct.import_list_id",
+                    f"{self.ctct_import_list} is the Constant Contact list {given.ctct!r}, "
+                    f"which [[lists]] maps to the app's {given.app!r}: every contact ccsync "
+                    f"creates there with no mapped list would join it and {then}. Give imports "
+                    "a list of their own that no [[lists]] entry names",
+                )
         return msgspec.structs.replace(self.policy, lists=links)
 
     async def _reconcile_and_execute(

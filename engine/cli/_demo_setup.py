@@ -15,7 +15,14 @@ from adapters.constant_contact import StoredTokens
 from adapters.constant_contact.tokens import write_private_file
 from adapters.ctct_simulator import Simulator
 
-__all__ = ["DEMO_LISTS", "SimulatorAccess", "access_of", "prepare_folder"]
+__all__ = [
+    "DEMO_LISTS",
+    "IMPORT_LIST",
+    "IMPORT_LIST_DESCRIPTION",
+    "SimulatorAccess",
+    "access_of",
+    "prepare_folder",
+]
 
 # The sample app's lists and the simulator's seeded lists they correspond to.
 DEMO_LISTS = (
@@ -23,6 +30,10 @@ DEMO_LISTS = (
     ("List 2", "Customers", "ctct"),
     ("List 3", "Events", "app"),
 )
+# The Constant Contact list that contacts created with no mapped list join (an import must name
+# a list): one of its own, which no [[lists]] entry maps (engine.cycle refuses a mapped one).
+IMPORT_LIST = "Created by ccsync"
+IMPORT_LIST_DESCRIPTION = "Contacts ccsync created from the app with no mapped list"
 
 
 class SimulatorAccess(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,14 +45,19 @@ class SimulatorAccess(msgspec.Struct, frozen=True, kw_only=True):
     access_token: str
     refresh_token: str | None
     expires_in: int
-    import_list_id: str  # the list contacts created with no mapped list join ("List 1")
+    import_list_id: str  # the list contacts created with no mapped list join (IMPORT_LIST)
 
 
 def access_of(sim: Simulator) -> SimulatorAccess:
     tokens = sim.issue_tokens()
-    default_list = sim.call(
-        lambda: next(lst.list_id for lst in sim.account.lists.values() if lst.name == "List 1")
-    )
+
+    def import_list() -> str:
+        for lst in sim.account.lists.values():
+            if lst.name == IMPORT_LIST and lst.deleted_at is None:
+                return lst.list_id
+        return sim.account.add_list(IMPORT_LIST, IMPORT_LIST_DESCRIPTION).list_id
+
+    default_list = sim.call(import_list)
     return SimulatorAccess(
         base_url=sim.base_url,
         token_url=sim.token_url,
@@ -102,7 +118,8 @@ token_file = "tokens.json"
 requests_per_second = 1000
 activity_poll_interval = 0.05
 backoff_base = 0.05
-# Imports need a list: contacts created here with no mapped list join "List 1".
+# Imports need a list: contacts created here with no mapped list join "{IMPORT_LIST}", a list
+# of their own (a mapped list would gain them, then lose them again the next cycle).
 import_list_id = "{access.import_list_id}"
 
 [policy]

@@ -63,11 +63,13 @@ token_file = "tokens.json"    # written by `ccsync auth login`, mode 0600, refre
 # activity_poll_max = 30         # ... up to this
 # activity_timeout = 900
 # import_list_id = "..."        # the list new contacts join when no mapped list applies
-#                               # (Constant Contact imports need at least one list)
+#                               # (Constant Contact imports need at least one list): a
+#                               # list of its own, which no [[lists]] entry maps
 
 [policy]
 # Opt-out always wins, in both directions, and is not configurable: ccsync never
-# re-subscribes anyone and never adds an opted-out contact to a list.
+# re-subscribes anyone and never adds an opted-out contact to a list (an opted-out
+# contact's list memberships are left as they are, in both stores).
 source_of_record = "app"      # whose profile fields win: "app" or "ctct"
 # field_sources = { job_title = "ctct" }   # per-field overrides ("email" too)
 fields = ["first_name", "last_name", "company_name", "job_title"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from engine.cli._demo_setup import SimulatorAccess
+from engine.cli._demo_setup import IMPORT_LIST, IMPORT_LIST_DESCRIPTION, SimulatorAccess
 
 __all__ = ["SimProcess", "stat_cpu_seconds"]
 
@@ -66,6 +66,17 @@ class SimProcess:
             s.get(f"{self.base_url}/contact_lists?limit=100") as resp,
         ):
             lists = (await resp.json())["lists"]
+        import_list = next((x["list_id"] for x in lists if x["name"] == IMPORT_LIST), None)
+        if import_list is None:
+            async with (
+                aiohttp.ClientSession(headers=headers) as s,
+                s.post(
+                    f"{self.base_url}/contact_lists",
+                    json={"name": IMPORT_LIST, "description": IMPORT_LIST_DESCRIPTION},
+                ) as resp,
+            ):
+                resp.raise_for_status()
+                import_list = (await resp.json())["list_id"]
         return SimulatorAccess(
             base_url=self.base_url,
             token_url=self.info["token_url"],
@@ -73,7 +84,7 @@ class SimProcess:
             access_token=tokens["access_token"],
             refresh_token=tokens.get("refresh_token"),
             expires_in=int(tokens.get("expires_in", 86400)),
-            import_list_id=next(x["list_id"] for x in lists if x["name"] == "List 1"),
+            import_list_id=import_list,
         )
 
     def cpu_seconds(self) -> float:

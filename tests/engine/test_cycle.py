@@ -17,7 +17,7 @@ import engine.pairs as pairs_module
 from engine.audit import contact_history
 from engine.commands import Command, Outcome, RecordTracking
 from engine.cycle import SyncEngine
-from engine.errors import FatalError, QuotaExhaustedError
+from engine.errors import ConfigError, FatalError, QuotaExhaustedError
 from engine.log import EventLog
 from engine.model import TrackingActivity
 from engine.policy import ListLink, Policy
@@ -109,6 +109,27 @@ async def test_an_opted_out_contacts_lists_are_left_alone_after_the_initial_sync
     rows = await log.connection.execute_fetchall("SELECT store_key, action FROM p_decisions")
     assert [tuple(r) for r in rows] == [(f"ctct:{c}", "remove from list c-news")]
     assert (await engine.cycle()).commands == {}
+
+
+async def test_an_import_list_that_is_mapped_is_refused_before_anything_is_written(
+    log: EventLog,
+) -> None:
+    # Every contact created in Constant Contact with no mapped list joins the import list; were
+    # it c-news (the app's a-news decides), the next cycle would take each off it again.
+    ctct, app = FakeStore("ctct"), FakeStore("app")
+    policy = Policy(lists=(ListLink(ctct="c-news", app="a-news", source="app"),))
+    engine = SyncEngine(log, ctct, app, policy, ctct_import_list="c-news")
+    app.add("bob@example.org", first_name="Bob")
+    with pytest.raises(ConfigError) as err:
+        await engine.cycle()
+    assert err.value.key == "ctct.import_list_id"
+    assert "'c-news'" in str(err.value) and "'a-news'" in str(err.value)
+    assert ctct.by_email("bob@example.org") is None
+    rows = await log.connection.execute_fetchall("SELECT outcome, error FROM p_runs")
+    assert [tuple(r) for r in rows] == [("failed", str(err.value))]
+    # A list of its own is fine.
+    engine = SyncEngine(log, ctct, app, policy, ctct_import_list="c-imported")
+    assert (await engine.cycle()).commands == {"contact.upsert": 1}
 
 
 async def test_contacts_own_resubscribe_in_ctct_is_respected_but_not_copied(log: EventLog) -> None:
