@@ -21,7 +21,7 @@ import structlog
 from engine._aio import InFlight, gather_or_cancel
 from engine._gc import collector_relaxed
 from engine.commands import Command, RecordTracking, command_id
-from engine.errors import ConfigError, FatalError
+from engine.errors import CcsyncError, ConfigError
 from engine.events import SyncRunFinished, SyncRunStarted, content_id
 from engine.log import EventLog, NewEvent
 from engine.model import Store, TrackingActivity
@@ -137,11 +137,12 @@ class SyncEngine:
         await self.projector.catch_up()
         try:
             t1 = time.perf_counter()
-            # A store that fails fatally (its daily quota spent, its login refused) is written
-            # no more this cycle, whether it failed while observed or while written; the other
-            # store still gets its commands (an opt-out seen in one store must not wait for the
-            # other to recover), then the cycle fails with the store's error, its checkpoint
-            # unmoved: the next decides again.
+            # A store that fails while its changes are listed (its daily quota spent, its login
+            # refused, its server or database out of reach after the retries), or fails fatally
+            # while written, is written no more this cycle; the other store still gets its
+            # commands (an opt-out seen in one store must not wait for the other to recover),
+            # then the cycle fails with the store's error, its checkpoint unmoved: the next
+            # decides again.
             down = await self._observe(run_id, bound, summary)
             t2 = time.perf_counter()
             if self.progress is not None:
@@ -207,7 +208,7 @@ class SyncEngine:
         self.log.copy_wal_soon()
 
     @staticmethod
-    def _raise_if_down(down: Mapping[Store, FatalError], summary: CycleSummary) -> None:
+    def _raise_if_down(down: Mapping[Store, CcsyncError], summary: CycleSummary) -> None:
         """The first store error of a cycle that went on writing to the other store."""
         if down:
             if summary.withheld:
@@ -225,10 +226,10 @@ class SyncEngine:
 
     async def _observe(
         self, run_id: str, bound: datetime, summary: CycleSummary
-    ) -> dict[Store, FatalError]:
-        """Observe both stores; returns those whose contacts' listing failed fatally (the
-        pages before the failure committed, the other store observed to the end)."""
-        down: dict[Store, FatalError] = {}
+    ) -> dict[Store, CcsyncError]:
+        """Observe both stores; returns those whose listing failed with an error of their own
+        (the pages before the failure committed, the other store observed to the end)."""
+        down: dict[Store, CcsyncError] = {}
 
         async def one(store: Store) -> None:
             src = self.stores[store]
@@ -243,7 +244,7 @@ class SyncEngine:
                 bound,
                 self._stop,
                 self.progress,
-                return_store_fatal=True,
+                return_store_error=True,
             )
             self._add(summary, f"{store}.lists", lists)
             self._add(summary, f"{store}.contacts", contacts)
@@ -251,7 +252,8 @@ class SyncEngine:
 
         # Both stores at once; if one fails the other is cancelled (its committed pages stay
         # committed with their checkpoints), so nothing is appended after the run has failed.
-        # (A store's own fatal error is not a failure here: it is returned, as ``down``.)
+        # (A store's own error is not a failure here: it is returned, as ``down``. What is, is
+        # an error of the log, or one that is no CcsyncError: a bug.)
         await gather_or_cancel(one("ctct"), one("app"))
         if self.tracking is not None and not self._stop.is_set() and "ctct" not in down:
             tr = await observe_tracking(
@@ -261,14 +263,14 @@ class SyncEngine:
                 run_id,
                 bound,
                 self._stop,
-                return_store_fatal=True,
+                return_store_error=True,
             )
             self._add(summary, "ctct.tracking", tr)
             self._note_down(down, "ctct", tr)
         return down
 
     @staticmethod
-    def _note_down(down: dict[Store, FatalError], store: Store, stats: ObserveStats) -> None:
+    def _note_down(down: dict[Store, CcsyncError], store: Store, stats: ObserveStats) -> None:
         if stats.store_failed is not None:
             exc = stats.store_failed
             _log.warning("sync.store_down", store=store, error=str(exc), phase="observe")
@@ -323,7 +325,7 @@ class SyncEngine:
         run_id: str,
         bound: datetime,
         summary: CycleSummary,
-        down: dict[Store, FatalError],
+        down: dict[Store, CcsyncError],
     ) -> None:
         """Decide for every touched pair, and for the contacts of unsettled commands, chunk by
         chunk; execute whenever FLUSH_AT commands, links and blocked decisions wait (bounded
@@ -333,7 +335,7 @@ class SyncEngine:
         with the chunk that holds their contacts: decided again -> sent again (after backoff),
         not decided again -> confirmed or superseded.
 
-        A store in ``down`` (its listing failed fatally) gets none of the commands: they are
+        A store in ``down`` (its listing failed) gets none of the commands: they are
         left out (undecided: the cycle will fail, its checkpoint unmoved). When a batch fails
         fatally in a store, that store joins ``down``, and the batch issued meanwhile fails
         there unsent. The other store's commands go on being sent.

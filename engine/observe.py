@@ -21,7 +21,7 @@ from engine._aio import InFlight, prefetch
 from engine._pending import Pending
 from engine._scan import clear_seen, record_seen, scan_deletions
 from engine.diff import diff_contact, diff_list
-from engine.errors import FatalError
+from engine.errors import CcsyncError
 from engine.events import (
     CheckpointAdvanced,
     PageObserved,
@@ -58,9 +58,10 @@ class ObserveStats(msgspec.Struct):
     events: int = 0
     rejected: int = 0
     interrupted: bool = False  # a stop was requested: observation ended after a whole page
-    # The store failed fatally (its quota spent, its login refused) after the pages counted
-    # here, which are committed; returned, not raised, when the caller asked for it.
-    store_failed: FatalError | None = None
+    # The store failed (its quota spent, its login refused, its server or database out of reach
+    # after the retries) after the pages counted here, which are committed; returned, not
+    # raised, when the caller asked for it.
+    store_failed: CcsyncError | None = None
 
 
 def checkpoint_name(store: Store, what: str) -> str:
@@ -128,11 +129,12 @@ async def observe_contacts(
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
     *,
-    return_store_fatal: bool = False,
+    return_store_error: bool = False,
 ) -> ObserveStats:
     """Observe every page of changed contacts up to ``bound``; returns what was seen. With
-    ``return_store_fatal``, a fatal error of the store (not of the log) is returned in
-    ``store_failed`` once the pages before it are committed, instead of raised.
+    ``return_store_error``, an error of the store (a CcsyncError from its listing, not the
+    log's) is returned in ``store_failed`` once the pages before it are committed, instead of
+    raised.
 
     Pages are appended ``OBSERVE_BATCH`` contacts at a time, each batch in one transaction with
     the checkpoint of its last page: a commit rewrites every index page the batch touched, so
@@ -179,7 +181,7 @@ async def observe_contacts(
         await pages.aclose()
         raise
     if store_error is not None:
-        if return_store_fatal and isinstance(store_error, FatalError):
+        if return_store_error and isinstance(store_error, CcsyncError):
             stats.store_failed = store_error
             return stats  # (a partial listing proves no deletion: the scan's end is not run)
         raise store_error
@@ -313,10 +315,10 @@ async def observe_tracking(
     bound: datetime,
     stop: asyncio.Event | None = None,
     *,
-    return_store_fatal: bool = False,
+    return_store_error: bool = False,
 ) -> ObserveStats:
     """Record new tracking activity (sends, opens, clicks, bounces, forwards, opt-outs). With
-    ``return_store_fatal``, as ``observe_contacts``: a fatal error of the store is returned in
+    ``return_store_error``, as ``observe_contacts``: an error of the store is returned in
     ``store_failed`` (the pages before it committed), not raised."""
     store: Store = "ctct"
     cp_name = checkpoint_name(store, "tracking")
@@ -328,8 +330,8 @@ async def observe_tracking(
             page = await anext(pages)
         except StopAsyncIteration:
             break
-        except FatalError as exc:  # the store's, not the log's
-            if not return_store_fatal:
+        except CcsyncError as exc:  # the store's, not the log's
+            if not return_store_error:
                 raise
             stats.store_failed = exc
             break

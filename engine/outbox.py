@@ -225,7 +225,7 @@ class Outbox:
         self,
         target: Store,
         todo: Sequence[tuple[str, Command]],
-        down: Mapping[Store, FatalError] | None = None,
+        down: Mapping[Store, CcsyncError] | None = None,
     ) -> tuple[list[tuple[str, Command, Outcome]], FatalError | None]:
         """Send ``target``'s commands; an error of the whole call fails each of them."""
         batch = [(cid, c) for cid, c in todo if c.target == target]
@@ -320,11 +320,11 @@ class Outbox:
         return await self.record(await self.deliver(issued))
 
     async def deliver(
-        self, issued: Issued, down: Mapping[Store, FatalError] | None = None
+        self, issued: Issued, down: Mapping[Store, CcsyncError] | None = None
     ) -> Delivered:
         """Send what ``issue`` recorded; ``record`` records the outcomes. (The cycle sends one
         batch while it records the outcomes of the batch before.) Commands to a store that is
-        ``down`` (it failed fatally earlier in the cycle) are not sent: they fail, retriable."""
+        ``down`` (it failed earlier in the cycle) are not sent: they fail, retriable."""
         if not issued.todo:
             return Delivered(issued, [], {})
         # The stores are written concurrently: one's writes (network round trips, activities

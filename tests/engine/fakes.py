@@ -20,7 +20,7 @@ from engine.commands import (
     UpsertContact,
     command_id,
 )
-from engine.errors import FatalError
+from engine.errors import FatalError, RetriableError
 from engine.model import ContactRecord, ListRecord, PermissionState, Store, TrackingActivity
 from engine.ports import Page
 
@@ -40,6 +40,8 @@ class FakeStore:
         self.fail_next: int = 0  # the next N commands fail (a remote error)
         self.fatal: str | None = None  # every write fails fatally (a spent quota) while set
         self.fatal_calls = 0
+        # While set, a listing gives this many pages and then fails (a server out of reach)
+        self.listing_fails_after: int | None = None
         self._seq = 0
         self._ids = 0
         self.now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -126,7 +128,9 @@ class FakeStore:
         since = int(resume or 0)
         changed = sorted((s, sid) for sid, s in self.stamps.items() if s > since)
         top = max((s for s, _ in changed), default=since)
-        for i in range(0, len(changed), self.page_size):
+        for n, i in enumerate(range(0, len(changed), self.page_size)):
+            if self.listing_fails_after is not None and n >= self.listing_fails_after:
+                break
             chunk = changed[i : i + self.page_size]
             recs = tuple(self.contacts[sid] for _, sid in chunk)
             last = i + self.page_size >= len(changed)
@@ -137,6 +141,8 @@ class FakeStore:
                 content_hash=hashlib.sha256(body).hexdigest(),
                 resume=str(top if last else chunk[-1][0]),
             )
+        if self.listing_fails_after is not None:
+            raise RetriableError(f"{self._store}: connection refused (gave up retrying)")
 
     async def observe_lists(self) -> tuple[str, Sequence[ListRecord]]:
         return "fake lists", list(self.lists.values())

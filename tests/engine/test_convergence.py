@@ -3,10 +3,11 @@
 After one cycle with both stores healthy, they agree under the policy and one more cycle issues
 zero commands (ccsync's own writes never call for more), and no sequence ever led the engine to
 add an opted-out contact to a list (the engine has no command that subscribes anyone at all). A
-cycle may have some of its commands fail (a remote error) or one store fail fatally at every
-write (a spent quota): the engine then stops writing to that store for the cycle and fails it,
-and later cycles still converge. Decisions go out a few at a time (small chunks and batches), so
-one cycle sends several batches.
+cycle may have some of its commands fail (a remote error), one store fail fatally at every
+write (a spent quota), or one store's listing fail after a page (its server out of reach): the
+engine then stops writing to that store for the cycle and fails it, and later cycles still
+converge. Decisions go out a few at a time (small chunks and batches), so one cycle sends
+several batches.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import engine.cycle as cycle_module
 import engine.pairs as pairs_module
 from engine.cycle import SyncEngine
-from engine.errors import FatalError
+from engine.errors import FatalError, RetriableError
 from engine.log import EventLog
 from engine.model import ContactRecord
 from engine.policy import ListLink, Policy
@@ -69,6 +71,8 @@ op_st = st.one_of(
     st.tuples(st.just("cycle"), st.integers(0, 2), st.sampled_from([None, None, "ctct", "app"])),
     # (a healthy cycle, then one more, which must have nothing to do)
     st.tuples(st.just("settle")),
+    # (a cycle in which a store's listing fails after its first page: its server is down)
+    st.tuples(st.just("outage"), store_st),
 )
 
 
@@ -94,7 +98,7 @@ def apply_op(
     slots: dict[str, dict[str, int]],
 ) -> None:
     kind = op[0]
-    if kind in ("cycle", "settle"):
+    if kind in ("cycle", "settle", "outage"):
         return
     store = stores[op[1]]  # type: ignore[index]
     i = op[2]
@@ -210,6 +214,19 @@ async def cycle(
     return issued
 
 
+async def outage(engine: SyncEngine, down: FakeStore) -> None:
+    """A cycle in which ``down``'s listing gives one page and then fails: the cycle fails
+    with its error, and that store is not written (the other store is)."""
+    writes = len(down.writes)
+    down.listing_fails_after = 1
+    try:
+        with pytest.raises(RetriableError, match="connection refused"):
+            await engine.cycle()
+    finally:
+        down.listing_fails_after = None
+    assert len(down.writes) == writes
+
+
 async def scenario(ops: list[tuple[object, ...]], root: Path) -> None:
     ctct, app = FakeStore("ctct", page_size=3), FakeStore("app", page_size=3)
     stores = {"ctct": ctct, "app": app}
@@ -220,6 +237,8 @@ async def scenario(ops: list[tuple[object, ...]], root: Path) -> None:
         for op in ops:
             if op[0] == "cycle":
                 await cycle(engine, stores, op)
+            elif op[0] == "outage":
+                await outage(engine, stores[str(op[1])])
             elif op[0] == "settle":
                 await cycle(engine, stores, ("cycle", 0, None))
                 # With no outside change since a healthy cycle, the next has nothing to do:

@@ -192,11 +192,12 @@ async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
     assert bob is not None and not bob.deleted  # app -> ctct deletes are off
 
 
-async def test_a_store_failing_mid_observation_cancels_the_other_and_leaves_a_sound_log(
+async def test_a_bug_while_a_store_is_listed_cancels_the_other_and_leaves_a_sound_log(
     log: EventLog,
 ) -> None:
-
-    from engine.errors import RetriableError
+    """An error that is not the store's own (here a bug in its adapter) ends the cycle at
+    once: the other store's listing is cancelled, not left running to append pages to a run
+    already recorded as failed."""
     from engine.logverify import verify_log
     from engine.ports import Page
 
@@ -210,17 +211,16 @@ async def test_a_store_failing_mid_observation_cancels_the_other_and_leaves_a_so
             yield page
         await never.wait()  # a store that would keep the cycle busy forever
 
-    async def failing_ctct(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
-        raise RetriableError("GET /v3/contacts: gave up after 6 attempts: HTTP 503")
+    async def broken_ctct(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
+        raise KeyError("list_memberships")
         yield  # an async generator
 
     app.observe_contacts = slow_app  # type: ignore[method-assign]
-    ctct.observe_contacts = failing_ctct  # type: ignore[method-assign]
-    with pytest.raises(RetriableError):
+    ctct.observe_contacts = broken_ctct  # type: ignore[method-assign]
+    with pytest.raises(KeyError):
         await engine.cycle()
-    # The app's observation was cancelled with the failed cycle, not left running to append
-    # pages to a run already recorded as failed. (The end-of-cycle WAL copy may still run: it
-    # appends nothing, and closing the log waits for it.)
+    # (The end-of-cycle WAL copy may still run: it appends nothing, and closing the log waits
+    # for it.)
     stray = [
         t
         for t in asyncio.all_tasks()
@@ -231,6 +231,53 @@ async def test_a_store_failing_mid_observation_cancels_the_other_and_leaves_a_so
     assert report.ok, report.problems
     rows = await log.connection.execute_fetchall("SELECT outcome, error FROM p_runs")
     assert [r[0] for r in rows] == ["failed"]
+
+
+async def test_an_app_database_out_of_reach_mid_listing_still_has_its_opt_outs_reach_ctct(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's database stops answering after the first page of the cycle's changes (its
+    adapter gave up retrying). That page's opt-outs still reach Constant Contact in the same
+    cycle, nothing is written to the app, and the cycle fails with the database's error, which
+    the daemon retries at the next cycle. That cycle lists the rest."""
+    from engine.errors import RetriableError
+    from engine.ports import Page
+
+    engine, ctct, app = make(log)
+    app.page_size = 3
+    emails = [f"p{i}@example.org" for i in range(6)]
+    pairs = [(ctct.add(e, first_name="P"), app.add(e, first_name="P")) for e in emails]
+    await engine.cycle()
+    await engine.cycle()  # paired, and quiet
+    for _, a in pairs:
+        app.opt_out(a, reason="asked by phone", source="Account")  # two pages of three
+    ctct.add("new@example.org", first_name="N")  # for the app: withheld while it is down
+    listing, writing = app.observe_contacts, app.apply
+    written: list[int] = []
+
+    async def gone_after_a_page(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
+        async for page in listing(resume, bound):
+            yield page
+            raise RetriableError("app database: connection refused (after 5 attempts)")
+
+    async def counted(commands: Any) -> Any:
+        written.append(len(commands))
+        return await writing(commands)
+
+    monkeypatch.setattr(app, "observe_contacts", gone_after_a_page)
+    monkeypatch.setattr(app, "apply", counted)
+    with pytest.raises(RetriableError, match="connection refused"):
+        await engine.cycle()
+    status = [ctct.contacts[c].permission.status for c, _ in pairs]
+    assert status == ["unsubscribed"] * 3 + ["implicit"] * 3  # the first page's three
+    assert written == []
+    runs = "SELECT outcome FROM p_runs ORDER BY started_position"
+    assert [r[0] for r in await log.connection.execute_fetchall(runs)][-1] == "failed"
+    monkeypatch.setattr(app, "observe_contacts", listing)
+    await engine.cycle()
+    assert [ctct.contacts[c].permission.status for c, _ in pairs] == ["unsubscribed"] * 6
+    assert app.by_email("new@example.org") is not None and written != []
+    assert ctct.violations == [] and app.violations == []
 
 
 async def test_a_contacts_history_shows_its_own_commands_from_the_batches(log: EventLog) -> None:
