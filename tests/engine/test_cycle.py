@@ -233,6 +233,42 @@ async def test_a_bug_while_a_store_is_listed_cancels_the_other_and_leaves_a_soun
     assert [r[0] for r in rows] == ["failed"]
 
 
+async def six_pairs(
+    engine: SyncEngine, ctct: FakeStore, app: FakeStore, *, paged: FakeStore
+) -> list[tuple[str, str]]:
+    """Six contacts in both stores, paired and quiet; ``paged`` lists three a page."""
+    paged.page_size = 3
+    emails = [f"p{i}@example.org" for i in range(6)]
+    pairs = [(ctct.add(e, first_name="P"), app.add(e, first_name="P")) for e in emails]
+    await engine.cycle()
+    await engine.cycle()  # paired, and quiet
+    return pairs
+
+
+def fail_listing_after_a_page(
+    monkeypatch: pytest.MonkeyPatch, store: FakeStore, error: Exception
+) -> list[int]:
+    """``store``'s listings raise ``error`` after their first page; returns the sizes of the
+    batches it is written from now on."""
+    from engine.ports import Page
+
+    listing, writing = store.observe_contacts, store.apply
+    written: list[int] = []
+
+    async def failing(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
+        async for page in listing(resume, bound):
+            yield page
+            raise error
+
+    async def counted(commands: Any) -> Any:
+        written.append(len(commands))
+        return await writing(commands)
+
+    monkeypatch.setattr(store, "observe_contacts", failing)
+    monkeypatch.setattr(store, "apply", counted)
+    return written
+
+
 async def test_an_app_database_out_of_reach_mid_listing_still_has_its_opt_outs_reach_ctct(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,31 +277,15 @@ async def test_an_app_database_out_of_reach_mid_listing_still_has_its_opt_outs_r
     cycle, nothing is written to the app, and the cycle fails with the database's error, which
     the daemon retries at the next cycle. That cycle lists the rest."""
     from engine.errors import RetriableError
-    from engine.ports import Page
 
     engine, ctct, app = make(log)
-    app.page_size = 3
-    emails = [f"p{i}@example.org" for i in range(6)]
-    pairs = [(ctct.add(e, first_name="P"), app.add(e, first_name="P")) for e in emails]
-    await engine.cycle()
-    await engine.cycle()  # paired, and quiet
+    pairs = await six_pairs(engine, ctct, app, paged=app)
     for _, a in pairs:
         app.opt_out(a, reason="asked by phone", source="Account")  # two pages of three
     ctct.add("new@example.org", first_name="N")  # for the app: withheld while it is down
-    listing, writing = app.observe_contacts, app.apply
-    written: list[int] = []
-
-    async def gone_after_a_page(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
-        async for page in listing(resume, bound):
-            yield page
-            raise RetriableError("app database: connection refused (after 5 attempts)")
-
-    async def counted(commands: Any) -> Any:
-        written.append(len(commands))
-        return await writing(commands)
-
-    monkeypatch.setattr(app, "observe_contacts", gone_after_a_page)
-    monkeypatch.setattr(app, "apply", counted)
+    listing = app.observe_contacts
+    error = RetriableError("app database: connection refused (after 5 attempts)")
+    written = fail_listing_after_a_page(monkeypatch, app, error)
     with pytest.raises(RetriableError, match="connection refused"):
         await engine.cycle()
     status = [ctct.contacts[c].permission.status for c, _ in pairs]
@@ -520,31 +540,15 @@ async def test_a_store_whose_listing_fails_fatally_still_has_its_opt_outs_reach_
     page's opt-outs still reach the app in the same cycle, nothing is sent to Constant Contact,
     and the cycle fails with the quota's error. The next cycle, with the quota back, lists the
     rest and carries the app's own change to Constant Contact."""
-    from engine.ports import Page
 
     engine, ctct, app = make(log)
-    ctct.page_size = 3
-    emails = [f"p{i}@example.org" for i in range(6)]
-    pairs = [(ctct.add(e, first_name="P"), app.add(e, first_name="P")) for e in emails]
-    await engine.cycle()
-    await engine.cycle()  # paired, and quiet
+    pairs = await six_pairs(engine, ctct, app, paged=ctct)
     for c, _ in pairs:
         ctct.opt_out(c, reason="too many emails")  # two pages of three
     app.edit(pairs[0][1], first_name="Q")  # the app's own change, for Constant Contact
-    listing, writing = ctct.observe_contacts, ctct.apply
-    written: list[int] = []
-
-    async def quota_after_a_page(resume: str | None, bound: datetime) -> AsyncIterator[Page]:
-        async for page in listing(resume, bound):
-            yield page
-            raise QuotaExhaustedError("daily budget of 10000 requests spent", "2026-11-28T00:00Z")
-
-    async def counted(commands: Any) -> Any:
-        written.append(len(commands))
-        return await writing(commands)
-
-    monkeypatch.setattr(ctct, "observe_contacts", quota_after_a_page)
-    monkeypatch.setattr(ctct, "apply", counted)
+    listing = ctct.observe_contacts
+    error = QuotaExhaustedError("daily budget of 10000 requests spent", "2026-11-28T00:00Z")
+    written = fail_listing_after_a_page(monkeypatch, ctct, error)
     with pytest.raises(QuotaExhaustedError, match="daily budget"):
         await engine.cycle()
     status = [app.contacts[a].permission.status for _, a in pairs]
