@@ -233,7 +233,13 @@ class SyncEngine:
 
         async def one(store: Store) -> None:
             src = self.stores[store]
-            lists = await observe_lists(self.log, self.projector, store, src, run_id)
+            lists = await observe_lists(
+                self.log, self.projector, store, src, run_id, return_store_error=True
+            )
+            if lists.store_failed is not None:  # (its contacts are not asked for)
+                self._add(summary, f"{store}.lists", lists)
+                self._note_down(down, store, lists)
+                return
             if self._stop.is_set():
                 return
             contacts = await observe_contacts(

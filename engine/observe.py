@@ -286,10 +286,23 @@ async def _prepare(
 
 
 async def observe_lists(
-    log: EventLog, projector: Projector, store: Store, source: ListSource, run_id: str
+    log: EventLog,
+    projector: Projector,
+    store: Store,
+    source: ListSource,
+    run_id: str,
+    *,
+    return_store_error: bool = False,
 ) -> ObserveStats:
-    """Read every list of a store (there is no date filter) and record what differs."""
-    request, lists = await source.observe_lists()
+    """Read every list of a store (there is no date filter) and record what differs. With
+    ``return_store_error``, as ``observe_contacts``: an error of the store is returned in
+    ``store_failed``, not raised."""
+    try:
+        request, lists = await source.observe_lists()
+    except CcsyncError as exc:  # the store's, not the log's
+        if not return_store_error:
+            raise
+        return ObserveStats(store_failed=exc)
     rows = await log.connection.execute_fetchall(
         "SELECT store_id, position, state FROM p_lists WHERE store = ?", (store,)
     )

@@ -533,6 +533,43 @@ async def test_a_store_that_fails_fatally_is_left_while_the_other_still_gets_its
     assert ctct.violations == [] and app.violations == []
 
 
+async def test_a_store_out_of_reach_from_the_start_leaves_the_other_observed_and_written(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's database does not answer at all (its lists are the first thing asked for).
+    Constant Contact is still observed, so its opt-out is on record as seen this cycle, and
+    the edit that the app's fields undo is written back to it; the app is not called again,
+    and the cycle fails with the database's error."""
+    from engine.errors import RetriableError
+
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", first_name="Ann")
+    b = ctct.add("bob@example.org", first_name="Bob")
+    app.add("ann@example.org", first_name="Ann")
+    app.add("bob@example.org", first_name="Bob")
+    await engine.cycle()
+    await engine.cycle()  # paired, and quiet
+    ctct.opt_out(c, reason="too many emails")
+    ctct.edit(b, first_name="Robert")  # the app is the source of record for names
+    calls: list[str] = []
+
+    async def unreachable(*args: object) -> Any:
+        calls.append("called")
+        raise RetriableError("app database: connection refused (after 5 attempts)")
+
+    for name in ("observe_lists", "observe_contacts", "apply"):
+        monkeypatch.setattr(app, name, unreachable)
+    with pytest.raises(RetriableError, match="connection refused"):
+        await engine.cycle()
+    assert calls == ["called"]  # its lists; nothing after
+    assert ctct.contacts[b].fields["first_name"] == "Bob"
+    seen = await log.connection.execute_fetchall(
+        "SELECT new_status FROM p_permissions WHERE store = 'ctct' AND email = ?",
+        ("ann@example.org",),
+    )
+    assert [r[0] for r in seen][-1] == "unsubscribed"
+
+
 async def test_a_store_whose_listing_fails_fatally_still_has_its_opt_outs_reach_the_other(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
