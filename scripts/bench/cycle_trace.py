@@ -2,10 +2,12 @@
 writer waits for.
 
     .venv/bin/python scripts/bench/cycle_trace.py [--contacts 100000] [--second]
+        [--incremental K [--changes 1000]]
 
 Runs the initial sync of ``scripts/bench/sync.py`` (simulator in its own process, SQLite app
 database, rate limits off) once (``--second``: and the cycle after it, which observes the
-app's echo of every contact the first created), and prints for each phase (observe,
+app's echo of every contact the first created; ``--incremental K``: then, after a settling
+cycle, K incremental cycles as ``sync.py`` runs them), and prints for each phase (observe,
 reconcile+execute):
 
 * the CPU time of every thread of this process (sampled from ``/proc/self/task/*/stat``);
@@ -198,7 +200,7 @@ def report(name: str, a: float, b: float, writer: int, cpu: _ThreadCpu) -> None:
         print(f"   {wall:6.2f} / {used:5.2f} s {int(count):6d}x  {label}")
 
 
-async def main_async(n: int, second: bool) -> None:
+async def main_async(n: int, second: bool, incremental: int, changes: int) -> None:
     configure_logging(level="warning")
     aiosqlite.core.Connection._execute = _timed  # type: ignore[method-assign]
     engine._pending._run = _timed_run
@@ -209,7 +211,12 @@ async def main_async(n: int, second: bool) -> None:
         access = await sim.access()
         with tempfile.TemporaryDirectory() as tmp:
             config = await prepare_folder(
-                Path(tmp) / "ccsync", access, app_contacts=0, tracking=False, overlap_seconds=1
+                Path(tmp) / "ccsync",
+                access,
+                app_contacts=0,
+                tracking=False,
+                overlap_seconds=1,
+                daily_budget=10_000_000,
             )
             async with wire(load_settings(config)) as w:
                 cpu.name_threads()
@@ -219,10 +226,18 @@ async def main_async(n: int, second: bool) -> None:
                 t1 = time.perf_counter()
                 cpu.name_threads()
                 writer = id(w.engine.log.connection)
-                if second:
+                if second or incremental:
                     t2 = time.perf_counter()
                     echo = await w.engine.cycle()
                     t3 = time.perf_counter()
+                steps = []
+                if incremental:
+                    await w.engine.cycle()  # settles what the second cycle wrote
+                for _ in range(incremental):
+                    await sim.admin("POST", "world/step", {"n": changes})
+                    t4 = time.perf_counter()
+                    inc = await w.engine.cycle()
+                    steps.append((t4, time.perf_counter(), inc))
         print(f"first cycle: {t1 - t0:.2f} s, {first.observed.get('ctct.contacts', 0):,} contacts")
         observe, rest = first.durations["observe"], first.durations["reconcile_execute"]
         report("observe", t0, t0 + observe, writer, cpu)
@@ -232,6 +247,11 @@ async def main_async(n: int, second: bool) -> None:
             observe, rest = echo.durations["observe"], echo.durations["reconcile_execute"]
             report("second cycle: observe", t2, t2 + observe, writer, cpu)
             report("second cycle: reconcile+execute", t3 - rest, t3, writer, cpu)
+        for k, (a, b, inc) in enumerate(steps, 1):
+            print(f"incremental cycle {k}: {b - a:.2f} s, observed {inc.observed}")
+            observe = inc.durations["observe"]
+            report(f"incremental {k}: observe", a, a + observe, writer, cpu)
+            report(f"incremental {k}: reconcile+execute", a + observe, b, writer, cpu)
     finally:
         sim.stop()
 
@@ -240,8 +260,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--second", action="store_true", help="trace the second cycle too")
+    parser.add_argument(
+        "--incremental",
+        type=int,
+        default=0,
+        metavar="K",
+        help="then trace K incremental cycles, each after --changes world changes",
+    )
+    parser.add_argument("--changes", type=int, default=1000)
     args = parser.parse_args()
-    asyncio.run(main_async(args.contacts, args.second))
+    asyncio.run(main_async(args.contacts, args.second, args.incremental, args.changes))
 
 
 if __name__ == "__main__":

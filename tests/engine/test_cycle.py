@@ -163,6 +163,17 @@ async def test_source_of_record_wins_for_profile_fields_and_email_changes_keep_t
     assert len(ctct.contacts) == 1
     await engine.cycle()
     assert (await engine.cycle()).commands == {}
+    rows = await log.connection.execute_fetchall("SELECT store, email FROM p_contacts")
+    assert sorted(tuple(r) for r in rows) == [
+        ("app", "ann.new@example.org"),
+        ("ctct", "ann.new@example.org"),
+    ]
+    # Her old address, taken by someone new in Constant Contact, is a new person in the app.
+    ctct.add("ann@example.org", first_name="Other")
+    await engine.cycle()
+    assert app.contacts[a].fields["first_name"] == "Annie"
+    other = app.by_email("ann@example.org")
+    assert other is not None and other.store_id != a and other.fields["first_name"] == "Other"
 
 
 async def test_failed_commands_are_recorded_and_retried_later(log: EventLog) -> None:
