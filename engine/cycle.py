@@ -310,7 +310,7 @@ class SyncEngine:
             for link in self.policy.lists
         )
         for given, link in zip(self.policy.lists, links, strict=True):
-            if self.ctct_import_list is not None and link.ctct == self.ctct_import_list:
+            if link.ctct == self.ctct_import_list:  # (never, without an import list)
                 then = (
                     "be taken off it again by the next cycle"
                     if link.source == "app"

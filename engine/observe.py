@@ -64,6 +64,14 @@ class ObserveStats(msgspec.Struct):
     store_failed: CcsyncError | None = None
 
 
+def _returned(error: Exception, wanted: bool) -> CcsyncError:
+    """A store's error, to return in ``ObserveStats.store_failed`` when the caller asked for
+    that (``return_store_error``) and it is one of ours; else it is raised."""
+    if wanted and isinstance(error, CcsyncError):
+        return error
+    raise error
+
+
 def checkpoint_name(store: Store, what: str) -> str:
     return f"observe.{store}.{what}"
 
@@ -181,10 +189,9 @@ async def observe_contacts(
         await pages.aclose()
         raise
     if store_error is not None:
-        if return_store_error and isinstance(store_error, CcsyncError):
-            stats.store_failed = store_error
-            return stats  # (a partial listing proves no deletion: the scan's end is not run)
-        raise store_error
+        # (A partial listing proves no deletion: the scan's end is not run.)
+        stats.store_failed = _returned(store_error, return_store_error)
+        return stats
     if scanned and not stats.interrupted:
         gone = await scan_deletions(log, store)
         if gone:
@@ -300,9 +307,7 @@ async def observe_lists(
     try:
         request, lists = await source.observe_lists()
     except CcsyncError as exc:  # the store's, not the log's
-        if not return_store_error:
-            raise
-        return ObserveStats(store_failed=exc)
+        return ObserveStats(store_failed=_returned(exc, return_store_error))
     rows = await log.connection.execute_fetchall(
         "SELECT store_id, position, state FROM p_lists WHERE store = ?", (store,)
     )
@@ -344,9 +349,7 @@ async def observe_tracking(
         except StopAsyncIteration:
             break
         except CcsyncError as exc:  # the store's, not the log's
-            if not return_store_error:
-                raise
-            stats.store_failed = exc
+            stats.store_failed = _returned(exc, return_store_error)
             break
         page_no = f"tracking:{stats.pages}"
         events = [
