@@ -39,11 +39,6 @@ class InFlight:
             raise RuntimeError("InFlight.start: the previous piece has not landed")
         self._task = asyncio.ensure_future(work)
 
-    @property
-    def busy(self) -> bool:
-        """Whether a piece is running (one that ended but was not waited for is not)."""
-        return self._task is not None and not self._task.done()
-
     async def landed(self) -> None:
         """Wait for the piece in flight; its error, if any, is raised here."""
         task, self._task = self._task, None

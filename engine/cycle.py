@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 from uuid import uuid4
 
-import aiosqlite
 import msgspec
 import structlog
 
@@ -365,17 +364,10 @@ class SyncEngine:
         inflight = InFlight()
         inflight_ids: set[str] = set()
         issuing = InFlight()
-        # The reconciler reads a chunk or two ahead of the one it decides; while a batch is
-        # being written, through the log's committed connection, so that its reads do not
-        # queue behind the batch's commits (it never sees this cycle's commands as unsettled:
-        # see ``chunks``). Otherwise through the writer's own, whose page cache is warm: the
-        # other's is emptied by every commit, and an incremental cycle, one or two chunks
-        # and nothing in flight, read more slowly through it.
+        # The reconciler reads what is committed, on a connection of its own, a chunk or two
+        # ahead of the one it decides: its reads do not queue behind the batch being written.
+        # (It never sees this cycle's commands as unsettled: see ``chunks``.)
         reader = await self.log.committed()
-
-        def connection() -> aiosqlite.Connection:
-            return reader if issuing.busy else conn
-
         # Commands left out because their store was down (a pair reached twice is decided
         # twice: a command counts once, and not if it was issued earlier in the cycle).
         withheld: set[str] = set()
@@ -453,10 +445,10 @@ class SyncEngine:
             records: it never matters, since this cycle's own commands (issued after
             ``started``) are never among the unsettled (applied or failed after ``bound``,
             or still waiting for their outcome)."""
-            async for via, pairs in touched_pairs(connection, since):
+            async for pairs in touched_pairs(reader, since):
                 emails = {s.email for p in pairs for s in (p.ctct, p.app) if s is not None}
                 emails.update(p.email for p in pairs)
-                yield pairs, await self.outbox.unsettled(bound, emails, via, issued_by=started)
+                yield pairs, await self.outbox.unsettled(bound, emails, reader, issued_by=started)
 
         async def decide(pairs: list[Pair], unsettled: list[Unsettled]) -> None:
             d = reconcile(pairs, policy)

@@ -7,7 +7,7 @@ store's own id is stable, the address is not.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Final
 
 import aiosqlite
@@ -109,17 +109,13 @@ async def pairs_for_emails(conn: aiosqlite.Connection, emails: list[str]) -> lis
     return await _pairs_for(conn, await _by_email(conn, emails))
 
 
-async def touched_pairs(
-    connection: Callable[[], aiosqlite.Connection], since: int | None
-) -> AsyncIterator[tuple[aiosqlite.Connection, list[Pair]]]:
+async def touched_pairs(conn: aiosqlite.Connection, since: int | None) -> AsyncIterator[list[Pair]]:
     """Pairs, in chunks, for contacts whose projected state moved after position ``since``
-    (every contact when ``since`` is None: the full compare); each chunk with the connection
-    it was read through, ``connection()`` asked again before every chunk."""
+    (every contact when ``since`` is None: the full compare)."""
     # Keyset pagination on position (unique per row: each event belongs to one contact, and a
     # row's position is its last event's), so each chunk is an index range, never a rescan.
     last = since or 0
     while True:
-        conn = connection()
         rows = list(
             await conn.execute_fetchall(
                 "SELECT position, state FROM p_contacts WHERE position > ? "
@@ -130,4 +126,4 @@ async def touched_pairs(
         if not rows:
             break
         last = rows[-1][0]
-        yield conn, await _pairs_for(conn, [decode_contact(r[1]) for r in rows])
+        yield await _pairs_for(conn, [decode_contact(r[1]) for r in rows])
