@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final, Protocol
 from uuid import uuid4
@@ -18,7 +18,7 @@ from uuid import uuid4
 import msgspec
 import structlog
 
-from engine._aio import InFlight, gather_or_cancel, prefetch
+from engine._aio import InFlight, gather_or_cancel
 from engine._gc import collector_relaxed
 from engine.commands import Command, RecordTracking, command_id
 from engine.errors import CcsyncError, ConfigError
@@ -41,8 +41,6 @@ _log: Final = structlog.get_logger("ccsync.cycle")
 RECONCILER: Final = "reconciler"
 TRACKING_FORWARDED: Final = "tracking.forwarded"
 FLUSH_AT: Final = 10_000
-# Chunks of touched pairs (and their unsettled commands) read ahead of the one being decided.
-READ_AHEAD: Final = 2
 # Tracking recorded after a position, with the app contact it goes to. ``+t.store``: through the
 # position index, the new rows only (the planner otherwise read every tracking row of the store,
 # each cycle, and sorted them).
@@ -358,16 +356,9 @@ class SyncEngine:
         # One batch is sent while the next is decided and issued, and while the outcomes of
         # the one before are recorded (the stores' writes overlap the reconciler's reads and
         # decisions and the log's records); batches are issued, sent and recorded in order,
-        # one sent at a time. The issue records of a batch and the outcomes of the one before
-        # are written in a task of their own (``issuing``) while the reconciler decides the
-        # next chunk: awaited in line, the log's two commits per batch held the deciding up.
+        # one sent at a time.
         inflight = InFlight()
         inflight_ids: set[str] = set()
-        issuing = InFlight()
-        # The reconciler reads what is committed, on a connection of its own, a chunk or two
-        # ahead of the one it decides: its reads do not queue behind the batch being written.
-        # (It never sees this cycle's commands as unsettled: see ``chunks``.)
-        reader = await self.log.committed()
         # Commands left out because their store was down (a pair reached twice is decided
         # twice: a command counts once, and not if it was issued earlier in the cycle).
         withheld: set[str] = set()
@@ -393,19 +384,14 @@ class SyncEngine:
                 self._count(summary, await self.outbox.record(done, raise_fatal=False))
 
         async def settle() -> None:
-            """Every batch issued, sent and its outcomes recorded."""
-            try:
-                await issuing.landed()
-            finally:
-                await record(await landed())
+            """The batch in flight sent and its outcomes recorded."""
+            await record(await landed())
 
         async def send(issued: Issued) -> None:
             nonlocal unrecorded
             unrecorded = await self.outbox.deliver(issued, down)
 
         async def flush() -> None:
-            # Batches are issued in order; and the one before may have found a store down.
-            await issuing.landed()
             # A pair can be reached twice (touched, and through an unsettled command).
             links = {content_id(e): e for e in pending.links}
             blocked = {content_id(e): e for e in pending.blocked}
@@ -418,17 +404,12 @@ class SyncEngine:
             pending.links.clear()
             pending.blocked.clear()
             to_settle.clear()
-            issuing.start(issue_and_send(batch, extra, blocked.keys()))
-
-        async def issue_and_send(
-            batch: dict[str, Command], extra: list[NewEvent], blocked: Set[str]
-        ) -> None:
             # Issued while the batch before is being sent (its ids are left to it), sent after.
             issued = await self.outbox.issue(
                 list(batch.values()), run_id, bound, extra=extra, ids=list(batch),
                 in_flight=inflight_ids,
             )  # fmt: skip
-            summary.blocked += len(issued.stats.new_extra & blocked)
+            summary.blocked += len(issued.stats.new_extra & blocked.keys())
             try:
                 done = await landed()
             except Exception as exc:
@@ -439,25 +420,18 @@ class SyncEngine:
             inflight.start(send(issued))
             await record(done)  # while this batch is sent
 
-        async def chunks() -> AsyncIterator[tuple[list[Pair], list[Unsettled]]]:
-            """The touched pairs, a chunk at a time, each with the unsettled commands to their
-            addresses. Read ahead of the decisions, so what is read may lag this cycle's
-            records: it never matters, since this cycle's own commands (issued after
-            ``started``) are never among the unsettled (applied or failed after ``bound``,
-            or still waiting for their outcome)."""
-            async for pairs in touched_pairs(reader, since):
-                emails = {s.email for p in pairs for s in (p.ctct, p.app) if s is not None}
-                emails.update(p.email for p in pairs)
-                yield pairs, await self.outbox.unsettled(bound, emails, reader, issued_by=started)
-
-        async def decide(pairs: list[Pair], unsettled: list[Unsettled]) -> None:
+        async def decide(pairs: list[Pair], unsettled: list[Unsettled] | None = None) -> None:
             d = reconcile(pairs, policy)
+            if unsettled is None:
+                emails = {s.email for p in pairs for s in (p.ctct, p.app) if s is not None}
+                unsettled = await self.outbox.unsettled(bound, emails | {p.email for p in pairs})
             ids = [command_id(c) for c in d.commands]
             decided = set(ids)
             # Settled with the next issue records, not in a transaction of their own per chunk
-            # (a second cycle confirms every command of the first).
+            # (a second cycle confirms every command of the first). The batch in flight is this
+            # cycle's own: not a leftover to settle.
             for u in unsettled:
-                if u.command_id not in decided:
+                if u.command_id not in decided and u.command_id not in inflight_ids:
                     to_settle[u.command_id] = u
             commands.update(zip(ids, d.commands, strict=True))
             pending.links.extend(d.links)
@@ -469,8 +443,8 @@ class SyncEngine:
                 await flush()
 
         try:
-            async for pairs, unsettled in prefetch(chunks(), READ_AHEAD):
-                await decide(pairs, unsettled)
+            async for pairs in touched_pairs(conn, since):
+                await decide(pairs)
             # Unsettled commands for contacts nobody touched (a write the store did not show);
             # what the touched contacts settled is recorded first, so the sweep does not meet it.
             await flush()

@@ -13,7 +13,6 @@ from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
-import aiosqlite
 import msgspec
 import structlog
 
@@ -62,17 +61,16 @@ class _UnsettledRow(msgspec.Struct, array_like=True):
     status: str
     attempts: int
     outcome_at: str | None
-    issued_position: int
 
 
 _CHUNK: Final = 2000
 
 
-def _unsettled(rows: list[Any], now: datetime, issued_by: int | None = None) -> list[Unsettled]:
+def _unsettled(rows: list[Any], now: datetime) -> list[Unsettled]:
     out = []
     for row in msgspec.convert(rows, list[_UnsettledRow]):
         if (
-            (row.status == "issued" and (issued_by is None or row.issued_position <= issued_by))
+            row.status == "issued"
             or (row.status == "applied" and row.outcome_at and parse_ts(row.outcome_at) < now)
             or (row.status == "failed" and _due(row.outcome_at, row.attempts, now))
         ):
@@ -152,29 +150,19 @@ class Outbox:
     # commands are 'applied' until observation confirms them, so it selects nothing, and a
     # scan of it per chunk of emails cost seconds per 100,000 commands).
     _BASE: Final = (
-        "SELECT command_id, target, email, status, attempts, outcome_at, issued_position "
-        f"FROM p_commands c WHERE +{UNSETTLED} AND kind != '{TRACKING_KIND}' "
+        "SELECT command_id, target, email, status, attempts, outcome_at FROM p_commands c "
+        f"WHERE +{UNSETTLED} AND kind != '{TRACKING_KIND}' "
     )
 
-    async def unsettled(
-        self,
-        now: datetime,
-        emails: Iterable[str],
-        conn: aiosqlite.Connection | None = None,
-        *,
-        issued_by: int | None = None,
-    ) -> list[Unsettled]:
+    async def unsettled(self, now: datetime, emails: Iterable[str]) -> list[Unsettled]:
         """Commands to these emails whose effect is not yet confirmed by observation: applied
         before ``now`` (the next observation should show it), issued without an outcome (a
-        crash) at or before log position ``issued_by`` (a cycle's own commands are issued
-        after its observation: their outcomes are still to come), or failed and past their
-        backoff. The cycle decides their contacts again rather than resending them blindly:
-        a stale command must not act on a contact whose state has moved (an opted-out contact
-        must not be added to a list because a failed add is retried). ``conn``: the
-        connection to read through (the log's by default)."""
-        conn = conn or self.log.connection
-        rows = await fetch_in(conn, self._BASE + "AND email IN", list(emails))
-        return _unsettled(rows, now, issued_by)
+        crash), or failed and past their backoff. The cycle decides their contacts again
+        rather than resending them blindly: a stale command must not act on a contact whose
+        state has moved (an opted-out contact must not be added to a list because a failed
+        add is retried)."""
+        conn = self.log.connection
+        return _unsettled(await fetch_in(conn, self._BASE + "AND email IN", list(emails)), now)
 
     async def orphans(
         self, now: datetime, untouched_since: int, after: int
@@ -193,7 +181,7 @@ class Outbox:
                 (after, untouched_since, _CHUNK),
             )
         )
-        return _unsettled(rows, now), (int(rows[-1][6]) if rows else None)
+        return _unsettled([r[:6] for r in rows], now), (int(rows[-1][6]) if rows else None)
 
     async def failed_tracking(self, now: datetime) -> list[Command]:
         """Tracking records that failed and are due again (they are data: resent as they are)."""

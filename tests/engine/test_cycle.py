@@ -15,7 +15,7 @@ import pytest_asyncio
 import engine.cycle as cycle_module
 import engine.pairs as pairs_module
 from engine.audit import contact_history
-from engine.commands import Command, Outcome, RecordTracking, UpsertContact, command_id
+from engine.commands import Command, Outcome, RecordTracking
 from engine.cycle import SyncEngine
 from engine.errors import ConfigError, FatalError, QuotaExhaustedError
 from engine.log import EventLog
@@ -739,25 +739,3 @@ async def test_a_quota_spent_while_tracking_is_fetched_still_lets_opt_outs_reach
     ann = app.by_email("ann@example.org")
     assert ann is not None and ann.permission.status == "unsubscribed"
     assert app.received == [sent]
-
-
-async def test_a_cycle_takes_a_crashed_runs_issued_command_as_unsettled_but_never_its_own(
-    log: EventLog,
-) -> None:
-    """The reconciler reads unsettled commands ahead of its decisions, while its own batches
-    are being issued and sent. A command a crashed run issued and never recorded an outcome for
-    is unsettled (its contact is decided again); one issued by this cycle is not, though it too
-    is waiting for its outcome: settling it would supersede a command still being sent."""
-    engine, _, _ = make(log)
-    await engine.start()
-    now = datetime.now(UTC)
-    crashed = UpsertContact(target="app", email="ann@example.org", fields={"first_name": "Ann"})
-    await engine.outbox.issue([crashed], "crashed-run", now)
-    cycle_started = (await log.head()).position
-    own = UpsertContact(target="app", email="ann@example.org", fields={"first_name": "Anne"})
-    await engine.outbox.issue([own], "this-run", now)
-
-    found = await engine.outbox.unsettled(now, ["ann@example.org"], issued_by=cycle_started)
-    assert [u.command_id for u in found] == [command_id(crashed)]
-    everything = await engine.outbox.unsettled(now, ["ann@example.org"])
-    assert {u.command_id for u in everything} == {command_id(crashed), command_id(own)}
