@@ -2,7 +2,7 @@
 writer waits for.
 
     .venv/bin/python scripts/bench/cycle_trace.py [--contacts 100000] [--second]
-        [--incremental K [--changes 1000]]
+        [--incremental K [--changes 1000]] [--timeline]
 
 Runs the initial sync of ``scripts/bench/sync.py`` (simulator in its own process, SQLite app
 database, rate limits off) once (``--second``: and the cycle after it, which observes the
@@ -16,7 +16,10 @@ reconcile+execute):
   work before it sent the next job; the longest idle stretches by the jobs around them;
   its busiest jobs;
 * every statement of every connection (the log's writer, its read-only reader, the app
-  database), wall and CPU time in its thread, the writes of a transaction one by one.
+  database), wall and CPU time in its thread, the writes of a transaction one by one;
+* with ``--timeline``, the first cycle's reconcile+execute as a timeline: when each batch's
+  issue records, its outcome records and each store's writes ran (``Outbox.issue``,
+  ``Outbox.record``, the sinks' ``apply``), and the time spent reading pairs and deciding.
 
 Every aiosqlite job is timed by wrapping aiosqlite's private ``Connection._execute`` (the
 same private call engine/_pending.py uses; aiosqlite is pinned), and a transaction's queued
@@ -49,9 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _simproc import SimProcess, stat_cpu_seconds
 
 import engine._pending
+import engine.cycle
 from engine.bootstrap import wire
 from engine.cli._demo_setup import prepare_folder
 from engine.logging import configure_logging
+from engine.outbox import Outbox
 from engine.settings import load_settings
 
 _jobs: list[dict[str, Any]] = []
@@ -122,6 +127,74 @@ async def _timed(self: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
     finally:
         job["resume"] = time.perf_counter()
         _jobs.append(job)
+
+
+# (label, start, end) of the reconciler's steps, when --timeline asks for them.
+_spans: list[tuple[str, float, float]] = []
+
+
+def _span_async(owner: Any, name: str, label: str) -> None:
+    """Record every call of the coroutine method ``owner.name`` as a span."""
+    original = getattr(owner, name)
+
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            _spans.append((label, t0, time.perf_counter()))
+
+    setattr(owner, name, timed)
+
+
+def _span_sync(module: Any, name: str, label: str) -> None:
+    original = getattr(module, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _spans.append((label, t0, time.perf_counter()))
+
+    setattr(module, name, timed)
+
+
+def _span_pairs() -> None:
+    """Time each chunk of ``touched_pairs`` as the cycle reads it (the pairs' reads and
+    decoding, not the deciding between chunks)."""
+    original = engine.cycle.touched_pairs
+
+    async def timed(conn: Any, since: int | None) -> Any:
+        t0 = time.perf_counter()
+        async for chunk in original(conn, since):
+            _spans.append(("read pairs", t0, time.perf_counter()))
+            yield chunk
+            t0 = time.perf_counter()
+
+    engine.cycle.touched_pairs = timed  # type: ignore[assignment]
+
+
+def trace_steps(w: Any) -> None:
+    _span_async(Outbox, "issue", "issue")
+    _span_async(Outbox, "record", "record")
+    _span_async(Outbox, "unsettled", "read unsettled")
+    _span_sync(engine.cycle, "reconcile", "decide")
+    _span_pairs()
+    for store, sink in w.engine.outbox.sinks.items():
+        _span_async(sink, "apply", f"{store} writes")
+
+
+def timeline(a: float, b: float) -> None:
+    spans = [s for s in _spans if a <= s[1] <= b]
+    totals: collections.Counter[str] = collections.Counter()
+    for label, t0, t1 in spans:
+        totals[label] += t1 - t0
+    print(f"== reconcile+execute as a timeline ({b - a:.2f} s; s from its start)")
+    print("   sums: " + ", ".join(f"{k} {v:.2f} s" for k, v in totals.most_common()))
+    for label, t0, t1 in sorted(spans, key=lambda s: s[1]):
+        if label in ("issue", "record") or label.endswith(" writes"):
+            print(f"   {t0 - a:7.3f} -> {t1 - a:7.3f}  {t1 - t0:6.3f}  {label}")
 
 
 class _ThreadCpu:
@@ -200,7 +273,9 @@ def report(name: str, a: float, b: float, writer: int, cpu: _ThreadCpu) -> None:
         print(f"   {wall:6.2f} / {used:5.2f} s {int(count):6d}x  {label}")
 
 
-async def main_async(n: int, second: bool, incremental: int, changes: int) -> None:
+async def main_async(
+    n: int, second: bool, incremental: int, changes: int, show_timeline: bool = False
+) -> None:
     configure_logging(level="warning")
     aiosqlite.core.Connection._execute = _timed  # type: ignore[method-assign]
     engine._pending._run = _timed_run
@@ -220,6 +295,8 @@ async def main_async(n: int, second: bool, incremental: int, changes: int) -> No
             )
             async with wire(load_settings(config)) as w:
                 cpu.name_threads()
+                if show_timeline:
+                    trace_steps(w)
                 _jobs.clear()
                 t0 = time.perf_counter()
                 first = await w.engine.cycle()
@@ -242,6 +319,8 @@ async def main_async(n: int, second: bool, incremental: int, changes: int) -> No
         observe, rest = first.durations["observe"], first.durations["reconcile_execute"]
         report("observe", t0, t0 + observe, writer, cpu)
         report("reconcile+execute", t1 - rest, t1, writer, cpu)
+        if show_timeline:
+            timeline(t1 - rest, t1)
         if second:
             print(f"second cycle: {t3 - t2:.2f} s, observed {echo.observed}")
             observe, rest = echo.durations["observe"], echo.durations["reconcile_execute"]
@@ -268,8 +347,15 @@ def main() -> None:
         help="then trace K incremental cycles, each after --changes world changes",
     )
     parser.add_argument("--changes", type=int, default=1000)
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print the first cycle's reconcile+execute as a timeline of its steps",
+    )
     args = parser.parse_args()
-    asyncio.run(main_async(args.contacts, args.second, args.incremental, args.changes))
+    asyncio.run(
+        main_async(args.contacts, args.second, args.incremental, args.changes, args.timeline)
+    )
 
 
 if __name__ == "__main__":
