@@ -40,14 +40,18 @@ from engine.log import EventLog, Recorded, format_ts, parse_ts
 from projections.runner import projected_position
 
 __all__ = [
+    "Blocked",
     "HistoryLine",
     "OptOut",
+    "Rejected",
     "UnpropagatedWatch",
     "Violation",
     "audit_optouts",
+    "blocked_decisions",
     "contact_history",
     "find_violations",
     "oldest_unpropagated_optout",
+    "rejected_records",
 ]
 
 State = Literal["confirmed", "applied", "pending", "failed", "already", "no-contact"]
@@ -522,3 +526,97 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
                 out.append(_line(r, cid))
     out.sort(key=lambda h: h.position)
     return out
+
+
+class Blocked(msgspec.Struct, kw_only=True):
+    """An action the reconciler refused for consent (``decision.blocked``): on which store's
+    contact, what it would have done, and why not."""
+
+    position: int
+    recorded_at: str
+    store: str
+    contact_id: str
+    email: str
+    action: str
+    reason: str
+
+
+class Rejected(msgspec.Struct, kw_only=True):
+    """A record a store returned that ccsync could not take (``record.rejected``): the record,
+    the field, and what was wrong with it. What was observed is in the event's payload."""
+
+    position: int
+    recorded_at: str
+    store: str
+    record: str
+    field: str
+    problem: str
+
+
+def _since_clause(since: datetime | None, args: list[object]) -> str:
+    if since is None:
+        return ""
+    args.append(format_ts(since))
+    return " AND recorded_at >= ?"
+
+
+async def blocked_decisions(
+    log: EventLog, *, email: str | None = None, since: datetime | None = None
+) -> list[Blocked]:
+    """Every blocked decision (of one email, or recorded since a time), oldest first."""
+    args: list[object] = []
+    where = "WHERE 1"
+    if email is not None:
+        where += " AND email = ?"
+        args.append(email)
+    where += _since_clause(since, args)
+    rows = await _rows(
+        log.connection,
+        "SELECT position, recorded_at, store_key, email, action, reason FROM p_decisions "
+        f"{where} ORDER BY position",
+        tuple(args),
+    )
+    out = []
+    for position, at, store_key, mail, action, reason in rows:
+        store, _, contact_id = str(store_key).partition(":")
+        out.append(
+            Blocked(
+                position=_int(position),
+                recorded_at=str(at),
+                store=store,
+                contact_id=contact_id,
+                email=str(mail),
+                action=str(action),
+                reason=str(reason),
+            )
+        )
+    return out
+
+
+async def rejected_records(
+    log: EventLog, *, store: str | None = None, since: datetime | None = None
+) -> list[Rejected]:
+    """Every rejected record (of one store, or recorded since a time), oldest first."""
+    args: list[object] = []
+    where = "WHERE 1"
+    if store is not None:
+        where += " AND store = ?"
+        args.append(store)
+    where += _since_clause(since, args)
+    rows = await _rows(
+        log.connection,
+        "SELECT position, recorded_at, store, record, field, problem FROM p_rejected "
+        f"{where} ORDER BY position",
+        tuple(args),
+    )
+    return [
+        Rejected(
+            position=_int(position),
+            recorded_at=str(at),
+            store=str(st),
+            record=str(record),
+            field=str(field),
+            problem=str(problem),
+        )
+        for position, at, st, record, field, problem in rows
+    ]

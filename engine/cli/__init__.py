@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
+import select
 import sys
 from collections.abc import Sequence
 from typing import Final
@@ -59,7 +61,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CcsyncError as exc:
         print(f"ccsync: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # another pipe's: a bug, with its traceback
+        return 141  # as a shell reports a writer ended by SIGPIPE
     return code
+
+
+def _stdout_closed() -> bool:
+    """Whether whoever read our output went away (``ccsync log show | head``): the write end
+    of a pipe whose reader closed polls as an error. If so, stdout now points at /dev/null:
+    Python's own flush at exit would fail again and print a traceback for what is not an
+    error."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no stdout, or no poll() here
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
 
 
 if __name__ == "__main__":

@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from engine.audit import audit_optouts, contact_history, find_violations
+from engine.audit import (
+    audit_optouts,
+    blocked_decisions,
+    contact_history,
+    find_violations,
+    rejected_records,
+)
 from engine.cli._common import add_config_arg, settings_from_args, table
 from engine.cli.log_cmd import _parse_time
 from engine.log import EventLog
@@ -22,7 +28,9 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("audit", help="opt-out histories, violations, one person's history")
+    p = sub.add_parser(
+        "audit", help="opt-out histories, violations, one person's history, refusals, rejects"
+    )
     asub = p.add_subparsers(dest="audit_command", metavar="QUESTION", required=True)
     o = asub.add_parser("opt-outs", help="each opt-out: when, seen, carried, confirmed")
     add_config_arg(o)
@@ -45,6 +53,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("email")
     c.add_argument("--format", choices=("table", "json", "csv"), default="table")
     c.set_defaults(handler=_contact)
+    b = asub.add_parser(
+        "blocked", help="every action refused for consent (a re-subscribe, a list add)"
+    )
+    add_config_arg(b)
+    b.add_argument("--email", help="only this address")
+    b.add_argument("--since", type=_parse_time, help="only decisions recorded since (ISO-8601)")
+    b.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    b.set_defaults(handler=_blocked)
+    r = asub.add_parser("rejected", help="every record a store returned that could not be taken")
+    add_config_arg(r)
+    r.add_argument("--store", choices=("ctct", "app"), help="only this store's records")
+    r.add_argument("--since", type=_parse_time, help="only records rejected since (ISO-8601)")
+    r.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    r.set_defaults(handler=_rejected)
 
 
 def _emit(fmt: str, rows: Sequence[msgspec.Struct], columns: list[str]) -> None:
@@ -100,4 +122,22 @@ async def _contact(args: argparse.Namespace) -> int:
         print(f"nothing recorded about {args.email}", file=sys.stderr)
         return 1
     _emit(args.format, lines, ["position", "recorded_at", "store", "type", "summary"])
+    return 0
+
+
+async def _blocked(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    email = normalise_email(args.email) if args.email else None
+    async with await EventLog.open(settings.log_path, writer=False) as log:
+        rows = await blocked_decisions(log, email=email, since=args.since)
+    columns = ["position", "recorded_at", "store", "contact_id", "email", "action", "reason"]
+    _emit(args.format, rows, columns)
+    return 0
+
+
+async def _rejected(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    async with await EventLog.open(settings.log_path, writer=False) as log:
+        rows = await rejected_records(log, store=args.store, since=args.since)
+    _emit(args.format, rows, ["position", "recorded_at", "store", "record", "field", "problem"])
     return 0

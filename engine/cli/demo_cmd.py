@@ -95,7 +95,14 @@ async def _demo(args: argparse.Namespace) -> int:
                 kinds[e.kind] = kinds.get(e.kind, 0) + 1
             app_optout = _app_changes(folder / "app.db")
             _say(f"\nMeanwhile in Constant Contact: {dict(sorted(kinds.items()))}")
-            _say(f"Meanwhile in the CRM: a rename, and {app_optout} unsubscribed by phone\n")
+            _say(f"Meanwhile in the CRM: a rename, and {app_optout} unsubscribed by phone")
+            _say(
+                "(Each sync lists what changed since its checkpoint, reaching back by its "
+                "look-back\n (overlap_seconds, five minutes by default) for late commits and "
+                "clock skew: this soon\n after the first sync, that lists again the contacts it "
+                "wrote. Only what differs from\n the last observation becomes an event or a "
+                "command.)\n"
+            )
             _say(_line("Incremental sync", await w.engine.cycle()))
             _say(_line("Incremental sync", await w.engine.cycle()))
             quiet = await w.engine.cycle()

@@ -169,3 +169,65 @@ def test_operator_scripts_report_the_month_and_a_list_as_of_a_past_time(
         ["implicit"],
     )
     assert [m["permission"] for m in now if m["email"] == person.email] == ["unsubscribed"]
+
+
+def test_audit_lists_the_refused_resubscribe_and_the_rejected_record(
+    folder: tuple[Path, Simulator],
+) -> None:
+    """An operator asks what ccsync refused to do and what it could not take in: the CRM's
+    re-subscribe of someone who opted out in Constant Contact, and a Constant Contact record
+    over the API's field limit. Output piped into a reader that stops early (`| head`) ends
+    quietly."""
+    config, sim = folder
+    sync(config)
+    person, bad = sim.call(
+        lambda: [
+            c for c in sim.account.contacts if not c.deleted and c.permission != "unsubscribed"
+        ][:2]
+    )
+    sim.call(lambda: sim.account.unsubscribe(person.contact_id, reason="moved away"))
+    sim.call(lambda: sim.account.edit_contact(bad.contact_id, first_name="x" * 60))  # limit: 50
+    sync(config)  # the app gets the opt-out; the long name is rejected
+    with sqlite3.connect(config.parent / "app.db") as app:  # a CRM user re-subscribes her
+        changed = app.execute(
+            "UPDATE contacts SET email_status = 'active', "
+            "status_changed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
+            "updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE lower(email) = ?",
+            (person.email.lower(),),
+        ).rowcount
+    assert changed == 1
+    sync(config)
+
+    blocked = cli(config, "audit", "blocked", "--email", person.email.upper(), "--format", "json")
+    assert blocked.returncode == 0, blocked.stderr
+    [row] = json.loads(blocked.stdout)
+    assert (row["store"], row["contact_id"], row["action"]) == (
+        "ctct",
+        person.contact_id,
+        "resubscribe",
+    )
+    assert "opted out in Constant Contact" in row["reason"]
+    later = cli(config, "audit", "blocked", "--since", "2999-01-01T00:00:00Z", "--format", "json")
+    assert json.loads(later.stdout) == []
+
+    rejected = cli(config, "audit", "rejected", "--store", "ctct", "--format", "csv")
+    assert rejected.returncode == 0, rejected.stderr
+    rows = list(csv.DictReader(io.StringIO(rejected.stdout)))
+    assert {(r["record"], r["field"]) for r in rows} == {(bad.contact_id, "first_name")}
+    assert "50" in rows[0]["problem"]
+    assert (
+        json.loads(cli(config, "audit", "rejected", "--store", "app", "--format", "json").stdout)
+        == []
+    )
+
+    log = str(config.parent / "ccsync.db")
+    with subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "log", "show", "--log", log],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as shown:
+        assert shown.stdout is not None and shown.stderr is not None
+        assert json.loads(shown.stdout.readline())["position"] == 1
+        shown.stdout.close()  # the reader stops (`| head -1`); thousands of events are left
+        assert shown.wait(timeout=60) == 141
+        assert shown.stderr.read() == b""
