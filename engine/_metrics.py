@@ -190,6 +190,11 @@ class DaemonMetrics:
         self.rejected = Counter(
             "ccsync_records_rejected", "Records rejected as invalid (named in the log)", registry=r
         )
+        self.blocked = Counter(
+            "ccsync_decisions_blocked",
+            "Actions refused for consent, new this cycle (ccsync audit blocked)",
+            registry=r,
+        )
         self.issued = Counter(
             "ccsync_commands_issued", "Commands issued, by kind", ["kind"], registry=r
         )
@@ -230,6 +235,7 @@ class DaemonMetrics:
         self.applied.inc(summary.applied)
         self.failures.inc(summary.failed)
         self.rejected.inc(summary.rejected)
+        self.blocked.inc(summary.blocked)
         for phase, s in summary.durations.items():
             self.phase.labels(phase).set(s)
         self._ended(seconds, now)

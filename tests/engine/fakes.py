@@ -22,7 +22,7 @@ from engine.commands import (
 )
 from engine.errors import FatalError, RetriableError
 from engine.model import ContactRecord, ListRecord, PermissionState, Store, TrackingActivity
-from engine.ports import Page
+from engine.ports import Page, Rejected
 
 
 class FakeStore:
@@ -42,6 +42,7 @@ class FakeStore:
         self.fatal_calls = 0
         # While set, a listing gives this many pages and then fails (a server out of reach)
         self.listing_fails_after: int | None = None
+        self._rejects: list[Rejected] = []  # returned by the next listing, on its first page
         self._seq = 0
         self._ids = 0
         self.now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -116,6 +117,11 @@ class FakeStore:
     def delete(self, sid: str) -> None:
         self._put(msgspec.structs.replace(self.contacts[sid], deleted=True, lists=()))
 
+    def reject_next(self, record: str, field: str, problem: str) -> None:
+        """The next listing returns a record it could not normalise (bad input from the store)."""
+        raw = msgspec.json.encode({"id": record, field: "?"}).decode()
+        self._rejects.append(Rejected(record=record, field=field, problem=problem, raw=raw))
+
     def by_email(self, email: str) -> ContactRecord | None:
         for rec in self.contacts.values():
             if rec.email == email:
@@ -128,6 +134,15 @@ class FakeStore:
         since = int(resume or 0)
         changed = sorted((s, sid) for sid, s in self.stamps.items() if s > since)
         top = max((s for s, _ in changed), default=since)
+        rejects, self._rejects = tuple(self._rejects), []
+        if rejects and not changed:
+            yield Page(
+                request=f"fake {self._store} since={since} page=0",
+                contacts=(),
+                rejected=rejects,
+                content_hash=hashlib.sha256(b"").hexdigest(),
+                resume=str(since),
+            )
         for n, i in enumerate(range(0, len(changed), self.page_size)):
             if self.listing_fails_after is not None and n >= self.listing_fails_after:
                 break
@@ -138,6 +153,7 @@ class FakeStore:
             yield Page(
                 request=f"fake {self._store} since={since} page={i // self.page_size}",
                 contacts=recs,
+                rejected=rejects if i == 0 else (),
                 content_hash=hashlib.sha256(body).hexdigest(),
                 resume=str(top if last else chunk[-1][0]),
             )

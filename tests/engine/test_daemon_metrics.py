@@ -64,3 +64,23 @@ async def test_unsettled_commands_are_shown_until_observation_confirms_them(
     assert second == {}
     assert 240 < age <= 300  # carried to the app, not yet seen there: owed since the first run
     assert age_after == 0  # seen there: confirmed
+
+
+async def test_a_refused_resubscribe_and_a_rejected_record_are_counted(tmp_path: Path) -> None:
+    """An alert on these counters tells the operator to look at `ccsync audit blocked` and
+    `ccsync audit rejected`."""
+    ctct, app = FakeStore("ctct"), FakeStore("app")
+    c = ctct.add("ann@example.org", first_name="Ann")
+    a = app.add("ann@example.org", first_name="Ann")
+    async with await EventLog.open(tmp_path / "log.db") as log:
+        engine = SyncEngine(log, ctct, app, Policy())
+        metrics = DaemonMetrics()
+        await engine.cycle()
+        ctct.opt_out(c, reason="too many emails")
+        metrics.record_cycle(await engine.cycle(), 1.0, datetime.now(UTC))  # the app follows
+        app.opt_in(a, source="Account")  # a CRM user re-subscribes her: refused
+        app.reject_next("bob-1", "email", "invalid email address 'bob@'")
+        metrics.record_cycle(await engine.cycle(), 1.0, datetime.now(UTC))
+        text = await metrics.render(None)
+    assert _value(text, "ccsync_decisions_blocked_total") == 1
+    assert _value(text, "ccsync_records_rejected_total") == 1
