@@ -160,6 +160,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 f"\nEverything is in {folder}. Go on with, for example:\n"
                 f"  ccsync status --config {config}\n"
                 f"  ccsync audit opt-outs --config {config}\n"
+                f"  ccsync audit blocked --config {config}\n"
                 f"  ccsync replay --check --config {config}\n"
                 f"  ccsync log verify --log {folder / 'ccsync.db'}\n"
                 "(the simulator stops with the demo: `ccsync sync` there needs a new one)"

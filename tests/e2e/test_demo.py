@@ -43,3 +43,18 @@ def test_demo_runs_clean_and_leaves_a_folder_the_other_commands_work_in(tmp_path
         ).stdout
     )
     assert [r["outcome"] for r in status["runs"]] == ["ok"] * 5
+    # Every refusal a cycle reported is listed by the audit, with its reason.
+    reported = sum(
+        int(line.split(", blocked ")[1].split(";")[0])
+        for line in out.splitlines()
+        if " contacts observed, commands: " in line
+    )
+    blocked = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "engine.cli", "audit", "blocked", "--format", "json",
+             "--config", str(config)],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert reported > 0 and len(blocked) == reported
+    assert all(b["reason"] and b["email"] and b["store"] in ("ctct", "app") for b in blocked)
