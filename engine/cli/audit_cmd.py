@@ -54,14 +54,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--format", choices=("table", "json", "csv"), default="table")
     c.set_defaults(handler=_contact)
     b = asub.add_parser(
-        "blocked", help="every action refused for consent (a re-subscribe, a list add)"
+        "blocked",
+        help="every action refused for consent: a re-subscribe, a list change for an opted-out "
+        "contact",
     )
     add_config_arg(b)
     b.add_argument("--email", help="only this address")
     b.add_argument("--since", type=_parse_time, help="only decisions recorded since (ISO-8601)")
     b.add_argument("--format", choices=("table", "json", "csv"), default="table")
     b.set_defaults(handler=_blocked)
-    r = asub.add_parser("rejected", help="every record a store returned that could not be taken")
+    r = asub.add_parser(
+        "rejected",
+        help="every record a store returned that could not be taken (the record as observed: "
+        "ccsync log show --from POSITION --to POSITION)",
+    )
     add_config_arg(r)
     r.add_argument("--store", choices=("ctct", "app"), help="only this store's records")
     r.add_argument("--since", type=_parse_time, help="only records rejected since (ISO-8601)")
