@@ -553,23 +553,22 @@ class Rejected(msgspec.Struct, kw_only=True):
     problem: str
 
 
-def _since_clause(since: datetime | None, args: list[object]) -> str:
-    if since is None:
-        return ""
-    args.append(format_ts(since))
-    return " AND recorded_at >= ?"
+def _where(equal: dict[str, object | None], since: datetime | None) -> tuple[str, list[object]]:
+    """A WHERE clause: each column of ``equal`` whose value is not None equals it, and
+    ``recorded_at`` is at or after ``since``; with its parameters."""
+    terms = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    args: list[object] = [value for value in equal.values() if value is not None]
+    if since is not None:
+        terms.append("recorded_at >= ?")
+        args.append(format_ts(since))
+    return ("WHERE " + " AND ".join(terms) if terms else ""), args
 
 
 async def blocked_decisions(
     log: EventLog, *, email: str | None = None, since: datetime | None = None
 ) -> list[Blocked]:
     """Every blocked decision (of one email, or recorded since a time), oldest first."""
-    args: list[object] = []
-    where = "WHERE 1"
-    if email is not None:
-        where += " AND email = ?"
-        args.append(email)
-    where += _since_clause(since, args)
+    where, args = _where({"email": email}, since)
     rows = await _rows(
         log.connection,
         "SELECT position, recorded_at, store_key, email, action, reason FROM p_decisions "
@@ -597,12 +596,7 @@ async def rejected_records(
     log: EventLog, *, store: str | None = None, since: datetime | None = None
 ) -> list[Rejected]:
     """Every rejected record (of one store, or recorded since a time), oldest first."""
-    args: list[object] = []
-    where = "WHERE 1"
-    if store is not None:
-        where += " AND store = ?"
-        args.append(store)
-    where += _since_clause(since, args)
+    where, args = _where({"store": store}, since)
     rows = await _rows(
         log.connection,
         "SELECT position, recorded_at, store, record, field, problem FROM p_rejected "
