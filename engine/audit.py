@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import aiosqlite
 import msgspec
@@ -553,6 +553,9 @@ class Rejected(msgspec.Struct, kw_only=True):
     problem: str
 
 
+_Listed = TypeVar("_Listed", bound=msgspec.Struct)
+
+
 def _where(equal: dict[str, object | None], since: datetime | None) -> tuple[str, list[object]]:
     """A WHERE clause: each column of ``equal`` whose value is not None equals it, and
     ``recorded_at`` is at or after ``since``; with its parameters."""
@@ -564,53 +567,34 @@ def _where(equal: dict[str, object | None], since: datetime | None) -> tuple[str
     return ("WHERE " + " AND ".join(terms) if terms else ""), args
 
 
+async def _listing(
+    log: EventLog, cls: type[_Listed], select: str, table: str, where: tuple[str, list[object]]
+) -> list[_Listed]:
+    """Rows of ``table`` as ``cls``, oldest first: ``select`` yields ``cls``'s fields in order."""
+    clause, args = where
+    rows = await _rows(
+        log.connection, f"SELECT {select} FROM {table} {clause} ORDER BY position", tuple(args)
+    )
+    names = cls.__struct_fields__
+    return [msgspec.convert(dict(zip(names, r, strict=True)), cls) for r in rows]
+
+
 async def blocked_decisions(
     log: EventLog, *, email: str | None = None, since: datetime | None = None
 ) -> list[Blocked]:
     """Every blocked decision (of one email, or recorded since a time), oldest first."""
-    where, args = _where({"email": email}, since)
-    rows = await _rows(
-        log.connection,
-        "SELECT position, recorded_at, store_key, email, action, reason FROM p_decisions "
-        f"{where} ORDER BY position",
-        tuple(args),
+    # (``store_key`` is ``store:contact id``; a contact id may hold colons, the store not.)
+    split = (
+        "substr(store_key, 1, instr(store_key, ':') - 1), "
+        "substr(store_key, instr(store_key, ':') + 1)"
     )
-    out = []
-    for position, at, store_key, mail, action, reason in rows:
-        store, _, contact_id = str(store_key).partition(":")
-        out.append(
-            Blocked(
-                position=_int(position),
-                recorded_at=str(at),
-                store=store,
-                contact_id=contact_id,
-                email=str(mail),
-                action=str(action),
-                reason=str(reason),
-            )
-        )
-    return out
+    select = f"position, recorded_at, {split}, email, action, reason"
+    return await _listing(log, Blocked, select, "p_decisions", _where({"email": email}, since))
 
 
 async def rejected_records(
     log: EventLog, *, store: str | None = None, since: datetime | None = None
 ) -> list[Rejected]:
     """Every rejected record (of one store, or recorded since a time), oldest first."""
-    where, args = _where({"store": store}, since)
-    rows = await _rows(
-        log.connection,
-        "SELECT position, recorded_at, store, record, field, problem FROM p_rejected "
-        f"{where} ORDER BY position",
-        tuple(args),
-    )
-    return [
-        Rejected(
-            position=_int(position),
-            recorded_at=str(at),
-            store=str(st),
-            record=str(record),
-            field=str(field),
-            problem=str(problem),
-        )
-        for position, at, st, record, field, problem in rows
-    ]
+    select = "position, recorded_at, store, record, field, problem"
+    return await _listing(log, Rejected, select, "p_rejected", _where({"store": store}, since))

@@ -7,7 +7,7 @@ import argparse
 import csv
 import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -26,17 +26,25 @@ from engine.model import normalise_email
 
 __all__ = ["register"]
 
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit", help="opt-out histories, violations, one person's history, refusals, rejects"
     )
     asub = p.add_subparsers(dest="audit_command", metavar="QUESTION", required=True)
-    o = asub.add_parser("opt-outs", help="each opt-out: when, seen, carried, confirmed")
-    add_config_arg(o)
+
+    def question(name: str, help_: str, handler: Handler) -> argparse.ArgumentParser:
+        q = asub.add_parser(name, help=help_)
+        add_config_arg(q)
+        q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+        q.set_defaults(handler=handler)
+        return q
+
+    o = question("opt-outs", "each opt-out: when, seen, carried, confirmed", _optouts)
     o.add_argument("--email", help="only this address")
     o.add_argument("--since", type=_parse_time, help="only opt-outs seen since (ISO-8601)")
-    o.add_argument("--format", choices=("table", "json", "csv"), default="table")
     o.add_argument(
         "--violations",
         action="store_true",
@@ -47,32 +55,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         help="seconds allowed for propagation (default: sync interval plus 15 minutes)",
     )
-    o.set_defaults(handler=_optouts)
-    c = asub.add_parser("contact", help="one person's whole history across both stores")
-    add_config_arg(c)
+    c = question("contact", "one person's whole history across both stores", _contact)
     c.add_argument("email")
-    c.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    c.set_defaults(handler=_contact)
-    b = asub.add_parser(
+    b = question(
         "blocked",
-        help="every action refused for consent: a re-subscribe, a list change for an opted-out "
-        "contact",
+        "every action refused for consent: a re-subscribe, a list change for an opted-out contact",
+        _blocked,
     )
-    add_config_arg(b)
     b.add_argument("--email", help="only this address")
     b.add_argument("--since", type=_parse_time, help="only decisions recorded since (ISO-8601)")
-    b.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    b.set_defaults(handler=_blocked)
-    r = asub.add_parser(
+    r = question(
         "rejected",
-        help="every record a store returned that could not be taken (the record as observed: "
+        "every record a store returned that could not be taken (the record as observed: "
         "ccsync log show --from POSITION --to POSITION)",
+        _rejected,
     )
-    add_config_arg(r)
     r.add_argument("--store", choices=("ctct", "app"), help="only this store's records")
     r.add_argument("--since", type=_parse_time, help="only records rejected since (ISO-8601)")
-    r.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    r.set_defaults(handler=_rejected)
 
 
 def _emit(fmt: str, rows: Sequence[msgspec.Struct], columns: list[str]) -> None:
