@@ -432,6 +432,8 @@ def _summarise(event: EventBase, command_id: str = "") -> str:
         case ContactObserved(contact=c):
             lists = ",".join(c.lists) or "-"
             return f"first seen: {c.email} permission={c.permission.status} lists={lists}"
+        case ContactChanged(changes=changes) if not changes:
+            return "modified in the store; no synced field differs"
         case ContactChanged(changes=changes):
             return "; ".join(f"{k}: {v.old!r} -> {v.new!r}" for k, v in changes.items())
         case PermissionChanged(old=old, new=new):

@@ -48,7 +48,19 @@ def diff_contact(
             a, b = old.fields.get(name), rec.fields.get(name)
             if a != b:
                 changes[name] = FieldChange(a, b)
-    if changes:
+    # The store modified the record after the state's time, yet nothing ccsync syncs differs
+    # from it: an edit outside the synced fields, or one undone again (a list that ccsync
+    # added her to, and that she left again before any cycle saw her on it). An event with no
+    # changes records the time, so that the reconciler looks at the contact again and the
+    # outbox knows the store changed it after its last write.
+    edited = (
+        when is not None
+        and old.updated_at is not None
+        and when > old.updated_at
+        and rec.lists == old.lists
+        and rec.deleted == old.deleted
+    )
+    if changes or edited:
         out.append(
             _new(ContactChanged(store=store, key=key, source_time=when, changes=changes), basis)
         )

@@ -8,6 +8,7 @@ checkpoint in one transaction; rebuild and as-of replay are the same fold from p
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -102,16 +103,24 @@ def evolve_contact(
                 position=position,
             )
         case PermissionChanged(new=new):
+            # (its source time is the permission's own change time, not the record's)
             return msgspec.structs.replace(state, permission=new, position=position)
+        # The others carry the record's modified time, which the diff compares: a listing
+        # that shows a later one with nothing else changed is an edit ccsync cannot see.
         case MembershipAdded(list_id=list_id):
             lists = tuple(sorted({*state.lists, list_id}))
-            return msgspec.structs.replace(state, lists=lists, position=position)
+            return _moved(state, event, position, lists=lists)
         case MembershipRemoved(list_id=list_id):
             lists = tuple(x for x in state.lists if x != list_id)
-            return msgspec.structs.replace(state, lists=lists, position=position)
+            return _moved(state, event, position, lists=lists)
         case ContactDeleted():
-            return msgspec.structs.replace(state, deleted=True, position=position)
+            return _moved(state, event, position, deleted=True)
         case ContactRestored():
-            return msgspec.structs.replace(state, deleted=False, position=position)
+            return _moved(state, event, position, deleted=False)
         case _:
             return state
+
+
+def _moved(state: ContactState, event: EventBase, position: int, **changes: Any) -> ContactState:
+    updated_at = event.source_time or state.updated_at
+    return msgspec.structs.replace(state, updated_at=updated_at, position=position, **changes)

@@ -189,6 +189,30 @@ async def test_failed_commands_are_recorded_and_retried_later(log: EventLog) -> 
     assert s2.applied == 1 and ctct.by_email("bob@example.org") is not None
 
 
+async def test_a_write_undone_before_any_cycle_saw_it_is_made_again_without_waiting(
+    log: EventLog,
+) -> None:
+    """An applied command decided again normally waits out its backoff (the store may not
+    show it yet). Not when the store is seen to have changed the contact since: then it took
+    the write and lost it, and waiting only leaves the stores apart."""
+    engine, ctct, app = make(log)  # the app is the newsletter's source of record
+    c = ctct.add("ann@example.org", first_name="Ann")
+    app.add("ann@example.org", first_name="Ann", lists=["a-news"])
+    await engine.cycle()
+    await engine.cycle()
+    ctct.leave(c, "c-news")
+    first = await engine.cycle()
+    assert first.commands == {"membership.add": 1} and ctct.contacts[c].lists == ("c-news",)
+    ctct.leave(c, "c-news")  # again, before any cycle has seen her back on it
+    again = await engine.cycle()  # (the same command, applied seconds ago)
+    assert again.commands == {"membership.add": 1}
+    assert ctct.contacts[c].lists == ("c-news",)
+    lines = [h.summary for h in await contact_history(log, "ann@example.org")]
+    assert "modified in the store; no synced field differs" in lines
+    await engine.cycle()  # observes her back on the list
+    assert (await engine.cycle()).commands == {}
+
+
 async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
     engine, ctct, app = make(log, delete_ctct_to_app=True)
     c = ctct.add("ann@example.org")
