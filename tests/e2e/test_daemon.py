@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
@@ -28,10 +28,8 @@ from adapters.constant_contact import StoredTokens
 from adapters.constant_contact.tokens import write_private_file
 from adapters.ctct_simulator import FaultConfig, Simulator, SimulatorConfig
 from engine.cli._demo_setup import prepare_folder
+from tests.e2e._poll import DEADLINE, wait_for
 
-_T = TypeVar("_T")
-DEADLINE = 30.0  # seconds; generous for a loaded 2-core machine, never reached when all is well
-POLL = 0.05
 BIG, PAGES = 1200, 30  # the interrupted initial sync: contacts in Constant Contact, pages
 
 
@@ -110,17 +108,6 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-def wait_for(probe: Callable[[], _T | None], what: str) -> _T:
-    """Poll ``probe`` until it returns a value; fail naming ``what`` after the deadline."""
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(POLL)
-    pytest.fail(f"waited {DEADLINE}s for {what}")
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
