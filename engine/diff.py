@@ -52,11 +52,13 @@ def diff_contact(
     # from it: an edit outside the synced fields, or one undone again (a list that ccsync
     # added her to, and that she left again before any cycle saw her on it). An event with no
     # changes records the time, so that the reconciler looks at the contact again and the
-    # outbox knows the store changed it after its last write.
+    # outbox knows the store changed it after its last write. (Every other event below
+    # carries the time itself.)
     edited = (
         when is not None
         and old.updated_at is not None
         and when > old.updated_at
+        and rec.permission == old.permission
         and rec.lists == old.lists
         and rec.deleted == old.deleted
     )
@@ -72,6 +74,7 @@ def diff_contact(
             email=rec.email,
             old=old.permission,
             new=rec.permission,
+            updated_at=when,
         )
         out.append(_new(ev, basis))
     if rec.lists != old.lists:

@@ -116,6 +116,9 @@ class PermissionChanged(EventBase, frozen=True, kw_only=True, tag="permission.ch
     old: PermissionState | None
     new: PermissionState
     campaign_activity_id: str | None = None
+    # The record's modified time as the store gave it (``source_time`` is the permission's own
+    # change time). Written since projection layout 6; None in events written before.
+    updated_at: datetime | None = None
 
 
 class MembershipAdded(EventBase, frozen=True, kw_only=True, tag="membership.added"):

@@ -102,10 +102,15 @@ def evolve_contact(
                 updated_at=event.source_time or state.updated_at,
                 position=position,
             )
-        case PermissionChanged(new=new):
+        case PermissionChanged(new=new, updated_at=updated_at):
             # (its source time is the permission's own change time, not the record's)
-            return msgspec.structs.replace(state, permission=new, position=position)
-        # The others carry the record's modified time, which the diff compares: a listing
+            return msgspec.structs.replace(
+                state,
+                permission=new,
+                updated_at=updated_at or state.updated_at,
+                position=position,
+            )
+        # Each event carries the record's modified time, which the diff compares: a listing
         # that shows a later one with nothing else changed is an edit ccsync cannot see.
         case MembershipAdded(list_id=list_id):
             lists = tuple(sorted({*state.lists, list_id}))
