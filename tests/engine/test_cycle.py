@@ -213,6 +213,21 @@ async def test_a_write_undone_before_any_cycle_saw_it_is_made_again_without_wait
     assert (await engine.cycle()).commands == {}
 
 
+async def test_an_opt_out_is_recorded_as_a_permission_change_alone(log: EventLog) -> None:
+    # (Her record's modified time moves with it: that is not an edit of its own.)
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", first_name="Ann")
+    app.add("ann@example.org", first_name="Ann")
+    await engine.cycle()
+    ctct.opt_out(c, reason="too many emails")
+    await engine.cycle()
+    await engine.cycle()  # observes the app's opt-out ccsync wrote
+    lines = [(h.store, h.summary) for h in await contact_history(log, "ann@example.org")]
+    assert not [s for _, s in lines if s.startswith("modified in the store")], lines
+    changes = [store for store, s in lines if "-> unsubscribed" in s]
+    assert sorted(changes) == ["app", "ctct"]
+
+
 async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
     engine, ctct, app = make(log, delete_ctct_to_app=True)
     c = ctct.add("ann@example.org")
