@@ -78,15 +78,6 @@ def _unsettled(rows: list[Any], now: datetime) -> list[Unsettled]:
     return out
 
 
-class _Known(NamedTuple):
-    """What the projections hold of a command decided again."""
-
-    status: str
-    attempts: int
-    outcome_at: str | None
-    changed_since: bool  # its target contact has an event after the command's outcome
-
-
 def _due(outcome_at: str | None, attempts: int, now: datetime) -> bool:
     """Whether a command with this outcome time may be sent again at ``now``."""
     if outcome_at is None:
@@ -147,15 +138,13 @@ class Outbox:
         )
         return {str(r[0]) for r in rows}
 
-    async def _known(self, ids: Sequence[str]) -> dict[str, _Known]:
+    async def _known(self, ids: Sequence[str]) -> dict[str, tuple[str, int, str | None]]:
         rows = await fetch_in(
             self.log.connection,
-            "SELECT command_id, status, attempts, outcome_at, outcome_position < ("
-            " SELECT MAX(p.position) FROM p_contacts p WHERE p.store = c.target"
-            " AND p.email = c.email) FROM p_commands c WHERE command_id IN",
+            "SELECT command_id, status, attempts, outcome_at FROM p_commands WHERE command_id IN",
             ids,
         )
-        return {r[0]: _Known(r[1], r[2], r[3], bool(r[4])) for r in rows}
+        return {cid: (status, attempts, at) for cid, status, attempts, at in rows}
 
     # ``+status``: never let the planner pick the status index for these queries (most
     # commands are 'applied' until observation confirms them, so it selects nothing, and a
@@ -280,8 +269,7 @@ class Outbox:
 
         A decided command is issued unless it was applied, or failed, within its backoff; one
         applied before this cycle that is decided again (the store never reflected it) is sent
-        again after its backoff, or at once if the store has been seen to change the contact
-        since it was applied (it reflected it, and the change was undone).
+        again after its backoff.
         """
         stats = OutboxStats()
         decided = dict(
@@ -295,17 +283,12 @@ class Outbox:
         known = await self._known(list(decided))
         todo: list[tuple[str, Command]] = []
         for cid, cmd in decided.items():
-            k = known.get(cid)
-            if (
-                k is not None
-                and k.status in ("applied", "failed")
-                and not _due(k.outcome_at, k.attempts, now)
-                # Applied, yet the store was seen to change the contact since, and still
-                # calls for it: it took the write and lost it again, so no wait helps.
-                and not (k.status == "applied" and k.changed_since)
-            ):
-                stats.skipped += 1
-                continue
+            status = known.get(cid)
+            if status is not None:
+                state, attempts, at = status
+                if state in ("applied", "failed") and not _due(at, attempts, now):
+                    stats.skipped += 1
+                    continue
             todo.append((cid, cmd))
         by_target: dict[Store, list[IssuedCommand]] = {}
         for cid, cmd in todo:

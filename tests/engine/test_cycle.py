@@ -192,9 +192,10 @@ async def test_failed_commands_are_recorded_and_retried_later(log: EventLog) -> 
 async def test_a_write_undone_before_any_cycle_saw_it_is_made_again_without_waiting(
     log: EventLog,
 ) -> None:
-    """An applied command decided again normally waits out its backoff (the store may not
-    show it yet). Not when the store is seen to have changed the contact since: then it took
-    the write and lost it, and waiting only leaves the stores apart."""
+    """An applied command decided again on the same observed state waits out its backoff
+    (the store may not show it yet). A listing that shows the store modified the contact
+    since is a new observed state, so the decision is a new command, sent at once: the store
+    took the write and lost it, and waiting would only leave the stores apart."""
     engine, ctct, app = make(log)  # the app is the newsletter's source of record
     c = ctct.add("ann@example.org", first_name="Ann")
     app.add("ann@example.org", first_name="Ann", lists=["a-news"])
