@@ -51,9 +51,9 @@ def diff_contact(
     # The store modified the record after the state's time, yet nothing ccsync syncs differs
     # from it: an edit outside the synced fields, or one undone again (a list that ccsync
     # added her to, and that she left again before any cycle saw her on it). An event with no
-    # changes records the time, so that the reconciler looks at the contact again and the
-    # outbox knows the store changed it after its last write. (Every other event below
-    # carries the time itself.)
+    # changes records the time. It is a new observed state, so the reconciler decides the
+    # contact again on it, and a write decided again is a new command (its basis moved), not
+    # the one the outbox holds as applied. (Every other event below carries the time itself.)
     edited = (
         when is not None
         and old.updated_at is not None
