@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _simproc import SimProcess
-from sync import baseline, cpu_seconds
+from sync import baseline, cpu_seconds, work_folder
 
 from engine._logschema import GENESIS, SCHEMA, row_hash
 from engine.bootstrap import wire
@@ -180,12 +180,7 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         access = await sim.access()
         with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            if args.keep is not None:
-                if args.keep.exists():
-                    raise SystemExit(f"--keep {args.keep}: it exists already")
-                root = args.keep
-                root.mkdir(parents=True)
+            root = work_folder(tmp, args.keep)
             count, fetch = await baseline(sim, access.access_token, root / "raw.db")
             print(
                 f"baseline  fetch + decode + store raw pages: {count:,} contacts in {fetch:.2f}s"

@@ -104,6 +104,16 @@ async def replay_reads(
     return len(requests), time.perf_counter() - t0
 
 
+def work_folder(tmp: str, keep: Path | None) -> Path:
+    """The run's folder: the temporary one, or ``keep`` (--keep), which must not exist yet."""
+    if keep is None:
+        return Path(tmp)
+    if keep.exists():
+        raise SystemExit(f"--keep {keep}: it exists already")
+    keep.mkdir(parents=True)
+    return keep
+
+
 def cpu_seconds() -> float:
     """CPU time (user + system) of this process, every thread, so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -157,11 +167,7 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         access = await sim.access()
         with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            if args.keep is not None:
-                if args.keep.exists():
-                    raise SystemExit(f"--keep {args.keep}: it exists already")
-                root = args.keep
+            root = work_folder(tmp, args.keep)
             if not args.skip_baseline:
                 count, secs = await baseline(sim, access.access_token, Path(tmp) / "raw.db")
                 base_rate = count / secs
