@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _simproc import SimProcess
 from sync import baseline, cpu_seconds, work_folder
 
-from engine._logschema import GENESIS, SCHEMA, row_hash
+from engine._logschema import GENESIS, ROW_COLUMNS, SCHEMA, row_hash
 from engine.bootstrap import wire
 from engine.cli._demo_setup import prepare_folder
 from engine.log import WAL_CHECKPOINT_PAGES, WRITER_CACHE_KIB
@@ -64,7 +64,6 @@ POSITIONED = {
     "p_rejected": "position",
     "p_runs": "started_position",
 }
-EVENT_COLUMNS = "position, event_id, stream, version, type, schema_version, recorded_at, payload"
 
 
 def _rows(conn: sqlite3.Connection, table: str, order: str) -> tuple[list[str], list[tuple]]:
@@ -84,7 +83,7 @@ def log_floor(
     """Write the cycle's events and projection rows again; returns (wall, cpu, events,
     projection rows, transactions). Everything is read into memory before the clock starts."""
     with sqlite3.connect(src) as s:
-        events = s.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall()
+        events = s.execute(f"SELECT {ROW_COLUMNS} FROM events ORDER BY position").fetchall()
         tables = {t: _rows(s, t, col) for t, col in POSITIONED.items()}
     conn = sqlite3.connect(dst, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")

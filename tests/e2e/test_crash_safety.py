@@ -99,33 +99,34 @@ def app_state(config: Path) -> tuple[dict[str, tuple[object, ...]], int]:
     return out, activities[0]
 
 
-def last_event(config: Path) -> str:
-    """The type of the last event in the folder's log (none: the log has no events yet)."""
+def log_row(config: Path, sql: str) -> tuple[object, ...] | None:
+    """The first row ``sql`` reads from the folder's log, read-only (None: no log, no such
+    table yet, or no row)."""
     path = config.parent / "ccsync.db"
     if not path.exists():
-        return "none"
+        return None
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         try:
-            row = conn.execute("SELECT type FROM events ORDER BY position DESC LIMIT 1").fetchone()
+            row: tuple[object, ...] | None = conn.execute(sql).fetchone()
         except sqlite3.OperationalError:  # killed before the schema was created
-            return "none"
+            return None
+    return row
+
+
+def last_event(config: Path) -> str:
+    """The type of the last event in the folder's log (none: the log has no events yet)."""
+    row = log_row(config, "SELECT type FROM events ORDER BY position DESC LIMIT 1")
     return str(row[0]) if row else "none"
 
 
 def open_ctct_commands(config: Path) -> int | None:
     """How many Constant Contact commands the folder's log holds as issued with no outcome
     yet (None: none, or no log yet)."""
-    path = config.parent / "ccsync.db"
-    if not path.exists():
-        return None
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        try:
-            (n,) = conn.execute(
-                "SELECT COUNT(*) FROM p_commands WHERE status = 'issued' AND target = 'ctct'"
-            ).fetchone()
-        except sqlite3.OperationalError:  # no projections yet
-            return None
-    return int(n) or None
+    row = log_row(
+        config, "SELECT COUNT(*) FROM p_commands WHERE status = 'issued' AND target = 'ctct'"
+    )
+    n = int(str(row[0])) if row else 0
+    return n or None
 
 
 def assert_same_outcome(
