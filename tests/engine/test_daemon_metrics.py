@@ -62,7 +62,9 @@ async def test_unsettled_commands_are_shown_until_observation_confirms_them(
         ("app", "contact.unsubscribe", "applied"): 1,
     }
     assert second == {}
-    assert 240 < age <= 300  # carried to the app, not yet seen there: owed since the first run
+    # Carried to the app, not yet seen there: owed since the first run, which started just
+    # after ``later`` was taken (give or take a wall-clock step: CI once saw 300.0002 s).
+    assert 240 < age < 301
     assert age_after == 0  # seen there: confirmed
 
 
