@@ -39,7 +39,6 @@ def diff_contact(
     if state_record is None:
         return [_new(ContactObserved(store=store, key=key, source_time=when, contact=rec), basis)]
     old = state_record
-    out: list[NewEvent] = []
     changes: dict[str, FieldChange] = {}
     if rec.email != old.email:
         changes["email"] = FieldChange(old.email, rec.email)
@@ -48,24 +47,7 @@ def diff_contact(
             a, b = old.fields.get(name), rec.fields.get(name)
             if a != b:
                 changes[name] = FieldChange(a, b)
-    # The store modified the record after the state's time, yet nothing ccsync syncs differs
-    # from it: an edit outside the synced fields, or one undone again (a list that ccsync
-    # added her to, and that she left again before any cycle saw her on it). An event with no
-    # changes records the time. It is a new observed state, so the reconciler decides the
-    # contact again on it, and a write decided again is a new command (its basis moved), not
-    # the one the outbox holds as applied. (Every other event below carries the time itself.)
-    edited = (
-        when is not None
-        and old.updated_at is not None
-        and when > old.updated_at
-        and rec.permission == old.permission
-        and rec.lists == old.lists
-        and rec.deleted == old.deleted
-    )
-    if changes or edited:
-        out.append(
-            _new(ContactChanged(store=store, key=key, source_time=when, changes=changes), basis)
-        )
+    rest: list[NewEvent] = []  # the events after the field changes, each carrying ``when``
     if rec.permission != old.permission:
         ev = PermissionChanged(
             store=store,
@@ -76,21 +58,31 @@ def diff_contact(
             new=rec.permission,
             updated_at=when,
         )
-        out.append(_new(ev, basis))
+        rest.append(_new(ev, basis))
     if rec.lists != old.lists:
         before, after = set(old.lists), set(rec.lists)
         for list_id in sorted(after - before):
-            out.append(
-                _new(
-                    MembershipAdded(store=store, key=key, source_time=when, list_id=list_id), basis
-                )
-            )
+            ev1 = MembershipAdded(store=store, key=key, source_time=when, list_id=list_id)
+            rest.append(_new(ev1, basis))
         for list_id in sorted(before - after):
             ev2 = MembershipRemoved(store=store, key=key, source_time=when, list_id=list_id)
-            out.append(_new(ev2, basis))
+            rest.append(_new(ev2, basis))
     if rec.deleted != old.deleted:
         cls = ContactDeleted if rec.deleted else ContactRestored
-        out.append(_new(cls(store=store, key=key, source_time=when, email=rec.email), basis))
+        rest.append(_new(cls(store=store, key=key, source_time=when, email=rec.email), basis))
+    # The store modified the record after the state's time, yet nothing ccsync syncs differs
+    # from it: an edit outside the synced fields, or one undone again (a list that ccsync
+    # added her to, and that she left again before any cycle saw her on it). An event with no
+    # changes records the time. It is a new observed state, so the reconciler decides the
+    # contact again on it, and a write decided again is a new command (its basis moved), not
+    # the one the outbox holds as applied.
+    edited = when is not None and old.updated_at is not None and when > old.updated_at
+    out: list[NewEvent] = []
+    if changes or (edited and not rest):
+        out.append(
+            _new(ContactChanged(store=store, key=key, source_time=when, changes=changes), basis)
+        )
+    out.extend(rest)
     return out
 
 

@@ -95,37 +95,30 @@ def evolve_contact(
                     fields.pop(name, None)
                 else:
                     fields[name] = change.new
-            return msgspec.structs.replace(
-                state,
-                email=email,
-                fields=fields,
-                updated_at=event.source_time or state.updated_at,
-                position=position,
-            )
+            return _moved(state, position, event.source_time, email=email, fields=fields)
         case PermissionChanged(new=new, updated_at=updated_at):
             # (its source time is the permission's own change time, not the record's)
-            return msgspec.structs.replace(
-                state,
-                permission=new,
-                updated_at=updated_at or state.updated_at,
-                position=position,
-            )
+            return _moved(state, position, updated_at, permission=new)
         # Each event carries the record's modified time, which the diff compares: a listing
         # that shows a later one with nothing else changed is an edit ccsync cannot see.
         case MembershipAdded(list_id=list_id):
             lists = tuple(sorted({*state.lists, list_id}))
-            return _moved(state, event, position, lists=lists)
+            return _moved(state, position, event.source_time, lists=lists)
         case MembershipRemoved(list_id=list_id):
             lists = tuple(x for x in state.lists if x != list_id)
-            return _moved(state, event, position, lists=lists)
+            return _moved(state, position, event.source_time, lists=lists)
         case ContactDeleted():
-            return _moved(state, event, position, deleted=True)
+            return _moved(state, position, event.source_time, deleted=True)
         case ContactRestored():
-            return _moved(state, event, position, deleted=False)
+            return _moved(state, position, event.source_time, deleted=False)
         case _:
             return state
 
 
-def _moved(state: ContactState, event: EventBase, position: int, **changes: Any) -> ContactState:
-    updated_at = event.source_time or state.updated_at
-    return msgspec.structs.replace(state, updated_at=updated_at, position=position, **changes)
+def _moved(
+    state: ContactState, position: int, updated_at: datetime | None, **changes: Any
+) -> ContactState:
+    """``state`` with ``changes``, at ``position``, modified at ``updated_at`` if known."""
+    return msgspec.structs.replace(
+        state, updated_at=updated_at or state.updated_at, position=position, **changes
+    )
