@@ -339,7 +339,8 @@ class SyncEngine:
 
         Unsettled commands (applied last cycle, failed, or issued before a crash) are settled
         with the chunk that holds their contacts: decided again -> sent again (after backoff),
-        not decided again -> confirmed or superseded.
+        not decided again -> confirmed, or superseded (failed, or asked again by a new command
+        on the contact's newer state: the store did not show it).
 
         A store in ``down`` (its listing failed) gets none of the commands: they are
         left out (undecided: the cycle will fail, its checkpoint unmoved). When a batch fails
@@ -353,6 +354,7 @@ class SyncEngine:
         pending = Decisions()  # its links and blocked decisions; the commands, by id:
         commands: dict[str, Command] = {}
         to_settle: dict[str, Unsettled] = {}  # commands not decided again, by id
+        replaced: dict[str, str] = {}  # of those, the ones asked again by a new command: its id
         # One batch is sent while the next is decided and issued, and while the outcomes of
         # the one before are recorded (the stores' writes overlap the reconciler's reads and
         # decisions and the log's records); batches are issued, sent and recorded in order,
@@ -396,7 +398,7 @@ class SyncEngine:
             links = {content_id(e): e for e in pending.links}
             blocked = {content_id(e): e for e in pending.blocked}
             extra = [NewEvent(i, e) for i, e in (*links.items(), *blocked.items())]
-            extra += self.outbox.settled(to_settle.values(), run_id)
+            extra += self.outbox.settled(to_settle.values(), run_id, replaced)
             batch = {cid: c for cid, c in commands.items() if c.target not in down}
             if down:
                 withheld.update(cid for cid, c in commands.items() if c.target in down)
@@ -404,6 +406,7 @@ class SyncEngine:
             pending.links.clear()
             pending.blocked.clear()
             to_settle.clear()
+            replaced.clear()
             # Issued while the batch before is being sent (its ids are left to it), sent after.
             issued = await self.outbox.issue(
                 list(batch.values()), run_id, bound, extra=extra, ids=list(batch),
@@ -430,9 +433,13 @@ class SyncEngine:
             # Settled with the next issue records, not in a transaction of their own per chunk
             # (a second cycle confirms every command of the first). The batch in flight is this
             # cycle's own: not a leftover to settle.
-            for u in unsettled:
-                if u.command_id not in decided and u.command_id not in inflight_ids:
-                    to_settle[u.command_id] = u
+            left = [
+                u
+                for u in unsettled
+                if u.command_id not in decided and u.command_id not in inflight_ids
+            ]
+            to_settle.update((u.command_id, u) for u in left)
+            replaced.update(await self.outbox.replaced(left, zip(ids, d.commands, strict=True)))
             commands.update(zip(ids, d.commands, strict=True))
             pending.links.extend(d.links)
             pending.blocked.extend(d.blocked)

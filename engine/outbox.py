@@ -18,7 +18,16 @@ import structlog
 
 from engine._aio import gather_or_cancel
 from engine._inlist import fetch_in
-from engine.commands import TRACKING_KIND, Command, Outcome, command_id, command_kind
+from engine.commands import (
+    TRACKING_KIND,
+    AddToList,
+    Command,
+    Outcome,
+    RemoveFromList,
+    UpsertContact,
+    command_id,
+    command_kind,
+)
 from engine.errors import CcsyncError, FatalError, RetriableError
 from engine.events import (
     AppliedCommand,
@@ -45,13 +54,15 @@ BACKOFF_MAX: Final = timedelta(hours=6)
 
 
 class Unsettled(NamedTuple):
-    """A command whose effect observation has not confirmed yet: its id, status, and the
-    contact it is about (its target store and e-mail)."""
+    """A command whose effect observation has not confirmed yet: its id, status, the contact
+    it is about (its target store and e-mail), its kind and where it was issued."""
 
     command_id: str
     status: str
     target: Store
     email: str
+    kind: str
+    issued_position: int
 
 
 class _UnsettledRow(msgspec.Struct, array_like=True):
@@ -61,6 +72,8 @@ class _UnsettledRow(msgspec.Struct, array_like=True):
     status: str
     attempts: int
     outcome_at: str | None
+    kind: str
+    issued_position: int
 
 
 _CHUNK: Final = 2000
@@ -74,7 +87,11 @@ def _unsettled(rows: list[Any], now: datetime) -> list[Unsettled]:
             or (row.status == "applied" and row.outcome_at and parse_ts(row.outcome_at) < now)
             or (row.status == "failed" and _due(row.outcome_at, row.attempts, now))
         ):
-            out.append(Unsettled(row.command_id, row.status, row.target, row.email))
+            out.append(
+                Unsettled(
+                    row.command_id, row.status, row.target, row.email, row.kind, row.issued_position
+                )
+            )
     return out
 
 
@@ -150,7 +167,8 @@ class Outbox:
     # commands are 'applied' until observation confirms them, so it selects nothing, and a
     # scan of it per chunk of emails cost seconds per 100,000 commands).
     _BASE: Final = (
-        "SELECT command_id, target, email, status, attempts, outcome_at FROM p_commands c "
+        "SELECT command_id, target, email, status, attempts, outcome_at, kind, issued_position "
+        "FROM p_commands c "
         f"WHERE +{UNSETTLED} AND kind != '{TRACKING_KIND}' "
     )
 
@@ -173,15 +191,15 @@ class Outbox:
         (None: done)."""
         rows = list(
             await self.log.connection.execute_fetchall(
-                "SELECT command_id, target, email, status, attempts, outcome_at, issued_position "
-                "FROM p_commands c INDEXED BY p_commands_open "
+                "SELECT command_id, target, email, status, attempts, outcome_at, kind, "
+                "issued_position FROM p_commands c INDEXED BY p_commands_open "
                 f"WHERE {UNSETTLED} AND kind != '{TRACKING_KIND}' "
                 "AND issued_position > ? AND NOT EXISTS (SELECT 1 FROM p_contacts p "
                 "WHERE p.email = c.email AND p.position > ?) ORDER BY issued_position LIMIT ?",
                 (after, untouched_since, _CHUNK),
             )
         )
-        return _unsettled([r[:6] for r in rows], now), (int(rows[-1][6]) if rows else None)
+        return _unsettled(rows, now), (int(rows[-1][7]) if rows else None)
 
     async def failed_tracking(self, now: datetime) -> list[Command]:
         """Tracking records that failed and are due again (they are data: resent as they are)."""
@@ -195,21 +213,69 @@ class Outbox:
             if status == "issued" or _due(at, attempts, now)
         ]
 
+    async def replaced(
+        self, left: Sequence[Unsettled], decided: Iterable[tuple[str, Command]]
+    ) -> dict[str, str]:
+        """Those of ``left`` (unsettled commands that deciding again did not produce) whose
+        action a new decision asks for again under another id, with that id: the store does
+        not show what it was asked (it lost the write, or it was undone), and the decision was
+        made again on the contact's newer observed state. Such a command was not confirmed by
+        observation: it is superseded by its successor.
+
+        Only the commands with a new decision of the same kind, for the same contact and
+        store, are read back from the log (their issue records): a handful, however many
+        commands a cycle confirms."""
+        if not left:
+            return {}
+        new: dict[tuple[str, str, str], list[tuple[str, Command]]] = {}
+        for cid, cmd in decided:
+            new.setdefault((cmd.target, cmd.email, command_kind(cmd)), []).append((cid, cmd))
+        candidates = [u for u in left if (u.target, u.email, u.kind) in new]
+        if not candidates:
+            return {}
+        wanted = {u.command_id for u in candidates}
+        asked: dict[str, dict[str, Any]] = {}
+        for position in sorted({u.issued_position for u in candidates}):
+            async for r in self.log.read(position, position + 1):
+                if isinstance(r.event, CommandIssued):
+                    asked.update(
+                        (ic.command_id, ic.command)
+                        for ic in r.event.commands
+                        if ic.command_id in wanted
+                    )
+        out = {}
+        for u in candidates:
+            old = asked.get(u.command_id)
+            successor = next(
+                (cid for cid, cmd in new[u.target, u.email, u.kind] if _repeats(old, cmd)), None
+            )
+            if old is not None and successor is not None:
+                out[u.command_id] = successor
+        return out
+
     @staticmethod
-    def settled(unsettled: Iterable[Unsettled], run_id: str) -> list[NewEvent]:
+    def settled(
+        unsettled: Iterable[Unsettled], run_id: str, replaced: Mapping[str, str] | None = None
+    ) -> list[NewEvent]:
         """The events that record what became of commands that deciding again did not
-        produce: confirmed (applied, or issued before a crash: observation shows the stores
-        agree), in one batch event per store, or superseded (failed, and no longer wanted).
-        The caller appends them (the cycle, with its next issue records)."""
+        produce: superseded when failed (no longer wanted) or ``replaced`` (asked again by a
+        new decision: see ``replaced``), else confirmed (applied, or issued before a crash:
+        observation shows the stores agree), in one batch event per store. The caller appends
+        them (the cycle, with its next issue records)."""
+        replaced = replaced or {}
         settled: list[NewEvent] = []
         confirmed: dict[Store, list[str]] = {}
         for u in unsettled:
-            if u.status == "failed":
+            successor = replaced.get(u.command_id)
+            if u.status == "failed" or successor is not None:
+                reason = (
+                    f"the store does not show it: decided again on the contact's newer state, "
+                    f"as command {successor[:12]}"
+                    if successor is not None
+                    else "not decided again on the stores' current state"
+                )
                 ev = CommandSuperseded(
-                    store=u.target,
-                    key=u.command_id,
-                    run_id=run_id,
-                    reason="not decided again on the stores' current state",
+                    store=u.target, key=u.command_id, run_id=run_id, reason=reason
                 )
                 settled.append(NewEvent(content_id(ev), ev))
             else:
@@ -377,6 +443,23 @@ class Outbox:
         if records:
             await self.log.append(records)
             await self.projector.catch_up()
+
+
+def _repeats(old: Mapping[str, Any] | None, new: Command) -> bool:
+    """Whether ``new`` asks again for some of what the issued command ``old`` (its recorded
+    form, of the same kind, store and contact) asked for."""
+    if old is None:
+        return False
+    match new:
+        case AddToList(list_id=list_id) | RemoveFromList(list_id=list_id):
+            return bool(old.get("list_id") == list_id)
+        case UpsertContact(fields=fields, new_email=new_email):
+            was = old.get("fields") or {}
+            return (new_email is not None and old.get("new_email") == new_email) or any(
+                k in was and was[k] == v for k, v in fields.items()
+            )
+        case _:  # an unsubscribe or a delete: one end state
+            return True
 
 
 def not_sent(cause: BaseException) -> str:

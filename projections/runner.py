@@ -304,9 +304,12 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                     )
             case CommandSuperseded(reason=reason):
                 w.add(
-                    "UPDATE p_commands SET status = 'superseded', outcome_position = ?, "
-                    "outcome_at = ?, error = ? WHERE command_id = ?",
-                    (pos, at, reason, ev.key),
+                    # An applied command keeps its outcome (when the store took it); the
+                    # supersession is read with the command's own stream.
+                    "UPDATE p_commands SET status = 'superseded', error = ?, outcome_position = "
+                    "IIF(status = 'applied', outcome_position, ?), outcome_at = "
+                    "IIF(status = 'applied', outcome_at, ?) WHERE command_id = ?",
+                    (reason, pos, at, ev.key),
                 )
             case CommandIssued(commands=issued):
                 for ic in issued:

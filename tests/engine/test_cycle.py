@@ -210,8 +210,53 @@ async def test_a_write_undone_before_any_cycle_saw_it_is_made_again_without_wait
     assert ctct.contacts[c].lists == ("c-news",)
     lines = [h.summary for h in await contact_history(log, "ann@example.org")]
     assert "modified in the store; no synced field differs" in lines
+    # The first add is not "confirmed by observation": observation showed her off the list.
+    # It is superseded by the second, and keeps the time the store took it.
+    adds = list(
+        await log.connection.execute_fetchall(
+            "SELECT command_id, status, outcome_at FROM p_commands "
+            "WHERE kind = 'membership.add' ORDER BY issued_position"
+        )
+    )
+    # (The first of three put her on the list in the first cycle, and was confirmed.)
+    assert [status for _, status, _ in adds] == ["confirmed", "superseded", "applied"]
+    assert adds[1][2] is not None
+    first_id, second_id = adds[1][0], adds[2][0]
+    assert f"command {first_id[:12]} confirmed by observation" not in lines
+    assert (
+        f"command {first_id[:12]} superseded: the store does not show it: decided again on "
+        f"the contact's newer state, as command {second_id[:12]}"
+    ) in lines
     await engine.cycle()  # observes her back on the list
     assert (await engine.cycle()).commands == {}
+    lines = [h.summary for h in await contact_history(log, "ann@example.org")]
+    assert f"command {second_id[:12]} confirmed by observation" in lines
+
+
+async def test_a_profile_write_undone_before_any_cycle_saw_it_is_superseded_not_confirmed(
+    log: EventLog,
+) -> None:
+    # The app is the source of record for profiles. A CRM user's name for Ann reaches
+    # Constant Contact, and someone there puts the old name back before ccsync looks again.
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", first_name="Ann")
+    a = app.add("ann@example.org", first_name="Ann")
+    await engine.cycle()
+    await engine.cycle()
+    app.edit(a, first_name="Anne", last_name="Lee")
+    assert (await engine.cycle()).commands == {"contact.upsert": 1}
+    ctct.edit(c, first_name="Ann", last_name="Lee")
+    assert (await engine.cycle()).commands == {"contact.upsert": 1}
+    assert ctct.contacts[c].fields["first_name"] == "Anne"
+    rows = await log.connection.execute_fetchall(
+        "SELECT status FROM p_commands WHERE kind = 'contact.upsert' ORDER BY issued_position"
+    )
+    assert [status for (status,) in rows] == ["superseded", "applied"]
+    await engine.cycle()
+    rows = await log.connection.execute_fetchall(
+        "SELECT status FROM p_commands WHERE kind = 'contact.upsert' ORDER BY issued_position"
+    )
+    assert [status for (status,) in rows] == ["superseded", "confirmed"]
 
 
 async def test_an_opt_out_is_recorded_as_a_permission_change_alone(log: EventLog) -> None:
