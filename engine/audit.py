@@ -105,6 +105,22 @@ class _Cmd(msgspec.Struct, array_like=True):
     outcome_at: str | None
     confirmed_at: str | None
     error: str | None
+    superseded_by: str | None
+
+
+def _carrier(cmds: list[_Cmd], first: _Cmd) -> _Cmd:
+    """The command that carried what ``first`` was to carry: ``first``, or, when the store
+    did not show it and a new decision asked again, its successor (and so on)."""
+    by_id = {c.command_id: c for c in cmds}
+    seen = {first.command_id}
+    carrier = first
+    while carrier.status == "superseded" and carrier.superseded_by in by_id:
+        nxt = by_id[carrier.superseded_by]
+        if nxt.command_id in seen:
+            break
+        seen.add(nxt.command_id)
+        carrier = nxt
+    return carrier
 
 
 async def _rows(
@@ -124,7 +140,7 @@ _PERMS: Final = (
 )
 _CMDS: Final = (
     "SELECT email, command_id, target, status, issued_position, issued_at, outcome_at, "
-    f"confirmed_at, error FROM p_commands WHERE kind = '{UNSUBSCRIBE_KIND}'"
+    f"confirmed_at, error, superseded_by FROM p_commands WHERE kind = '{UNSUBSCRIBE_KIND}'"
 )
 
 
@@ -190,6 +206,7 @@ async def audit_optouts(
             None,
         )
         if carrier is not None:
+            carrier = _carrier(cmds[p.email], carrier)
             o.command_id, o.issued_at = carrier.command_id, carrier.issued_at
             o.error = carrier.error if carrier.status == "failed" else None
             if carrier.status in ("applied", "confirmed"):
@@ -460,8 +477,9 @@ def _summarise(event: EventBase, command_id: str = "") -> str:
             return f"command {cid} {verb}"
         case CommandFailed(error=error):
             return f"command {event.key[:12]} failed: {error}"
-        case CommandSuperseded(reason=reason):
-            return f"command {event.key[:12]} superseded: {reason}"
+        case CommandSuperseded(reason=reason, successor=successor):
+            by = f", by command {successor[:12]}" if successor else ""
+            return f"command {event.key[:12]} superseded: {reason}{by}"
         case DecisionBlocked(action=action, reason=reason):
             return f"blocked: {action}: {reason}"
         case IdentityLinked(app_id=app_id):

@@ -280,6 +280,9 @@ class CommandSuperseded(EventBase, frozen=True, kw_only=True, tag="command.super
     entity: ClassVar[str] = "command"
     run_id: str
     reason: str
+    # The command that asks again for what this one asked (the store did not show it); None
+    # when nothing replaces it (and in events written before it was recorded).
+    successor: str | None = None
 
 
 class IdentityLinked(EventBase, frozen=True, kw_only=True, tag="identity.linked"):

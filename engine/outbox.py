@@ -269,13 +269,16 @@ class Outbox:
             successor = replaced.get(u.command_id)
             if u.status == "failed" or successor is not None:
                 reason = (
-                    f"the store does not show it: decided again on the contact's newer state, "
-                    f"as command {successor[:12]}"
+                    "the store does not show it: decided again on the contact's newer state"
                     if successor is not None
                     else "not decided again on the stores' current state"
                 )
                 ev = CommandSuperseded(
-                    store=u.target, key=u.command_id, run_id=run_id, reason=reason
+                    store=u.target,
+                    key=u.command_id,
+                    run_id=run_id,
+                    reason=reason,
+                    successor=successor,
                 )
                 settled.append(NewEvent(content_id(ev), ev))
             else:

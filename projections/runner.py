@@ -302,14 +302,14 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                         "confirmed_position = ? WHERE command_id = ?",
                         (at, pos, cid),
                     )
-            case CommandSuperseded(reason=reason):
+            case CommandSuperseded(reason=reason, successor=successor):
                 w.add(
                     # An applied command keeps its outcome (when the store took it); the
                     # supersession is read with the command's own stream.
-                    "UPDATE p_commands SET status = 'superseded', error = ?, outcome_position = "
-                    "IIF(status = 'applied', outcome_position, ?), outcome_at = "
-                    "IIF(status = 'applied', outcome_at, ?) WHERE command_id = ?",
-                    (reason, pos, at, ev.key),
+                    "UPDATE p_commands SET status = 'superseded', error = ?, superseded_by = ?, "
+                    "outcome_position = IIF(status = 'applied', outcome_position, ?), "
+                    "outcome_at = IIF(status = 'applied', outcome_at, ?) WHERE command_id = ?",
+                    (reason, successor, pos, at, ev.key),
                 )
             case CommandIssued(commands=issued):
                 for ic in issued:

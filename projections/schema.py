@@ -11,7 +11,8 @@ __all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "UNSETTLED", "VERSION"]
 CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
-VERSION: Final = "6"  # 6: every event of a contact moves its projected modified time
+# 6: every event of a contact moves its projected modified time; 7: p_commands.superseded_by
+VERSION: Final = "7"
 # A command not yet settled (confirmed or superseded): few at any time, whatever the size of
 # the log. The partial index below is defined with this very text, which queries that name the
 # index must repeat.
@@ -92,7 +93,8 @@ CREATE TABLE IF NOT EXISTS p_commands (
     error       TEXT,
     retriable   INTEGER,
     confirmed_at TEXT,
-    confirmed_position INTEGER
+    confirmed_position INTEGER,
+    superseded_by TEXT  -- the command that asks again for what this one asked (not shown)
 );
 CREATE INDEX IF NOT EXISTS p_commands_status ON p_commands (status);
 CREATE INDEX IF NOT EXISTS p_commands_email ON p_commands (email);

@@ -14,7 +14,7 @@ import pytest_asyncio
 
 import engine.cycle as cycle_module
 import engine.pairs as pairs_module
-from engine.audit import contact_history
+from engine.audit import audit_optouts, contact_history
 from engine.commands import Command, Outcome, RecordTracking
 from engine.cycle import SyncEngine
 from engine.errors import ConfigError, FatalError, QuotaExhaustedError
@@ -225,7 +225,7 @@ async def test_a_write_undone_before_any_cycle_saw_it_is_made_again_without_wait
     assert f"command {first_id[:12]} confirmed by observation" not in lines
     assert (
         f"command {first_id[:12]} superseded: the store does not show it: decided again on "
-        f"the contact's newer state, as command {second_id[:12]}"
+        f"the contact's newer state, by command {second_id[:12]}"
     ) in lines
     await engine.cycle()  # observes her back on the list
     assert (await engine.cycle()).commands == {}
@@ -257,6 +257,35 @@ async def test_a_profile_write_undone_before_any_cycle_saw_it_is_superseded_not_
         "SELECT status FROM p_commands WHERE kind = 'contact.upsert' ORDER BY issued_position"
     )
     assert [status for (status,) in rows] == ["superseded", "confirmed"]
+
+
+async def test_an_opt_out_the_app_lost_is_carried_by_the_successor_in_the_audit(
+    log: EventLog,
+) -> None:
+    # Ann opts out in Constant Contact; ccsync unsubscribes her in the app, and a CRM user
+    # sets her back to subscribed before ccsync looks again. Opt-out wins: ccsync writes the
+    # opt-out again, and the audit shows that second command as the one that carried it.
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", first_name="Ann")
+    a = app.add("ann@example.org", first_name="Ann")
+    await engine.cycle()
+    ctct.opt_out(c, reason="too many emails")
+    await engine.cycle()
+    app.opt_in(a, source="Account")
+    assert (await engine.cycle()).commands == {"contact.unsubscribe": 1}
+    assert app.contacts[a].permission.status == "unsubscribed"
+    rows = await log.connection.execute_fetchall(
+        "SELECT command_id, status, superseded_by FROM p_commands "
+        "WHERE kind = 'contact.unsubscribe' ORDER BY issued_position"
+    )
+    (lost, status, by), (second, *_) = rows
+    assert (status, by) == ("superseded", second)
+    [origin] = await audit_optouts(log, email="ann@example.org")
+    assert (origin.store, origin.command_id, origin.state) == ("ctct", second, "applied")
+    await engine.cycle()  # observes her unsubscribed in the app
+    [origin] = await audit_optouts(log, email="ann@example.org")
+    assert (origin.command_id, origin.state) == (second, "confirmed")
+    assert lost != second
 
 
 async def test_an_opt_out_is_recorded_as_a_permission_change_alone(log: EventLog) -> None:
