@@ -58,6 +58,11 @@ class UpsertContact(CommandBase, frozen=True, kw_only=True, tag="contact.upsert"
     # only write profiles in bulk through a list (Constant Contact's import names at least
     # one) uses one of these, so the update joins the contact to nothing.
     member_of: tuple[str, ...] = ()
+    # For a new contact: the id of the contact it is made from, in the other store. The new
+    # contact is paired with it as soon as the store says what id it gave it, so a change the
+    # store's users make before ccsync has observed it (a new address) is not taken for
+    # someone else.
+    source_id: str | None = None
 
 
 class Unsubscribe(CommandBase, frozen=True, kw_only=True, tag="contact.unsubscribe"):

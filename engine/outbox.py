@@ -36,6 +36,7 @@ from engine.events import (
     CommandFailed,
     CommandIssued,
     CommandSuperseded,
+    IdentityLinked,
     IssuedCommand,
     batch_key,
     content_id,
@@ -421,6 +422,9 @@ class Outbox:
                     AppliedCommand(command_id=cid, detail=res.detail)
                 )
                 stats.applied += 1
+                link = _created_link(cmd, res)
+                if link is not None:
+                    records.append(NewEvent(content_id(link), link))
                 continue
             stats.failed += 1
             records.append(_failed(cid, cmd, run_id, res.error or "failed", res.retriable))
@@ -446,6 +450,20 @@ class Outbox:
         if records:
             await self.log.append(records)
             await self.projector.catch_up()
+
+
+def _created_link(cmd: Command, res: Outcome) -> IdentityLinked | None:
+    """The pair a create made: the new contact (its id, as the store gave it) and the one it
+    was made from. (A store that creates in bulk without saying the id leaves it to the next
+    observation to pair them by address.)"""
+    if not (isinstance(cmd, UpsertContact) and cmd.store_id is None and cmd.source_id):
+        return None
+    if res.store_id is None:
+        return None
+    ctct_id, app_id = (
+        (cmd.source_id, res.store_id) if cmd.target == "app" else (res.store_id, cmd.source_id)
+    )
+    return IdentityLinked(store="ctct", key=ctct_id, app_id=app_id, email=cmd.email)
 
 
 def _repeats(old: Mapping[str, Any] | None, new: Command) -> bool:

@@ -295,6 +295,7 @@ def _create_in_ctct(a: ContactState, policy: Policy, out: Decisions) -> None:
             email=a.email,
             fields=_profile_fields(a, policy),
             lists=_mapped_lists(a, policy),
+            source_id=a.store_id,
         )
     )
 
@@ -309,6 +310,7 @@ def _create_in_app(c: ContactState, policy: Policy, out: Decisions) -> None:
             email=c.email,
             fields=_profile_fields(c, policy),
             lists=() if unsub else _mapped_lists(c, policy),
+            source_id=c.store_id,
         )
     )
     if unsub:

@@ -303,6 +303,27 @@ async def test_an_opt_out_is_recorded_as_a_permission_change_alone(log: EventLog
     assert sorted(changes) == ["app", "ctct"]
 
 
+async def test_a_contact_renamed_before_ccsync_saw_its_creation_is_not_made_twice(
+    log: EventLog,
+) -> None:
+    # ccsync creates Ann in the app; a CRM user corrects her address before the next cycle
+    # has seen the new record. She is one person: no second app contact, and the new address
+    # reaches Constant Contact.
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", first_name="Ann")
+    await engine.cycle()
+    [a] = app.contacts
+    app.set_email(a, "ann.lee@example.org")
+    await engine.cycle()
+    assert [r.email for r in app.contacts.values()] == ["ann.lee@example.org"]
+    assert [r.email for r in ctct.contacts.values()] == ["ann.lee@example.org"]
+    assert ctct.contacts[c].email == "ann.lee@example.org"
+    links = await log.connection.execute_fetchall("SELECT ctct_id, app_id FROM p_links")
+    assert [tuple(r) for r in links] == [(c, a)]
+    await engine.cycle()
+    assert (await engine.cycle()).commands == {}
+
+
 async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
     engine, ctct, app = make(log, delete_ctct_to_app=True)
     c = ctct.add("ann@example.org")
