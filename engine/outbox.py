@@ -454,8 +454,8 @@ class Outbox:
 
 def _created_link(cmd: Command, res: Outcome) -> IdentityLinked | None:
     """The pair a create made: the new contact (its id, as the store gave it) and the one it
-    was made from. (A store that creates in bulk without saying the id leaves it to the next
-    observation to pair them by address.)"""
+    was made from. (Constant Contact's bulk import, through which contacts are created there,
+    does not say the id: the next observation pairs them by address.)"""
     if not (isinstance(cmd, UpsertContact) and cmd.store_id is None and cmd.source_id):
         return None
     if res.store_id is None:
