@@ -474,6 +474,8 @@ def _repeats(old: Mapping[str, Any] | None, new: Command) -> bool:
     match new:
         case AddToList(list_id=list_id) | RemoveFromList(list_id=list_id):
             return bool(old.get("list_id") == list_id)
+        case UpsertContact(store_id=None):  # a create asked again: the store has no contact
+            return old.get("store_id") is None
         case UpsertContact(fields=fields, new_email=new_email):
             was = old.get("fields") or {}
             return (new_email is not None and old.get("new_email") == new_email) or any(

@@ -259,6 +259,25 @@ async def test_a_profile_write_undone_before_any_cycle_saw_it_is_superseded_not_
     assert [status for (status,) in rows] == ["superseded", "confirmed"]
 
 
+async def test_a_create_the_store_lost_is_superseded_by_the_next_create(log: EventLog) -> None:
+    # ccsync creates Ann in the app, and the app loses the record before any cycle lists it;
+    # her name changes in Constant Contact meanwhile, so the next create differs.
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", first_name="Ann")
+    await engine.cycle()
+    app.contacts.clear()  # (lost without a trace: never listed, not even as deleted)
+    app.stamps.clear()
+    ctct.edit(c, first_name="Anne")
+    assert (await engine.cycle()).commands == {"contact.upsert": 1}
+    rows = await log.connection.execute_fetchall(
+        "SELECT status, superseded_by FROM p_commands WHERE kind = 'contact.upsert' "
+        "ORDER BY issued_position"
+    )
+    (first, by), (second, _) = rows
+    assert (first, second) == ("superseded", "applied") and by is not None
+    assert [r.fields["first_name"] for r in app.contacts.values()] == ["Anne"]
+
+
 async def test_an_opt_out_the_app_lost_is_carried_by_the_successor_in_the_audit(
     log: EventLog,
 ) -> None:
