@@ -472,6 +472,15 @@ def _summarise(event: EventBase, command_id: str = "") -> str:
                     }
                     return f"command {cid} issued: {ic.kind} {shown}"
             return f"{len(issued)} commands issued"
+        case CommandApplied(applied=applied) if command_id:
+            done = next((a for a in applied if a.command_id == command_id), None)
+            if done is not None and done.paired is not None:
+                p = done.paired
+                return (
+                    f"command {cid} applied: created, paired Constant Contact {p.ctct_id} "
+                    f"with app contact {p.app_id}"
+                )
+            return f"command {cid} applied"
         case CommandApplied() | CommandConfirmed():
             verb = "applied" if isinstance(event, CommandApplied) else "confirmed by observation"
             return f"command {cid} {verb}"

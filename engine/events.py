@@ -46,6 +46,7 @@ __all__ = [
     "MembershipAdded",
     "MembershipRemoved",
     "PageObserved",
+    "Paired",
     "PermissionChanged",
     "RecordRejected",
     "SyncRunFinished",
@@ -238,9 +239,20 @@ class CommandIssued(EventBase, frozen=True, kw_only=True, tag="command.issued"):
     commands: tuple[IssuedCommand, ...]
 
 
+class Paired(msgspec.Struct, frozen=True, array_like=True):
+    """A contact a command created (its id, as the store gave it) and the contact of the other
+    store it was made from: the same person, paired from the write's outcome, before any
+    observation of the new contact (projected into p_links like ``identity.linked``)."""
+
+    ctct_id: str
+    app_id: str
+    email: str
+
+
 class AppliedCommand(msgspec.Struct, frozen=True, kw_only=True):
     command_id: str
     detail: str | None = None  # what the store said, where it said something
+    paired: Paired | None = None  # a create whose store said the new contact's id
 
 
 class CommandApplied(EventBase, frozen=True, kw_only=True, tag="command.applied"):
@@ -286,7 +298,8 @@ class CommandSuperseded(EventBase, frozen=True, kw_only=True, tag="command.super
 
 
 class IdentityLinked(EventBase, frozen=True, kw_only=True, tag="identity.linked"):
-    """The engine paired a Constant Contact contact with an app contact (by normalised email).
+    """The engine paired a Constant Contact contact with an app contact (by normalised email;
+    a contact ccsync created is paired by its create's outcome instead: ``Paired``).
 
     ``key`` is the Constant Contact contact_id. The pair outlives later email changes on
     either side: each store's own id is stable, the address is not.

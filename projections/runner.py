@@ -66,6 +66,9 @@ _ISSUE: Final = (
     "ON CONFLICT (command_id) DO UPDATE SET status = 'issued', attempts = attempts + 1, "
     "issued_position = excluded.issued_position, issued_at = excluded.issued_at"
 )
+# A new pair replaces any earlier pair of either contact: REPLACE drops every row clashing on
+# either unique column.
+_LINK: Final = "INSERT OR REPLACE INTO p_links (ctct_id, app_id, email, position) VALUES (?,?,?,?)"
 _CONTACTS_UPSERT: Final = (
     "INSERT INTO p_contacts (store, store_id, email, position, state) VALUES (?,?,?,?,?) "
     "ON CONFLICT (store, store_id) DO UPDATE SET email = excluded.email, "
@@ -290,11 +293,7 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                 # A new pair replaces any earlier pair of either contact (a re-link after the
                 # old partner was deleted and the address came back on another contact):
                 # REPLACE drops every row clashing on either unique column.
-                w.add(
-                    "INSERT OR REPLACE INTO p_links (ctct_id, app_id, email, position) "
-                    "VALUES (?,?,?,?)",
-                    (ev.key, app_id, email, pos),
-                )
+                w.add(_LINK, (ev.key, app_id, email, pos))
             case CommandConfirmed(command_ids=ids):
                 for cid in ids:
                     w.add(
@@ -324,6 +323,9 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                         "outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?",
                         (pos, at, done.detail, done.command_id),
                     )
+                # Contacts the commands created, paired with those they were made from.
+                for pair in (done.paired for done in applied if done.paired is not None):
+                    w.add(_LINK, (pair.ctct_id, pair.app_id, pair.email, pos))
             case CommandFailed(error=error, retriable=retriable):
                 w.add(
                     "UPDATE p_commands SET status = 'failed', outcome_position = ?, "

@@ -11,7 +11,8 @@ __all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "UNSETTLED", "VERSION"]
 CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
-# 6: every event of a contact moves its projected modified time; 7: p_commands.superseded_by
+# 6: every event of a contact moves its projected modified time; 7: p_commands.superseded_by,
+# and pairs from the outcome of a create (command.applied)
 VERSION: Final = "7"
 # A command not yet settled (confirmed or superseded): few at any time, whatever the size of
 # the log. The partial index below is defined with this very text, which queries that name the
