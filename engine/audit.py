@@ -37,6 +37,7 @@ from engine.events import (
     TrackingRecorded,
 )
 from engine.log import EventLog, Recorded, format_ts, parse_ts
+from engine.model import normalise_email
 from projections.runner import projected_position
 
 __all__ = [
@@ -508,7 +509,9 @@ def _line(r: Recorded, command_id: str = "") -> HistoryLine:
 
 
 async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
-    """Everything recorded about one address, across both stores, in log order."""
+    """Everything recorded about one address, across both stores, in log order: the events
+    of the contacts that hold it or are paired with one that does, and the commands decided
+    under any address those contacts had (a command names the address of its time)."""
     conn = log.connection
     ids = await _rows(conn, "SELECT store, store_id FROM p_contacts WHERE email = ?", (email,))
     links = await _rows(
@@ -522,15 +525,21 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
     for c, a in links:
         streams |= {f"ctct:contact:{c}", f"app:contact:{a}", f"ctct:link:{c}"}
     streams |= {f"ctct:tracking:{i}" for s, i in ids if s == "ctct"}
-    cmds = await _rows(
+    out: list[HistoryLine] = []
+    addresses = {email}
+    for stream in sorted(streams):
+        for r in await log.read_stream(stream):
+            out.append(_line(r))
+            addresses |= _addresses(r.event)
+    cmds = await _by_emails(
         conn,
         "SELECT command_id, target, issued_position, outcome_position, confirmed_position "
-        "FROM p_commands WHERE email = ?",
-        (email,),
+        "FROM p_commands WHERE email IN",
+        sorted(addresses),
     )
     # Failures and supersessions are recorded per command (its own stream); issues, outcomes
     # and confirmations in batches, found through the positions the projection kept.
-    streams |= {f"{t}:command:{c}" for c, t, *_ in cmds}
+    streams = {f"{t}:command:{c}" for c, t, *_ in cmds}
     in_batches: dict[int, list[str]] = {}
     for cid, _, *positions in cmds:
         for p in positions:
@@ -538,7 +547,6 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
                 in_batches.setdefault(p, []).append(str(cid))
     decisions = await _rows(conn, "SELECT store_key FROM p_decisions WHERE email = ?", (email,))
     streams |= {f"engine:decision:{k}" for (k,) in decisions}
-    out: list[HistoryLine] = []
     for stream in sorted(streams):
         for r in await log.read_stream(stream):
             if isinstance(r.event, DecisionBlocked) and r.event.email != email:
@@ -555,6 +563,18 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
                 out.append(_line(r, cid))
     out.sort(key=lambda h: h.position)
     return out
+
+
+def _addresses(event: EventBase) -> set[str]:
+    """The addresses a contact event shows the contact holding (normalised)."""
+    match event:
+        case ContactObserved(contact=c):
+            return {normalise_email(c.email)}
+        case ContactChanged(changes=changes) if "email" in changes:
+            change = changes["email"]
+            return {normalise_email(e) for e in (change.old, change.new) if e}
+        case _:
+            return set()
 
 
 class Blocked(msgspec.Struct, kw_only=True):

@@ -339,8 +339,8 @@ async def test_a_contact_renamed_before_ccsync_saw_its_creation_is_not_made_twic
     assert ctct.contacts[c].email == "ann.lee@example.org"
     links = await log.connection.execute_fetchall("SELECT ctct_id, app_id FROM p_links")
     assert [tuple(r) for r in links] == [(c, a)]
-    # (Commands are found by the address they were decided under.)
-    lines = [h.summary for h in await contact_history(log, "ann@example.org")]
+    # Her history under her new address holds the commands decided under the old one.
+    lines = [h.summary for h in await contact_history(log, "ann.lee@example.org")]
     assert [s for s in lines if s.endswith(f"paired Constant Contact {c} with app contact {a}")]
     await engine.cycle()
     assert (await engine.cycle()).commands == {}
