@@ -337,6 +337,13 @@ async def scenario(ops: list[tuple[object, ...]], root: Path, stepped: bool = Fa
         assert app.violations == []
 
 
+def run(ops: list[tuple[object, ...]], synced: bool, stepped: bool = False) -> None:
+    """``scenario`` in a folder of its own, from the synced start or from empty stores."""
+    start = SYNCED_START if synced else []
+    with tempfile.TemporaryDirectory() as tmp, small_batches():
+        asyncio.run(scenario([*start, *ops], Path(tmp), stepped))
+
+
 # Constant Contact's quota runs out at its first write (a field the app owns, set back), while
 # the app's unsubscribes for three contacts opted out in Constant Contact wait in later batches.
 QUOTA_BEFORE_OPT_OUTS: list[tuple[object, ...]] = [
@@ -367,9 +374,7 @@ OPTED_OUT_ON_A_LIST: list[tuple[object, ...]] = [
 def test_random_changes_converge_and_never_violate_consent(
     ops: list[tuple[object, ...]], synced: bool
 ) -> None:
-    start = SYNCED_START if synced else []
-    with tempfile.TemporaryDirectory() as tmp, small_batches():
-        asyncio.run(scenario([*start, *ops], Path(tmp)))
+    run(ops, synced)
 
 
 # A contact leaves a list the app owns, in Constant Contact; ccsync puts her back, and she
@@ -388,6 +393,4 @@ UNDONE_BEFORE_SEEN: list[tuple[object, ...]] = [
 def test_random_changes_converge_on_a_clock_that_leaves_backoffs_running(
     ops: list[tuple[object, ...]], synced: bool
 ) -> None:
-    start = SYNCED_START if synced else []
-    with tempfile.TemporaryDirectory() as tmp, small_batches():
-        asyncio.run(scenario([*start, *ops], Path(tmp), stepped=True))
+    run(ops, synced, stepped=True)

@@ -35,6 +35,23 @@ async def log(tmp_path: Path) -> AsyncIterator[EventLog]:
     await lg.close()
 
 
+async def commands_of(log: EventLog, kind: str, columns: str) -> list[tuple[Any, ...]]:
+    """``columns`` of the commands of ``kind``, in the order they were issued."""
+    rows = await log.connection.execute_fetchall(
+        f"SELECT {columns} FROM p_commands WHERE kind = ? ORDER BY issued_position", (kind,)
+    )
+    return [tuple(r) for r in rows]
+
+
+async def ann_in_both(log: EventLog) -> tuple[SyncEngine, FakeStore, FakeStore, str, str]:
+    """``make``, with Ann in both stores, paired by a first cycle: her id in each."""
+    engine, ctct, app = make(log)
+    c = ctct.add("ann@example.org", first_name="Ann")
+    a = app.add("ann@example.org", first_name="Ann")
+    await engine.cycle()
+    return engine, ctct, app, c, a
+
+
 def make(log: EventLog, **policy: object) -> tuple[SyncEngine, FakeStore, FakeStore]:
     ctct, app = FakeStore("ctct"), FakeStore("app")
     pol = Policy(lists=(ListLink(ctct="c-news", app="a-news", source="app"),), **policy)  # type: ignore[arg-type]
@@ -212,12 +229,7 @@ async def test_a_write_undone_before_any_cycle_saw_it_is_made_again_without_wait
     assert "modified in the store; no synced field differs" in lines
     # The first add is not "confirmed by observation": observation showed her off the list.
     # It is superseded by the second, and keeps the time the store took it.
-    adds = list(
-        await log.connection.execute_fetchall(
-            "SELECT command_id, status, outcome_at FROM p_commands "
-            "WHERE kind = 'membership.add' ORDER BY issued_position"
-        )
-    )
+    adds = await commands_of(log, "membership.add", "command_id, status, outcome_at")
     # (The first of three put her on the list in the first cycle, and was confirmed.)
     assert [status for _, status, _ in adds] == ["confirmed", "superseded", "applied"]
     assert adds[1][2] is not None
@@ -238,24 +250,17 @@ async def test_a_profile_write_undone_before_any_cycle_saw_it_is_superseded_not_
 ) -> None:
     # The app is the source of record for profiles. A CRM user's name for Ann reaches
     # Constant Contact, and someone there puts the old name back before ccsync looks again.
-    engine, ctct, app = make(log)
-    c = ctct.add("ann@example.org", first_name="Ann")
-    a = app.add("ann@example.org", first_name="Ann")
-    await engine.cycle()
+    engine, ctct, app, c, a = await ann_in_both(log)
     await engine.cycle()
     app.edit(a, first_name="Anne", last_name="Lee")
     assert (await engine.cycle()).commands == {"contact.upsert": 1}
     ctct.edit(c, first_name="Ann", last_name="Lee")
     assert (await engine.cycle()).commands == {"contact.upsert": 1}
     assert ctct.contacts[c].fields["first_name"] == "Anne"
-    rows = await log.connection.execute_fetchall(
-        "SELECT status FROM p_commands WHERE kind = 'contact.upsert' ORDER BY issued_position"
-    )
+    rows = await commands_of(log, "contact.upsert", "status")
     assert [status for (status,) in rows] == ["superseded", "applied"]
     await engine.cycle()
-    rows = await log.connection.execute_fetchall(
-        "SELECT status FROM p_commands WHERE kind = 'contact.upsert' ORDER BY issued_position"
-    )
+    rows = await commands_of(log, "contact.upsert", "status")
     assert [status for (status,) in rows] == ["superseded", "confirmed"]
 
 
@@ -269,11 +274,7 @@ async def test_a_create_the_store_lost_is_superseded_by_the_next_create(log: Eve
     app.stamps.clear()
     ctct.edit(c, first_name="Anne")
     assert (await engine.cycle()).commands == {"contact.upsert": 1}
-    rows = await log.connection.execute_fetchall(
-        "SELECT status, superseded_by FROM p_commands WHERE kind = 'contact.upsert' "
-        "ORDER BY issued_position"
-    )
-    (first, by), (second, _) = rows
+    (first, by), (second, _) = await commands_of(log, "contact.upsert", "status, superseded_by")
     assert (first, second) == ("superseded", "applied") and by is not None
     assert [r.fields["first_name"] for r in app.contacts.values()] == ["Anne"]
 
@@ -284,19 +285,13 @@ async def test_an_opt_out_the_app_lost_is_carried_by_the_successor_in_the_audit(
     # Ann opts out in Constant Contact; ccsync unsubscribes her in the app, and a CRM user
     # sets her back to subscribed before ccsync looks again. Opt-out wins: ccsync writes the
     # opt-out again, and the audit shows that second command as the one that carried it.
-    engine, ctct, app = make(log)
-    c = ctct.add("ann@example.org", first_name="Ann")
-    a = app.add("ann@example.org", first_name="Ann")
-    await engine.cycle()
+    engine, ctct, app, c, a = await ann_in_both(log)
     ctct.opt_out(c, reason="too many emails")
     await engine.cycle()
     app.opt_in(a, source="Account")
     assert (await engine.cycle()).commands == {"contact.unsubscribe": 1}
     assert app.contacts[a].permission.status == "unsubscribed"
-    rows = await log.connection.execute_fetchall(
-        "SELECT command_id, status, superseded_by FROM p_commands "
-        "WHERE kind = 'contact.unsubscribe' ORDER BY issued_position"
-    )
+    rows = await commands_of(log, "contact.unsubscribe", "command_id, status, superseded_by")
     (lost, status, by), (second, *_) = rows
     assert (status, by) == ("superseded", second)
     [origin] = await audit_optouts(log, email="ann@example.org")
