@@ -508,6 +508,9 @@ def _line(r: Recorded, command_id: str = "") -> HistoryLine:
     )
 
 
+DECISIONS_OF: Final = "SELECT store_key FROM p_decisions WHERE email = ?"
+
+
 async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
     """Everything recorded about one address, across both stores, in log order: the events
     of the contacts that hold it or are paired with one that does, and the commands decided
@@ -545,7 +548,7 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
         for p in positions:
             if isinstance(p, int):
                 in_batches.setdefault(p, []).append(str(cid))
-    decisions = await _rows(conn, "SELECT store_key FROM p_decisions WHERE email = ?", (email,))
+    decisions = await _rows(conn, DECISIONS_OF, (email,))
     streams |= {f"engine:decision:{k}" for (k,) in decisions}
     for stream in sorted(streams):
         for r in await log.read_stream(stream):

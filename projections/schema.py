@@ -12,7 +12,7 @@ CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
 # 6: every event of a contact moves its projected modified time; 7: p_commands.superseded_by,
-# and pairs from the outcome of a create (command.applied)
+# pairs from the outcome of a create (command.applied), and p_decisions_email
 VERSION: Final = "7"
 # A command not yet settled (confirmed or superseded): few at any time, whatever the size of
 # the log. The partial index below is defined with this very text, which queries that name the
@@ -112,6 +112,8 @@ CREATE TABLE IF NOT EXISTS p_decisions (
     reason   TEXT NOT NULL,
     recorded_at TEXT NOT NULL
 );
+-- A contact's history and `audit blocked --email` read one address's decisions.
+CREATE INDEX IF NOT EXISTS p_decisions_email ON p_decisions (email);
 CREATE TABLE IF NOT EXISTS p_rejected (
     position INTEGER PRIMARY KEY,
     store    TEXT NOT NULL,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.audit import DECISIONS_OF
 from engine.cycle import NEW_TRACKING_SQL, SyncEngine
 from engine.log import EventLog
 from engine.pairs import by_email_sql
@@ -71,6 +72,18 @@ async def test_partners_are_looked_up_through_the_email_index(tmp_path: Path) ->
             assert [r[3] for r in plan] == [
                 "SEARCH p_contacts USING INDEX p_contacts_email (email=?)"
             ]
+
+
+async def test_a_contacts_decisions_are_read_through_the_email_index(tmp_path: Path) -> None:
+    # (``audit contact`` looks them up for one address: not by reading every decision.)
+    async with await EventLog.open(tmp_path / "log.db") as log:
+        await SyncEngine(log, FakeStore("ctct"), FakeStore("app"), Policy()).cycle()
+        plan = await log.connection.execute_fetchall(
+            f"EXPLAIN QUERY PLAN {DECISIONS_OF}", ["a@x.org"]
+        )
+        assert [r[3] for r in plan] == [
+            "SEARCH p_decisions USING INDEX p_decisions_email (email=?)"
+        ]
 
 
 async def test_new_tracking_is_read_through_the_position_index(tmp_path: Path) -> None:
