@@ -530,10 +530,9 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
     streams |= {f"ctct:tracking:{i}" for s, i in ids if s == "ctct"}
     out: list[HistoryLine] = []
     addresses = {email}
-    for stream in sorted(streams):
-        for r in await log.read_stream(stream):
-            out.append(_line(r))
-            addresses |= _addresses(r.event)
+    for r in await log.read_streams(streams):
+        out.append(_line(r))
+        addresses |= _addresses(r.event)
     cmds = await _by_emails(
         conn,
         "SELECT command_id, target, issued_position, outcome_position, confirmed_position "
@@ -550,20 +549,18 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
                 in_batches.setdefault(p, []).append(str(cid))
     decisions = await _rows(conn, DECISIONS_OF, (email,))
     streams |= {f"engine:decision:{k}" for (k,) in decisions}
-    for stream in sorted(streams):
-        for r in await log.read_stream(stream):
-            if isinstance(r.event, DecisionBlocked) and r.event.email != email:
-                continue
-            out.append(_line(r))
+    for r in await log.read_streams(streams):
+        if isinstance(r.event, DecisionBlocked) and r.event.email != email:
+            continue
+        out.append(_line(r))
     batched = (CommandIssued, CommandApplied, CommandConfirmed)
-    for pos, cids in sorted(in_batches.items()):
-        async for r in log.read(pos, pos + 1):
-            if not isinstance(r.event, batched):
-                continue  # a per-command event, already read with its stream
-            for cid in cids:
-                if r.event.key == cid:
-                    continue  # an event of an older log: one command, read with its stream
-                out.append(_line(r, cid))
+    for r in await log.read_at(in_batches):
+        if not isinstance(r.event, batched):
+            continue  # a per-command event, already read with its stream
+        for cid in in_batches[r.position]:
+            if r.event.key == cid:
+                continue  # an event of an older log: one command, read with its stream
+            out.append(_line(r, cid))
     out.sort(key=lambda h: h.position)
     return out
 

@@ -24,9 +24,8 @@ from typing import Any, Final, Literal
 from uuid import uuid4
 
 import aiosqlite
-import msgspec
 
-from engine._logread import LogReads
+from engine._logread import LogReads, lookups
 from engine._logschema import FORMAT, GENESIS, ROW_COLUMNS, SCHEMA, row_hash
 from engine._logtypes import (
     AppendResult,
@@ -72,23 +71,6 @@ _STORED_IDS: Final = "SELECT event_id FROM events WHERE event_id IN ({})"
 _STREAM_HEADS: Final = (
     "SELECT stream, MAX(version) FROM events WHERE stream IN ({}) GROUP BY stream"
 )
-_MAX_VARS: Final = 900  # under SQLite's oldest host-parameter limit (999)
-_json: Final = msgspec.json.Encoder()
-
-
-def _lookups(sql: str, values: Sequence[str]) -> list[tuple[str, Sequence[Any]]]:
-    """The reads of ``sql`` (``... IN ({})``) for ``values``: all of them as one JSON
-    parameter through json_each, except those holding a NUL character, which SQLite's JSON
-    functions cut short: those go as plain parameters (an app's key may hold any text)."""
-    plain = [v for v in values if "\x00" not in v]
-    odd = [v for v in values if "\x00" in v]
-    reads: list[tuple[str, Sequence[Any]]] = [
-        (sql.format("SELECT value FROM json_each(?)"), (_json.encode(plain),))
-    ]
-    for i in range(0, len(odd), _MAX_VARS):
-        chunk = odd[i : i + _MAX_VARS]
-        reads.append((sql.format(",".join("?" * len(chunk))), chunk))
-    return reads
 
 
 def _db_error(path: Path, action: str, exc: sqlite3.Error) -> CcsyncError:
@@ -365,8 +347,8 @@ class EventLog(LogReads):
         # Which ids are stored, and the version of every stream the batch may touch (a
         # superset of what the new events need), in one job: each read awaited on its own
         # waited for the loop, busy with the next batch, between every two.
-        id_reads = _lookups(_STORED_IDS, ids)
-        head_reads = _lookups(_STREAM_HEADS, list({*streams.values(), *expected}))
+        id_reads = lookups(_STORED_IDS, ids)
+        head_reads = lookups(_STREAM_HEADS, list({*streams.values(), *expected}))
         found = await c.fetch_each([*id_reads, *head_reads])
         seen: set[str] = {r[0] for rows in found[: len(id_reads)] for r in rows}
         versions: dict[str, int] = {r[0]: r[1] for rows in found[len(id_reads) :] for r in rows}

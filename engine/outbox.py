@@ -236,14 +236,13 @@ class Outbox:
             return {}
         wanted = {u.command_id for u in candidates}
         asked: dict[str, dict[str, Any]] = {}
-        for position in sorted({u.issued_position for u in candidates}):
-            async for r in self.log.read(position, position + 1):
-                if isinstance(r.event, CommandIssued):
-                    asked.update(
-                        (ic.command_id, ic.command)
-                        for ic in r.event.commands
-                        if ic.command_id in wanted
-                    )
+        for r in await self.log.read_at({u.issued_position for u in candidates}):
+            if isinstance(r.event, CommandIssued):
+                asked.update(
+                    (ic.command_id, ic.command)
+                    for ic in r.event.commands
+                    if ic.command_id in wanted
+                )
         out = {}
         for u in candidates:
             old = asked.get(u.command_id)

@@ -290,9 +290,8 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                         conn, ev.store, msgspec.structs.replace(old_list, deleted=True), pos
                     )
             case IdentityLinked(app_id=app_id, email=email):
-                # A new pair replaces any earlier pair of either contact (a re-link after the
-                # old partner was deleted and the address came back on another contact):
-                # REPLACE drops every row clashing on either unique column.
+                # (a re-link after the old partner was deleted and the address came back on
+                # another contact replaces the old pair: see _LINK)
                 w.add(_LINK, (ev.key, app_id, email, pos))
             case CommandConfirmed(command_ids=ids):
                 for cid in ids:

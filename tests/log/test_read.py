@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import LogCorruptError
+from engine.events import MembershipAdded
 from engine.log import EventLog, NewEvent
 from engine.logverify import verify_log
 from tests.log.conftest import Clock
@@ -43,6 +44,34 @@ async def test_stream_reads_in_version_order(log: EventLog, clock: Clock) -> Non
     c1 = await log.read_stream("app:contact:c1")
     assert [(r.version, r.event.list_id) for r in c1] == [(1, "0-1"), (2, "1-1"), (3, "2-1")]  # type: ignore[attr-defined]
     assert await log.read_stream("app:contact:nobody") == []
+
+
+@pytest.mark.asyncio
+async def test_several_streams_and_positions_are_read_in_log_order(
+    log: EventLog, clock: Clock
+) -> None:
+    await _fill(log, clock, batches=3, size=4)  # position 4b+j+1: contact j % 3, list b-j
+    # (an app's key may hold a NUL, which SQLite's JSON functions cut short)
+    await log.append([new(MembershipAdded(store="app", key="c\x00x", list_id="z"))])  # type: ignore[arg-type]
+    got = await log.read_streams(["app:contact:c\x00x", "app:contact:c2", "app:contact:c0"])
+    assert [(r.position, r.stream) for r in got] == [
+        (1, "app:contact:c0"),
+        (3, "app:contact:c2"),
+        (4, "app:contact:c0"),
+        (5, "app:contact:c0"),
+        (7, "app:contact:c2"),
+        (8, "app:contact:c0"),
+        (9, "app:contact:c0"),
+        (11, "app:contact:c2"),
+        (12, "app:contact:c0"),
+        (13, "app:contact:c\x00x"),
+    ]
+    assert await log.read_streams([]) == []
+    at = await log.read_at({11, 2, 7})
+    assert [(r.position, r.event.list_id) for r in at] == [(2, "0-1"), (7, "1-2"), (11, "2-2")]  # type: ignore[attr-defined]
+    assert await log.read_at([]) == []
+    with pytest.raises(LogCorruptError, match="no event at position 14"):
+        await log.read_at([3, 14])
 
 
 @pytest.mark.asyncio
