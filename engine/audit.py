@@ -481,6 +481,13 @@ def _summarise(event: EventBase, command_id: str = "") -> str:
                     f"command {cid} applied: created, paired Constant Contact {p.ctct_id} "
                     f"with app contact {p.app_id}"
                 )
+            if done is not None and done.created is not None:
+                made = done.created
+                source = "app" if event.store == "ctct" else "Constant Contact"
+                return (
+                    f"command {cid} applied: created from {source} contact {made.source_id}; "
+                    f"the store did not say its id: paired when a listing shows {made.email}"
+                )
             return f"command {cid} applied"
         case CommandApplied() | CommandConfirmed():
             verb = "applied" if isinstance(event, CommandApplied) else "confirmed by observation"

@@ -34,6 +34,7 @@ __all__ = [
     "ContactDeleted",
     "ContactObserved",
     "ContactRestored",
+    "Created",
     "DecisionBlocked",
     "Event",
     "EventBase",
@@ -249,10 +250,21 @@ class Paired(msgspec.Struct, frozen=True, array_like=True):
     email: str
 
 
+class Created(msgspec.Struct, frozen=True, array_like=True):
+    """A contact a command created in a store that did not say its id (Constant Contact's bulk
+    import): the contact of the other store it was made from, and the address it was made
+    under. A listing that shows a new contact under that address pairs the two, even if the
+    one it was made from has changed its address since (projected into p_created)."""
+
+    source_id: str
+    email: str
+
+
 class AppliedCommand(msgspec.Struct, frozen=True, kw_only=True):
     command_id: str
     detail: str | None = None  # what the store said, where it said something
     paired: Paired | None = None  # a create whose store said the new contact's id
+    created: Created | None = None  # a create whose store did not
 
 
 class CommandApplied(EventBase, frozen=True, kw_only=True, tag="command.applied"):

@@ -36,6 +36,7 @@ from engine.events import (
     CommandFailed,
     CommandIssued,
     CommandSuperseded,
+    Created,
     IssuedCommand,
     Paired,
     batch_key,
@@ -417,8 +418,9 @@ class Outbox:
         for cid, cmd, res in outcomes:
             store = cmd.target
             if res.ok:
+                paired, made = _made(cmd, res)
                 applied.setdefault(store, []).append(
-                    AppliedCommand(command_id=cid, detail=res.detail, paired=_paired(cmd, res))
+                    AppliedCommand(command_id=cid, detail=res.detail, paired=paired, created=made)
                 )
                 stats.applied += 1
                 continue
@@ -448,20 +450,21 @@ class Outbox:
             await self.projector.catch_up()
 
 
-def _paired(cmd: Command, res: Outcome) -> Paired | None:
-    """The pair a create made: the new contact (its id, as the store gave it) and the one it
-    was made from. (Constant Contact's bulk import, through which contacts are created there,
-    does not say the id: the next observation pairs them by address.)
+def _made(cmd: Command, res: Outcome) -> tuple[Paired | None, Created | None]:
+    """What a create made, for its outcome: the new contact (its id, as the store gave it)
+    paired with the one it was made from; or, where the store did not say the id (Constant
+    Contact's bulk import, through which ccsync creates contacts there), the one it was made
+    from and the address, by which the listing that shows the new contact pairs it.
 
     Recorded in the outcome rather than as an ``identity.linked`` of its own: an event per
     created contact cost an initial sync of 100,000 contacts 6 s (a stream each)."""
-    if not (isinstance(cmd, UpsertContact) and cmd.store_id is None and cmd.source_id):
-        return None
+    if not isinstance(cmd, UpsertContact) or cmd.store_id is not None or not cmd.source_id:
+        return None, None
     if res.store_id is None:
-        return None
+        return None, Created(cmd.source_id, cmd.email)
     if cmd.target == "app":
-        return Paired(cmd.source_id, res.store_id, cmd.email)
-    return Paired(res.store_id, cmd.source_id, cmd.email)
+        return Paired(cmd.source_id, res.store_id, cmd.email), None
+    return Paired(res.store_id, cmd.source_id, cmd.email), None
 
 
 def _repeats(old: Mapping[str, Any] | None, new: Command) -> bool:

@@ -84,6 +84,8 @@ async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) ->
     for s in candidates:
         if s.store_id not in taken:
             free.setdefault((s.store, s.email), s)
+    lone = [s for s in unlinked if (_OTHER[s.store], s.email) not in free]
+    free.update(await _made_partners(conn, lone))
 
     pairs: dict[tuple[str | None, str | None], Pair] = {}
     for s in touched:
@@ -102,6 +104,52 @@ async def _pairs_for(conn: aiosqlite.Connection, touched: list[ContactState]) ->
         if key not in pairs:
             pairs[key] = Pair(email=s.email, ctct=c, app=a, linked=linked)
     return list(pairs.values())
+
+
+_OTHER: Final = {"ctct": "app", "app": "ctct"}
+_ANY_CREATED: Final = "SELECT 1 FROM p_created LIMIT 1"
+_CREATED_HERE: Final = "SELECT email, source_id FROM p_created WHERE store = ? AND email IN"
+_CREATED_FROM: Final = "SELECT source_id, email FROM p_created WHERE store = ? AND source_id IN"
+
+
+async def _made_partners(
+    conn: aiosqlite.Connection, lone: list[ContactState]
+) -> dict[tuple[str, str], ContactState]:
+    """Partners by creation, for unpaired contacts no contact of the other store shares an
+    address with: a contact ccsync created in a store that did not say its id (p_created) and
+    the one it was made from. Either may have changed its address before a listing showed the
+    new one, and neither is then anyone else's partner. Keyed as ``free`` is: (the partner's
+    store, the lone contact's address)."""
+    if not lone or not await conn.execute_fetchall(_ANY_CREATED, ()):
+        return {}
+    # For each store: the lone contacts whose partner there is known by its id, or its address
+    by_id: dict[str, list[tuple[ContactState, str]]] = {"ctct": [], "app": []}
+    by_address: dict[str, list[tuple[ContactState, str]]] = {"ctct": [], "app": []}
+    for store, other in _OTHER.items():
+        mine = [s for s in lone if s.store == store]
+        if not mine:
+            continue
+        # Made here, from a contact of the other store ...
+        emails = {s.email: s for s in mine}
+        for email, source in await fetch_in(conn, _CREATED_HERE, list(emails), (store,)):
+            by_id[other].append((emails[email], source))
+        # ... or made in the other store from one of these.
+        ids = {s.store_id: s for s in mine}
+        for source, email in await fetch_in(conn, _CREATED_FROM, list(ids), (other,)):
+            by_address[other].append((ids[source], email))
+    partners: list[tuple[ContactState, ContactState]] = []
+    for store in _OTHER:
+        known = await load_contacts(conn, store, [i for _, i in by_id[store]])
+        partners += [(s, known[i]) for s, i in by_id[store] if i in known]
+        addresses = sorted({e for _, e in by_address[store]})
+        live = {c.email: c for c in await _by_email(conn, addresses, store) if not c.deleted}
+        partners += [(s, live[e]) for s, e in by_address[store] if e in live]
+    c_ids = [p.store_id for _, p in partners if p.store == "ctct"]
+    a_ids = [p.store_id for _, p in partners if p.store == "app"]
+    paired = {*await _links(conn, "ctct_id", c_ids), *await _links(conn, "app_id", a_ids)}
+    return {
+        (p.store, s.email): p for s, p in partners if not p.deleted and p.store_id not in paired
+    }
 
 
 async def pairs_for_emails(conn: aiosqlite.Connection, emails: list[str]) -> list[Pair]:

@@ -68,6 +68,9 @@ _ISSUE: Final = (
 )
 # A new pair replaces any earlier pair of either contact: REPLACE drops every row clashing on
 # either unique column.
+_CREATED: Final = (
+    "INSERT OR REPLACE INTO p_created (store, email, source_id, position) VALUES (?,?,?,?)"
+)
 _LINK: Final = "INSERT OR REPLACE INTO p_links (ctct_id, app_id, email, position) VALUES (?,?,?,?)"
 _CONTACTS_UPSERT: Final = (
     "INSERT INTO p_contacts (store, store_id, email, position, state) VALUES (?,?,?,?,?) "
@@ -322,9 +325,13 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                         "outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?",
                         (pos, at, done.detail, done.command_id),
                     )
-                # Contacts the commands created, paired with those they were made from.
-                for pair in (done.paired for done in applied if done.paired is not None):
-                    w.add(_LINK, (pair.ctct_id, pair.app_id, pair.email, pos))
+                # Contacts the commands created, paired with those they were made from; or,
+                # where the store did not say the new contact's id, the address to pair by.
+                for done in applied:
+                    if (pair := done.paired) is not None:
+                        w.add(_LINK, (pair.ctct_id, pair.app_id, pair.email, pos))
+                    elif (made := done.created) is not None:
+                        w.add(_CREATED, (ev.store, made.email, made.source_id, pos))
             case CommandFailed(error=error, retriable=retriable):
                 w.add(
                     "UPDATE p_commands SET status = 'failed', outcome_position = ?, "

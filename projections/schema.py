@@ -12,8 +12,8 @@ CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
 # 6: every event of a contact moves its projected modified time; 7: p_commands.superseded_by,
-# pairs from the outcome of a create (command.applied), and p_decisions_email
-VERSION: Final = "7"
+# pairs from the outcome of a create (command.applied), and p_decisions_email; 8: p_created
+VERSION: Final = "8"
 # A command not yet settled (confirmed or superseded): few at any time, whatever the size of
 # the log. The partial index below is defined with this very text, which queries that name the
 # index must repeat.
@@ -79,6 +79,18 @@ CREATE TABLE IF NOT EXISTS p_links (
     email    TEXT NOT NULL,
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Contacts ccsync created in a store that did not say their id (Constant Contact's bulk
+-- import): made from ``source_id``, a contact of the other store, under ``email``. A listing
+-- that shows a new contact under that address pairs the two (engine.pairs), even if the one it
+-- was made from has changed its address since.
+CREATE TABLE IF NOT EXISTS p_created (
+    store     TEXT NOT NULL,
+    email     TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (store, email)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS p_created_source ON p_created (store, source_id);
 CREATE TABLE IF NOT EXISTS p_commands (
     command_id  TEXT NOT NULL UNIQUE,
     target      TEXT NOT NULL,
@@ -149,6 +161,7 @@ TABLES: Final = {
     "p_permissions": "position",
     "p_tracking": "store, contact_id, campaign_activity_id, kind, created_time",
     "p_links": "ctct_id",
+    "p_created": "store, email",
     "p_commands": "command_id",
     "p_decisions": "position",
     "p_rejected": "position",

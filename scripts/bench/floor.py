@@ -59,6 +59,7 @@ POSITIONED = {
     "p_permissions": "position",
     "p_tracking": "position",
     "p_links": "position",
+    "p_created": "position",
     "p_commands": "issued_position",
     "p_decisions": "position",
     "p_rejected": "position",

@@ -28,9 +28,18 @@ from engine.ports import Page, Rejected
 class FakeStore:
     """A store that numbers every change; observation returns what changed after a number."""
 
-    def __init__(self, store: Store, page_size: int = 50) -> None:
+    def __init__(self, store: Store, page_size: int = 50, reports_ids: bool = True) -> None:
         self._store: Store = store
         self.page_size = page_size
+        # Whether a create's outcome says the new contact's id (Constant Contact's bulk import,
+        # through which ccsync creates contacts there, does not)
+        self.reports_ids = reports_ids
+        # Each contact a command created, and the contact of the other store it was made from
+        # (the command's ``source_id``): who is the same person, whatever the engine believes
+        self.made_from: dict[str, str | None] = {}
+        self.listed: set[str] = set()  # the contacts a listing has returned
+        # The contacts ccsync created that a person renamed before any listing returned them
+        self.renamed_unseen: set[str] = set()
         self.contacts: dict[str, ContactRecord] = {}
         self.stamps: dict[str, int] = {}
         self.lists: dict[str, ListRecord] = {}
@@ -92,6 +101,8 @@ class FakeStore:
         self._put(msgspec.structs.replace(rec, fields=new))
 
     def set_email(self, sid: str, email: str) -> None:
+        if sid in self.made_from and sid not in self.listed:
+            self.renamed_unseen.add(sid)
         self._put(msgspec.structs.replace(self.contacts[sid], email=email))
 
     def opt_out(self, sid: str, reason: str = "no thanks", source: str = "Contact") -> None:
@@ -148,6 +159,7 @@ class FakeStore:
                 break
             chunk = changed[i : i + self.page_size]
             recs = tuple(self.contacts[sid] for _, sid in chunk)
+            self.listed.update(sid for _, sid in chunk)
             last = i + self.page_size >= len(changed)
             body = msgspec.json.encode(recs)
             yield Page(
@@ -192,8 +204,13 @@ class FakeStore:
         match cmd:
             case UpsertContact(fields=fields, new_email=new_email, lists=lists):
                 if rec is None:
+                    if cmd.source_id is None:
+                        self.violations.append(f"create of {cmd.email} names no source contact")
                     sid = self.add(cmd.email, lists=lists, **{k: v for k, v in fields.items() if v})
-                    return Outcome(command_id=cid, ok=True, store_id=sid)
+                    self.made_from[sid] = cmd.source_id
+                    return Outcome(
+                        command_id=cid, ok=True, store_id=sid if self.reports_ids else None
+                    )
                 if rec.permission.status == "unsubscribed" and lists:
                     self.violations.append(f"upsert added opted-out {rec.email} to lists")
                 new = dict(rec.fields)

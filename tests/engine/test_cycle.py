@@ -341,6 +341,37 @@ async def test_a_contact_renamed_before_ccsync_saw_its_creation_is_not_made_twic
     assert (await engine.cycle()).commands == {}
 
 
+async def test_a_contact_renamed_before_ccsync_saw_it_in_constant_contact_is_not_made_twice(
+    log: EventLog,
+) -> None:
+    # Constant Contact's bulk import does not say the new contact's id. ccsync creates Bob
+    # there; a CRM user corrects his address in the app before the next cycle. The listing
+    # shows Bob under the address ccsync made him with: he is the one made from the app's Bob,
+    # not a new person, and the corrected address reaches Constant Contact.
+    engine, ctct, app = make(log)
+    ctct.reports_ids = False
+    a = app.add("bob@example.org", first_name="Bob", lists=["a-news"])
+    await engine.cycle()
+    [c] = ctct.contacts
+    app.set_email(a, "bob.lee@example.org")
+    await engine.cycle()
+    assert [r.email for r in app.contacts.values()] == ["bob.lee@example.org"]
+    assert [r.email for r in ctct.contacts.values()] == ["bob.lee@example.org"]
+    links = await log.connection.execute_fetchall("SELECT ctct_id, app_id FROM p_links")
+    assert [tuple(r) for r in links] == [(c, a)]
+    lines = [h.summary for h in await contact_history(log, "bob.lee@example.org")]
+    assert [
+        s
+        for s in lines
+        if s.endswith(
+            f"applied: created from app contact {a}; the store did not say its id: "
+            "paired when a listing shows bob@example.org"
+        )
+    ]
+    await engine.cycle()
+    assert (await engine.cycle()).commands == {}
+
+
 async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
     engine, ctct, app = make(log, delete_ctct_to_app=True)
     c = ctct.add("ann@example.org")

@@ -82,6 +82,41 @@ async def test_unsubscribe_that_does_not_move_updated_at_reaches_the_app(
         assert again.commands == {}, again.commands
 
 
+async def test_an_address_corrected_in_the_app_before_its_import_was_listed_is_one_person(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # Constant Contact's import does not say the id of a contact it creates. A CRM user
+    # corrects an address right after ccsync created the contact there: the next cycle finds
+    # the contact under the address ccsync made it with, pairs it, and corrects it there too.
+    config = await prepare_folder(tmp_path, sim, app_contacts=10)
+    before = {c.email for c in sim.account.contacts}
+    async with wire(load_settings(config)) as w:
+        await w.engine.cycle()
+        key, email = next(
+            (k, e)
+            for k, e in app_rows(tmp_path, "SELECT id, lower(email) FROM contacts ORDER BY id")
+            if e not in before
+        )
+        [made] = [c for c in sim.account.contacts if c.email == email]
+        fixed = f"fixed.{email}"
+        with sqlite3.connect(tmp_path / "app.db") as db:
+            db.execute(
+                "UPDATE contacts SET email = ?, updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') "
+                "WHERE id = ?",
+                (fixed, key),
+            )
+        await w.engine.cycle()
+        assert [c.email for c in sim.account.contacts if c.email in (email, fixed)] == [fixed]
+        assert made.email == fixed  # the same contact, not a new one
+        assert app_rows(
+            tmp_path, "SELECT id FROM contacts WHERE lower(email) IN (?, ?)", email, fixed
+        ) == [(key,)]
+        await w.engine.cycle()
+        later = datetime.now(UTC) + timedelta(hours=3)
+        w.engine.clock = lambda: later
+        assert (await w.engine.cycle()).commands == {}
+
+
 async def test_a_row_deleted_in_the_app_without_triggers_is_found_by_the_full_scan(
     tmp_path: Path, sim: Simulator
 ) -> None:
