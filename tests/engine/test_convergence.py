@@ -14,6 +14,10 @@ at every cycle, so every cycle converges what it can), and with a clock one seco
 each cycle, as back-to-back runs see it (a command applied or failed in one cycle is within its
 backoff in the next). The second is how a write the store lost must be made again at once,
 not after the backoff: only a failed command may wait.
+
+Each example also draws whether Constant Contact's creates say the new contact's id (its bulk
+import does not), and at the end no person may have two live contacts in one store: the fakes
+know which contact each create was made from, whatever the engine believes.
 """
 
 from __future__ import annotations
@@ -189,6 +193,53 @@ def check_agreement(
             raise AssertionError(f"{who}: ctct contact never created in app")
 
 
+def _people(ctct: FakeStore, app: FakeStore) -> tuple[dict[str, str], frozenset[str]]:
+    """Who is the same person, as the fakes know it (whatever the engine believes): each
+    contact (``store:id``) and its person (a contact ccsync created is the person it was made
+    from); and the contacts of the people ccsync cannot pair.
+
+    Those are people whose contact ccsync created in a store that does not say the new
+    contact's id (Constant Contact's bulk import), renamed there before a listing showed it.
+    ccsync pairs such a contact by the address it made it under, which it no longer holds, so
+    it takes the renamed contact for someone new and leaves the one it was made from unpaired
+    (README, "Identity")."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.get(name, name) != name:
+            name = parent[name]
+        return name
+
+    for store, other in ((ctct, app), (app, ctct)):
+        for sid, source in store.made_from.items():
+            if source is not None:
+                parent[root(f"{store.store}:{sid}")] = root(f"{other.store}:{source}")
+    person = {
+        f"{s.store}:{sid}": root(f"{s.store}:{sid}") for s in (ctct, app) for sid in s.contacts
+    }
+    lost = {
+        person[f"{s.store}:{sid}"]
+        for s in (ctct, app)
+        if not s.reports_ids
+        for sid in s.renamed_unseen
+    }
+    return person, frozenset(name for name, p in person.items() if p in lost)
+
+
+def check_one_contact_per_person(ctct: FakeStore, app: FakeStore) -> None:
+    """No person has two live contacts in one store (a duplicate), but those ccsync cannot
+    pair (``_people``)."""
+    person, unpairable = _people(ctct, app)
+    live: dict[tuple[str, str], list[str]] = {}
+    for store in (ctct, app):
+        for r in store.contacts.values():
+            name = f"{store.store}:{r.store_id}"
+            if not r.deleted and name not in unpairable:
+                live.setdefault((store.store, person[name]), []).append(r.email)
+    duplicates = {k: v for k, v in live.items() if len(v) > 1}
+    assert not duplicates, f"one person, several live contacts in a store: {duplicates}"
+
+
 @contextlib.contextmanager
 def small_batches() -> Iterator[None]:
     """Pairs decided one contact at a time, sent two commands at a time."""
@@ -280,13 +331,16 @@ async def _links(log: EventLog) -> dict[str, str]:
     return dict(await log.connection.execute_fetchall("SELECT ctct_id, app_id FROM p_links"))  # type: ignore[arg-type]
 
 
-async def scenario(ops: list[tuple[object, ...]], root: Path, stepped: bool = False) -> None:
+async def scenario(
+    ops: list[tuple[object, ...]], root: Path, stepped: bool = False, ctct_ids: bool = True
+) -> None:
     """Run ``ops``; then the stores must agree. With ``stepped``, the clock moves one second a
     cycle (the ``SteppedClock``), so nothing waits for long except by backoff: once both stores
     are healthy, one cycle must bring every contact without a failed command into agreement,
     and the rest must follow once their backoff has passed. Without it, the clock is far in
     the future, so every backoff has passed at every cycle."""
-    ctct, app = FakeStore("ctct", page_size=3), FakeStore("app", page_size=3)
+    ctct = FakeStore("ctct", page_size=3, reports_ids=ctct_ids)
+    app = FakeStore("app", page_size=3)
     stores = {"ctct": ctct, "app": app}
     fresh = list(FRESH)
     slots: dict[str, dict[str, int]] = {}
@@ -323,25 +377,31 @@ async def scenario(ops: list[tuple[object, ...]], root: Path, stepped: bool = Fa
                 apply_op(op, stores, fresh, slots)
         if stepped:
             await cycle(engine, stores, ("cycle", 0, None))
-            check_agreement(ctct, app, await _links(log), await _waiting(log))
+            skip = await _waiting(log) | _people(ctct, app)[1]
+            check_agreement(ctct, app, await _links(log), skip)
             clock.now += BACKOFF_MAX + timedelta(minutes=1)
         # Constant Contact's quota spent: the app still gets every opt-out (checked in cycle)
         await cycle(engine, stores, ("cycle", 0, "ctct"))
         if stepped:  # (what the quota left failed is due again)
             clock.now += BACKOFF_MAX + timedelta(minutes=1)
         await cycle(engine, stores, ("cycle", 0, None))
-        check_agreement(ctct, app, await _links(log))
+        check_agreement(ctct, app, await _links(log), _people(ctct, app)[1])
+        check_one_contact_per_person(ctct, app)
         last = await engine.cycle()
         assert last.commands == {}, last.commands
         assert ctct.violations == []
         assert app.violations == []
 
 
-def run(ops: list[tuple[object, ...]], synced: bool, stepped: bool = False) -> None:
-    """``scenario`` in a folder of its own, from the synced start or from empty stores."""
+def run(
+    ops: list[tuple[object, ...]], synced: bool, stepped: bool = False, ctct_ids: bool = True
+) -> None:
+    """``scenario`` in a folder of its own, from the synced start or from empty stores; with
+    ``ctct_ids`` false, Constant Contact's creates do not say the new contact's id, as its
+    bulk import does not (ccsync then pairs them when a listing shows them)."""
     start = SYNCED_START if synced else []
     with tempfile.TemporaryDirectory() as tmp, small_batches():
-        asyncio.run(scenario([*start, *ops], Path(tmp), stepped))
+        asyncio.run(scenario([*start, *ops], Path(tmp), stepped, ctct_ids))
 
 
 # Constant Contact's quota runs out at its first write (a field the app owns, set back), while
@@ -367,14 +427,44 @@ OPTED_OUT_ON_A_LIST: list[tuple[object, ...]] = [
 ]
 
 
+# ccsync creates a contact in the app, and a CRM user corrects its address before a cycle sees
+# it: the app's create said the new contact's id, so it is the same person, not a new one.
+RENAMED_BEFORE_SEEN: list[tuple[object, ...]] = [
+    ("add", "ctct", 0, "Ann"),
+    ("cycle", 0, None),
+    ("rename", "app", 0),
+]
+
+# ccsync creates a contact in Constant Contact, whose import does not say the new id, and a
+# CRM user corrects the app contact's address before a cycle lists the new one: the listing
+# pairs it by the address it was made under, not as someone new.
+CORRECTED_BEFORE_LISTED: list[tuple[object, ...]] = [
+    ("add", "app", 0, "Ann"),
+    ("cycle", 0, None),
+    ("rename", "app", 0),
+]
+
+# As above, with the rename after a listing paired them (by address), in Constant Contact: it
+# reaches the app.
+CREATED_WITHOUT_AN_ID: list[tuple[object, ...]] = [
+    ("add", "app", 0, "Ann"),
+    ("cycle", 0, None),
+    ("cycle", 0, None),
+    ("rename", "ctct", 0),
+]
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(op_st, max_size=25), synced=st.booleans())
-@example(ops=QUOTA_BEFORE_OPT_OUTS, synced=False)
-@example(ops=OPTED_OUT_ON_A_LIST, synced=False)
+@given(ops=st.lists(op_st, max_size=25), synced=st.booleans(), ctct_ids=st.booleans())
+@example(ops=QUOTA_BEFORE_OPT_OUTS, synced=False, ctct_ids=True)
+@example(ops=OPTED_OUT_ON_A_LIST, synced=False, ctct_ids=True)
+@example(ops=RENAMED_BEFORE_SEEN, synced=False, ctct_ids=True)
+@example(ops=CREATED_WITHOUT_AN_ID, synced=False, ctct_ids=False)
+@example(ops=CORRECTED_BEFORE_LISTED, synced=False, ctct_ids=False)
 def test_random_changes_converge_and_never_violate_consent(
-    ops: list[tuple[object, ...]], synced: bool
+    ops: list[tuple[object, ...]], synced: bool, ctct_ids: bool
 ) -> None:
-    run(ops, synced)
+    run(ops, synced, ctct_ids=ctct_ids)
 
 
 # A contact leaves a list the app owns, in Constant Contact; ccsync puts her back, and she
@@ -387,10 +477,13 @@ UNDONE_BEFORE_SEEN: list[tuple[object, ...]] = [
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(op_st, max_size=25), synced=st.booleans())
-@example(ops=[("join", "app", 0, 0), ("cycle", 0, None), *UNDONE_BEFORE_SEEN], synced=True)
-@example(ops=QUOTA_BEFORE_OPT_OUTS, synced=False)
+@given(ops=st.lists(op_st, max_size=25), synced=st.booleans(), ctct_ids=st.booleans())
+@example(
+    ops=[("join", "app", 0, 0), ("cycle", 0, None), *UNDONE_BEFORE_SEEN], synced=True, ctct_ids=True
+)
+@example(ops=QUOTA_BEFORE_OPT_OUTS, synced=False, ctct_ids=True)
+@example(ops=CORRECTED_BEFORE_LISTED, synced=False, ctct_ids=False)
 def test_random_changes_converge_on_a_clock_that_leaves_backoffs_running(
-    ops: list[tuple[object, ...]], synced: bool
+    ops: list[tuple[object, ...]], synced: bool, ctct_ids: bool
 ) -> None:
-    run(ops, synced, stepped=True)
+    run(ops, synced, stepped=True, ctct_ids=ctct_ids)
