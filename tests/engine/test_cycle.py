@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import pytest_asyncio
 
@@ -370,6 +371,42 @@ async def test_a_contact_renamed_before_ccsync_saw_it_in_constant_contact_is_not
     ]
     await engine.cycle()
     assert (await engine.cycle()).commands == {}
+
+
+async def test_a_history_shows_its_own_commands_from_batches_shared_with_others(
+    log: EventLog,
+) -> None:
+    # One command.issued event carries all four creates (as a large sync's carry thousands);
+    # Bob's history shows his create issued, applied and confirmed, and nobody else's.
+    engine, ctct, _ = make(log)
+    for name in ("ann", "bob", "cy", "dee"):
+        ctct.add(f"{name}@example.org", first_name=name.title())
+    await engine.cycle()
+    await engine.cycle()
+    issued = await commands_of(log, "contact.upsert", "email, command_id, issued_position")
+    assert len(issued) == 4 and len({p for *_, p in issued}) == 1
+    [bob] = [cid[:12] for email, cid, _ in issued if email == "bob@example.org"]
+    lines = [h.summary for h in await contact_history(log, "bob@example.org")]
+    said = [" ".join(s.split()[:3]).rstrip(":") for s in lines if s.startswith("command ")]
+    assert said == [f"command {bob} issued", f"command {bob} applied", f"command {bob} confirmed"]
+    assert not [s for s in lines if any(f"{n}@example.org" in s for n in ("ann", "cy", "dee"))]
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+async def test_a_batch_is_cut_down_to_the_wanted_commands_however_its_json_is_laid_out(
+    spaced: bool,
+) -> None:
+    from engine.audit import _only_commands
+
+    applied = [{"command_id": c, "detail": f"about {c}"} for c in ("c1", "c2", "c3")]
+    payload = msgspec.json.encode({"store": "app", "key": "k", "applied": applied})
+    if spaced:  # (not as ccsync writes it: every item is then read)
+        payload = msgspec.json.format(payload, indent=2)
+    cut = msgspec.json.decode(_only_commands("command.applied", payload, ["c2"]))
+    assert cut == {"store": "app", "key": "k", "applied": [applied[1]]}
+    ids = msgspec.json.encode({"command_ids": ["c1", "c2", "c3"]})
+    cut = msgspec.json.decode(_only_commands("command.confirmed", ids, ["c3", "c1"]))
+    assert cut == {"command_ids": ["c1", "c3"]}
 
 
 async def test_deletes_propagate_only_where_configured(log: EventLog) -> None:
