@@ -339,7 +339,8 @@ class Outbox:
 
         A decided command is issued unless it was applied, or failed, within its backoff; one
         applied before this cycle that is decided again (the store never reflected it) is sent
-        again after its backoff.
+        again after its backoff. A tracking record delivered (the app took it) is not sent
+        again: one decided again is the same data (a cycle that ended before its checkpoint).
         """
         stats = OutboxStats()
         decided = dict(
@@ -356,7 +357,9 @@ class Outbox:
             status = known.get(cid)
             if status is not None:
                 state, attempts, at = status
-                if state in ("applied", "failed") and not _due(at, attempts, now):
+                if state == "delivered" or (
+                    state in ("applied", "failed") and not _due(at, attempts, now)
+                ):
                     stats.skipped += 1
                     continue
             todo.append((cid, cmd))

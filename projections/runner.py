@@ -321,7 +321,10 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
             case CommandApplied(applied=applied):
                 for done in applied:
                     w.add(
-                        "UPDATE p_commands SET status = 'applied', outcome_position = ?, "
+                        # A tracking record is data the app took: nothing observes it back,
+                        # so it is settled once applied ('delivered'), not left open.
+                        f"UPDATE p_commands SET status = IIF(kind = '{TRACKING_KIND}', "
+                        "'delivered', 'applied'), outcome_position = ?, "
                         "outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?",
                         (pos, at, done.detail, done.command_id),
                     )

@@ -12,11 +12,12 @@ CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
 # 6: every event of a contact moves its projected modified time; 7: p_commands.superseded_by,
-# pairs from the outcome of a create (command.applied), and p_decisions_email; 8: p_created
+# pairs from the outcome of a create (command.applied), and p_decisions_email; 8: p_created,
+# and an applied tracking record is 'delivered' (settled), not 'applied'
 VERSION: Final = "8"
-# A command not yet settled (confirmed or superseded): few at any time, whatever the size of
-# the log. The partial index below is defined with this very text, which queries that name the
-# index must repeat.
+# A command not yet settled (confirmed or superseded; a tracking record, delivered): few at any
+# time, whatever the size of the log. The partial index below is defined with this very text,
+# which queries that name the index must repeat.
 UNSETTLED: Final = "status IN ('issued', 'failed', 'applied')"
 
 # The big, hot tables (contacts, commands, tracking) are rowid tables: rows are stored in the

@@ -923,6 +923,38 @@ async def test_a_failed_tracking_record_reaches_the_app_whole_on_a_later_cycle(
     assert (await engine.cycle()).failed == 0 and len(app.received) == 3  # sent once
 
 
+async def test_a_delivered_tracking_record_is_settled_and_never_sent_again(
+    log: EventLog,
+) -> None:
+    # Nothing observes a tracking record back from the app, so once the app took it, it is
+    # settled ('delivered'). Left 'applied', every record ever forwarded stayed among the
+    # commands awaiting confirmation: in the daemon's gauge, in `ccsync status`, and in the
+    # index each cycle's sweep walks.
+    ctct, app = FakeStore("ctct"), _App()
+    app.down = False
+    c = ctct.add("ann@example.org", first_name="Ann")
+    sent = TrackingActivity(
+        contact_id=c, email="ann@example.org", campaign_activity_id="camp-1", kind="send",
+        created_time=datetime(2024, 3, 1, 9, 0, tzinfo=UTC),
+    )  # fmt: skip
+    engine = SyncEngine(log, ctct, app, Policy(), tracking=_Tracking([sent]))
+    await engine.cycle()
+    await engine.cycle()  # confirms Ann's creation in the app
+    assert app.received == [sent]
+    now = datetime.now(UTC)
+    assert (await read_status(log, now, settled=False)).commands == {}
+    assert (await read_status(log, now)).commands == {"confirmed": 1, "delivered": 1}
+    # The same record decided again, a day later (a cycle that ended before its checkpoint):
+    # not sent again.
+    [(body,)] = await log.connection.execute_fetchall(
+        "SELECT command FROM p_commands WHERE kind = 'tracking.record'"
+    )
+    again = await engine.outbox.execute(
+        [msgspec.json.decode(body, type=Command)], "run-2", now + timedelta(days=1)
+    )
+    assert again.skipped == 1 and app.received == [sent]
+
+
 class _QuotaAfterAPage(_Tracking):
     """A tracking feed that serves one page, then Constant Contact's quota is spent."""
 
