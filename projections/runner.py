@@ -68,6 +68,12 @@ _ISSUE: Final = (
 )
 # A new pair replaces any earlier pair of either contact: REPLACE drops every row clashing on
 # either unique column.
+# A tracking record is data the app took: nothing observes it back, so it is settled once
+# applied ('delivered'), not left open among the commands awaiting confirmation.
+_APPLIED: Final = (
+    f"UPDATE p_commands SET status = IIF(kind = '{TRACKING_KIND}', 'delivered', 'applied'), "
+    "outcome_position = ?, outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?"
+)
 _CREATED: Final = (
     "INSERT OR REPLACE INTO p_created (store, email, source_id, position) VALUES (?,?,?,?)"
 )
@@ -203,7 +209,11 @@ async def _fold_contacts(
 class _Writes:
     """Statements in event order, consecutive runs of one statement sent as one bulk statement
     (engine._pending.bulk_op): the order of effects is kept while a batch costs a few
-    statements, not one per event."""
+    statements, not one per event.
+
+    A run is one statement *object* (compared with ``is``, the cheapest test in the hottest
+    loop): pass a literal or a module constant, never text built per event (an f-string in
+    the loop made every row a statement of its own, and cost the initial sync 2-4 s)."""
 
     def __init__(self) -> None:
         self._groups: list[tuple[str, tuple[int, ...], list[tuple[object, ...]]]] = []
@@ -320,14 +330,7 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                     w.add(_ISSUE, (ic.command_id, ev.store, ic.kind, email, body, pos, at), (4,))
             case CommandApplied(applied=applied):
                 for done in applied:
-                    w.add(
-                        # A tracking record is data the app took: nothing observes it back,
-                        # so it is settled once applied ('delivered'), not left open.
-                        f"UPDATE p_commands SET status = IIF(kind = '{TRACKING_KIND}', "
-                        "'delivered', 'applied'), outcome_position = ?, "
-                        "outcome_at = ?, error = ?, retriable = NULL WHERE command_id = ?",
-                        (pos, at, done.detail, done.command_id),
-                    )
+                    w.add(_APPLIED, (pos, at, done.detail, done.command_id))
                 # Contacts the commands created, paired with those they were made from; or,
                 # where the store did not say the new contact's id, the address to pair by.
                 for done in applied:
