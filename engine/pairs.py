@@ -2,7 +2,10 @@
 
 Identity across stores is the normalised email (engine.model.normalise_email), and once two
 contacts are paired the pair is recorded (``identity.linked``) and outlives email changes: each
-store's own id is stable, the address is not.
+store's own id is stable, the address is not. A contact ccsync created is paired with the one it
+was made from by the create's outcome (``AppliedCommand.paired``); where the store did not say
+the new id, by the address it was made under (p_created), whichever of the two has changed its
+address since.
 """
 
 from __future__ import annotations
