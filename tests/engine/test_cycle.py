@@ -330,14 +330,27 @@ async def test_a_contact_renamed_before_ccsync_saw_its_creation_is_not_made_twic
     [a] = app.contacts
     app.set_email(a, "ann.lee@example.org")
     await engine.cycle()
-    assert [r.email for r in app.contacts.values()] == ["ann.lee@example.org"]
-    assert [r.email for r in ctct.contacts.values()] == ["ann.lee@example.org"]
-    assert ctct.contacts[c].email == "ann.lee@example.org"
-    links = await log.connection.execute_fetchall("SELECT ctct_id, app_id FROM p_links")
-    assert [tuple(r) for r in links] == [(c, a)]
-    # Her history under her new address holds the commands decided under the old one.
-    lines = [h.summary for h in await contact_history(log, "ann.lee@example.org")]
-    assert [s for s in lines if s.endswith(f"paired Constant Contact {c} with app contact {a}")]
+    # (Her history under her new address holds the commands decided under the old one.)
+    said = f"paired Constant Contact {c} with app contact {a}"
+    await one_person(engine, ctct, app, (c, a), "ann.lee@example.org", said)
+
+
+async def one_person(
+    engine: SyncEngine,
+    ctct: FakeStore,
+    app: FakeStore,
+    pair: tuple[str, str],
+    email: str,
+    said: str,
+) -> None:
+    """The stores hold one person, ``pair`` (her ids), under ``email`` in both; her history
+    under it has a line ending with ``said``; and once her echo is seen, nothing is to do."""
+    assert [r.email for r in app.contacts.values()] == [email]
+    assert [r.email for r in ctct.contacts.values()] == [email]
+    links = await engine.log.connection.execute_fetchall("SELECT ctct_id, app_id FROM p_links")
+    assert [tuple(r) for r in links] == [pair]
+    lines = [h.summary for h in await contact_history(engine.log, email)]
+    assert [s for s in lines if s.endswith(said)], lines
     await engine.cycle()
     assert (await engine.cycle()).commands == {}
 
@@ -356,21 +369,11 @@ async def test_a_contact_renamed_before_ccsync_saw_it_in_constant_contact_is_not
     [c] = ctct.contacts
     app.set_email(a, "bob.lee@example.org")
     await engine.cycle()
-    assert [r.email for r in app.contacts.values()] == ["bob.lee@example.org"]
-    assert [r.email for r in ctct.contacts.values()] == ["bob.lee@example.org"]
-    links = await log.connection.execute_fetchall("SELECT ctct_id, app_id FROM p_links")
-    assert [tuple(r) for r in links] == [(c, a)]
-    lines = [h.summary for h in await contact_history(log, "bob.lee@example.org")]
-    assert [
-        s
-        for s in lines
-        if s.endswith(
-            f"applied: created from app contact {a}; the store did not say its id: "
-            "paired when a listing shows bob@example.org"
-        )
-    ]
-    await engine.cycle()
-    assert (await engine.cycle()).commands == {}
+    said = (
+        f"applied: created from app contact {a}; the store did not say its id: "
+        "paired when a listing shows bob@example.org"
+    )
+    await one_person(engine, ctct, app, (c, a), "bob.lee@example.org", said)
 
 
 async def test_a_history_shows_its_own_commands_from_batches_shared_with_others(
