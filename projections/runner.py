@@ -66,8 +66,6 @@ _ISSUE: Final = (
     "ON CONFLICT (command_id) DO UPDATE SET status = 'issued', attempts = attempts + 1, "
     "issued_position = excluded.issued_position, issued_at = excluded.issued_at"
 )
-# A new pair replaces any earlier pair of either contact: REPLACE drops every row clashing on
-# either unique column.
 # A tracking record is data the app took: nothing observes it back, so it is settled once
 # applied ('delivered'), not left open among the commands awaiting confirmation.
 _APPLIED: Final = (
@@ -77,6 +75,8 @@ _APPLIED: Final = (
 _CREATED: Final = (
     "INSERT OR REPLACE INTO p_created (store, email, source_id, position) VALUES (?,?,?,?)"
 )
+# A new pair replaces any earlier pair of either contact: REPLACE drops every row clashing on
+# either unique column.
 _LINK: Final = "INSERT OR REPLACE INTO p_links (ctct_id, app_id, email, position) VALUES (?,?,?,?)"
 _CONTACTS_UPSERT: Final = (
     "INSERT INTO p_contacts (store, store_id, email, position, state) VALUES (?,?,?,?,?) "
