@@ -27,7 +27,7 @@ from engine.log import EventLog, NewEvent
 from engine.model import Store, TrackingActivity
 from engine.observe import ObserveStats, observe_contacts, observe_lists, observe_tracking
 from engine.outbox import Delivered, Issued, Outbox, OutboxStats, Unsettled, not_sent
-from engine.pairs import pairs_for_emails, touched_pairs
+from engine.pairs import app_partners, pairs_for_emails, touched_pairs
 from engine.policy import ListLink, Policy
 from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource
 from engine.progress import Progress
@@ -41,14 +41,19 @@ _log: Final = structlog.get_logger("ccsync.cycle")
 RECONCILER: Final = "reconciler"
 TRACKING_FORWARDED: Final = "tracking.forwarded"
 FLUSH_AT: Final = 10_000
-# Tracking recorded after a position, with the app contact it goes to. ``+t.store``: through the
-# position index, the new rows only (the planner otherwise read every tracking row of the store,
-# each cycle, and sorted them).
+# Tracking recorded after a position. ``+t.store``: through the position index, the new rows
+# only (the planner otherwise read every tracking row of the store, each cycle, and sorted them).
 NEW_TRACKING_SQL: Final = (
-    "SELECT t.activity, COALESCE(l.app_id, a.store_id), t.email FROM p_tracking t "
-    "LEFT JOIN p_links l ON l.ctct_id = t.contact_id "
-    "LEFT JOIN p_contacts a ON a.store = 'app' AND a.email = t.email "
+    "SELECT t.activity, t.contact_id, t.email FROM p_tracking t "
     "WHERE +t.store = 'ctct' AND t.position > ? ORDER BY t.position"
+)
+# The tracking recorded up to a position of the contacts paired after it: what was held then
+# for want of a live app contact. CROSS JOIN: the pairs made since, through their position
+# index, first (the planner otherwise read every tracking row of the store).
+HELD_TRACKING_SQL: Final = (
+    "SELECT t.activity, t.contact_id, t.email FROM p_links l "
+    "CROSS JOIN p_tracking t ON t.store = 'ctct' AND t.contact_id = l.ctct_id "
+    "WHERE l.position > ? AND +t.position <= ? ORDER BY t.position"
 )
 
 
@@ -156,7 +161,7 @@ class SyncEngine:
             t3 = time.perf_counter()
             await self._reconcile_and_execute(full_compare, run_id, bound, summary, down)
             tracking = [
-                *await self.outbox.failed_tracking(bound),
+                *await self.outbox.failed_tracking(bound, run_id),
                 *await self._tracking_commands(),
             ]
             sendable = [c for c in tracking if c.target not in down]
@@ -474,14 +479,33 @@ class SyncEngine:
             raise
 
     async def _tracking_commands(self) -> Sequence[Command]:
-        """New tracking activity, grouped per contact, for the app's activities table."""
+        """New tracking activity, grouped per contact, for the app's activities table.
+
+        Only contacts with a live app contact get theirs: one deleted in the app (deletions
+        need not reach Constant Contact, which goes on mailing her), or never created there
+        (deleted in Constant Contact first), has nowhere to record it, and a record sent
+        there would fail at every cycle. It is held (the log has it) and goes out with the
+        cycle that pairs the contact with a live app contact, if one ever does."""
         since = int(await self.log.checkpoint(TRACKING_FORWARDED) or 0)
         conn = self.log.connection
-        rows = await conn.execute_fetchall(NEW_TRACKING_SQL, (since,))
+        rows = [
+            *await conn.execute_fetchall(NEW_TRACKING_SQL, (since,)),
+            *await conn.execute_fetchall(HELD_TRACKING_SQL, (since, since)),
+        ]
+        if not rows:
+            return []
+        partners = await app_partners(conn, {cid: email for _, cid, email in rows})
         dec = msgspec.json.Decoder(TrackingActivity)
-        grouped: dict[tuple[str, str | None], list[TrackingActivity]] = {}
-        for blob, app_id, email in rows:
-            grouped.setdefault((email, app_id), []).append(dec.decode(blob))
+        grouped: dict[tuple[str, str], list[TrackingActivity]] = {}
+        held: set[str] = set()
+        for blob, cid, email in rows:
+            partner = partners.get(cid)
+            if partner is None:
+                held.add(cid)
+                continue
+            grouped.setdefault((email, partner), []).append(dec.decode(blob))
+        if held:
+            _log.info("sync.tracking_held", contacts=len(held), reason="no live app contact")
         out: list[Command] = []
         for (email, app_id), acts in grouped.items():
             out.append(

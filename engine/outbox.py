@@ -23,6 +23,7 @@ from engine.commands import (
     AddToList,
     Command,
     Outcome,
+    RecordTracking,
     RemoveFromList,
     UpsertContact,
     command_id,
@@ -44,6 +45,7 @@ from engine.events import (
 )
 from engine.log import EventLog, NewEvent, parse_ts
 from engine.model import Store
+from engine.pairs import app_partners
 from engine.ports import CommandSink
 from projections.projector import Projector
 from projections.schema import UNSETTLED
@@ -79,6 +81,11 @@ class _UnsettledRow(msgspec.Struct, array_like=True):
 
 
 _CHUNK: Final = 2000
+# Why a failed tracking record is not sent again as it was
+_NO_APP_CONTACT: Final = (
+    "its contact has no live app contact (or another one now): its activity is sent when the "
+    "contact is paired with one"
+)
 
 
 def _unsettled(rows: list[Any], now: datetime) -> list[Unsettled]:
@@ -203,17 +210,41 @@ class Outbox:
         )
         return _unsettled(rows, now), (int(rows[-1][7]) if rows else None)
 
-    async def failed_tracking(self, now: datetime) -> list[Command]:
-        """Tracking records that failed and are due again (they are data: resent as they are)."""
-        rows = await self.log.connection.execute_fetchall(
-            "SELECT command, status, attempts, outcome_at FROM p_commands "
+    async def failed_tracking(self, now: datetime, run_id: str) -> list[Command]:
+        """Tracking records that failed and are due again (they are data: resent as they are).
+
+        One whose contact has no live app contact now, or another one than it names, is not
+        sent again, to fail at every cycle: it is recorded superseded. Its activity goes out
+        with the cycle that pairs the contact with a live app contact, if one ever does
+        (engine.cycle holds tracking for want of one, and sends it then)."""
+        conn = self.log.connection
+        rows = await conn.execute_fetchall(
+            "SELECT command_id, command, status, attempts, outcome_at FROM p_commands "
             f"WHERE status IN ('issued', 'failed') AND kind = '{TRACKING_KIND}'"
         )
-        return [
-            msgspec.json.decode(blob, type=Command)
-            for blob, status, attempts, at in rows
+        due = [
+            (cid, status, msgspec.json.decode(blob, type=RecordTracking))
+            for cid, blob, status, attempts, at in rows
             if status == "issued" or _due(at, attempts, now)
         ]
+        failed = {a.contact_id: c.email for _, st, c in due if st == "failed" for a in c.activities}
+        partners = await app_partners(conn, failed) if failed else {}
+        resend: list[Command] = []
+        gone: list[NewEvent] = []
+        for cid, status, cmd in due:
+            # Its contact's live app contact, still the one it names (issued before a crash:
+            # sent again as it was, as any command is).
+            to = {partners.get(a.contact_id) for a in cmd.activities}
+            reachable = None not in to and (cmd.store_id is None or to == {cmd.store_id})
+            if status == "issued" or reachable:
+                resend.append(cmd)
+                continue
+            ev = CommandSuperseded(store="app", key=cid, run_id=run_id, reason=_NO_APP_CONTACT)
+            gone.append(NewEvent(content_id(ev), ev))
+        if gone:
+            await self.log.append(gone)
+            await self.projector.catch_up()
+        return resend
 
     async def replaced(
         self, left: Sequence[Unsettled], decided: Iterable[tuple[str, Command]]

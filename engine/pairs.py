@@ -10,7 +10,7 @@ address since.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
 import aiosqlite
@@ -20,7 +20,7 @@ from engine.reconcile import Pair
 from projections.contacts import ContactState
 from projections.runner import decode_contact, load_contacts
 
-__all__ = ["by_email_sql", "pairs_for_emails", "touched_pairs"]
+__all__ = ["app_partners", "by_email_sql", "pairs_for_emails", "touched_pairs"]
 
 _CHUNK: Final = 2000
 
@@ -153,6 +153,22 @@ async def _made_partners(
     return {
         (p.store, s.email): p for s, p in partners if not p.deleted and p.store_id not in paired
     }
+
+
+async def app_partners(conn: aiosqlite.Connection, contacts: Mapping[str, str]) -> dict[str, str]:
+    """The live app contact (its key) of each Constant Contact contact in ``contacts`` (id ->
+    address): its recorded partner, unless the app deleted it (one ccsync created and has not
+    observed yet is live), or, where it has none, the live app contact holding its address. A
+    contact whose partner is deleted, or who has none, is absent."""
+    linked = await _links(conn, "ctct_id", list(contacts))
+    states = await load_contacts(conn, "app", set(linked.values()))
+    out = {c: a for c, a in linked.items() if a not in states or not states[a].deleted}
+    unlinked = {c: e for c, e in contacts.items() if c not in linked}
+    if unlinked:
+        holding = await _by_email(conn, sorted(set(unlinked.values())), "app")
+        live = {s.email: s.store_id for s in holding if not s.deleted}
+        out |= {c: live[e] for c, e in unlinked.items() if e in live}
+    return out
 
 
 async def pairs_for_emails(conn: aiosqlite.Connection, emails: list[str]) -> list[Pair]:

@@ -13,7 +13,7 @@ CHECKPOINT: Final = "projections"
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
 # 6: every event of a contact moves its projected modified time; 7: p_commands.superseded_by,
 # pairs from the outcome of a create (command.applied), and p_decisions_email; 8: p_created,
-# and an applied tracking record is 'delivered' (settled), not 'applied'
+# an applied tracking record is 'delivered' (settled), not 'applied'; p_links_position
 VERSION: Final = "8"
 # A command not yet settled (confirmed or superseded; a tracking record, delivered): few at any
 # time, whatever the size of the log. The partial index below is defined with this very text,
@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS p_links (
     email    TEXT NOT NULL,
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- The pairs made since a position: the tracking held for want of an app contact goes out then.
+CREATE INDEX IF NOT EXISTS p_links_position ON p_links (position);
 -- Contacts ccsync created in a store that did not say their id (Constant Contact's bulk
 -- import): made from ``source_id``, a contact of the other store, under ``email``. A listing
 -- that shows a new contact under that address pairs the two (engine.pairs), even if the one it

@@ -958,6 +958,57 @@ async def test_a_delivered_tracking_record_is_settled_and_never_sent_again(
     assert again.skipped == 1 and app.received == [sent]
 
 
+def _sent(contact: str) -> TrackingActivity:
+    return TrackingActivity(
+        contact_id=contact, email="ann@example.org", campaign_activity_id="camp-1", kind="send",
+        created_time=datetime(2024, 3, 1, 9, 0, tzinfo=UTC),
+    )  # fmt: skip
+
+
+async def test_tracking_held_for_want_of_an_app_contact_goes_out_when_she_is_created(
+    log: EventLog,
+) -> None:
+    # Ann's creation in the app fails in the cycle that fetches her activity: it has no app
+    # contact to go to, so it is held, not sent to fail; the cycle that creates her sends it.
+    ctct, app = FakeStore("ctct"), _App()
+    app.down = False
+    sent = _sent(ctct.add("ann@example.org", first_name="Ann"))
+    engine = SyncEngine(log, ctct, app, Policy(), tracking=_Tracking([sent]))
+    app.fail_next = 1
+    first = await engine.cycle()
+    assert first.failed == 1 and first.commands == {"contact.upsert": 1}
+    engine.clock = lambda: ctct.now.replace(year=2030)  # past the backoff
+    again = await engine.cycle()
+    assert again.commands == {"contact.upsert": 1, "tracking.record": 1}
+    assert app.received == [sent] and app.by_email("ann@example.org") is not None
+    await engine.cycle()
+    assert (await engine.cycle()).commands == {} and app.received == [sent]
+
+
+async def test_a_failed_tracking_record_whose_app_contact_is_deleted_is_not_sent_again(
+    log: EventLog,
+) -> None:
+    # The app refuses Ann's activity, then a CRM user deletes her (deletions stay in the app):
+    # the record is superseded, not sent at every cycle to fail.
+    ctct, app = FakeStore("ctct"), _App()
+    app.down = False
+    sent = _sent(c := ctct.add("ann@example.org", first_name="Ann"))
+    engine = SyncEngine(log, ctct, app, Policy())
+    await engine.cycle()
+    app.down = True
+    engine.tracking = _Tracking([sent])
+    assert (await engine.cycle()).failed == 1  # (and sees her in the app)
+    app.delete(next(iter(app.contacts)))
+    app.down = False
+    engine.clock = lambda: ctct.now.replace(year=2030)  # past the backoff
+    after = await engine.cycle()
+    assert after.commands == {} and after.failed == 0 and app.received == []
+    [(status, error)] = await commands_of(log, "tracking.record", "status, error")
+    assert status == "superseded" and error.startswith("its contact has no live app contact")
+    assert ctct.contacts[c].deleted is False  # (deletions do not propagate by default)
+    assert (await engine.cycle()).commands == {}
+
+
 class _QuotaAfterAPage(_Tracking):
     """A tracking feed that serves one page, then Constant Contact's quota is spent."""
 

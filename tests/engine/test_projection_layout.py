@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.audit import DECISIONS_OF
-from engine.cycle import NEW_TRACKING_SQL, SyncEngine
+from engine.cycle import HELD_TRACKING_SQL, NEW_TRACKING_SQL, SyncEngine
 from engine.events import (
     AppliedCommand,
     CommandApplied,
@@ -103,6 +103,14 @@ async def test_new_tracking_is_read_through_the_position_index(tmp_path: Path) -
         await SyncEngine(log, FakeStore("ctct"), FakeStore("app"), Policy()).cycle()
         plan = await log.connection.execute_fetchall(f"EXPLAIN QUERY PLAN {NEW_TRACKING_SQL}", [0])
         assert next(r[3] for r in plan) == "SEARCH t USING INDEX p_tracking_position (position>?)"
+        # The tracking held for want of an app contact: through the pairs made since, only.
+        plan = await log.connection.execute_fetchall(
+            f"EXPLAIN QUERY PLAN {HELD_TRACKING_SQL}", [0, 0]
+        )
+        assert [r[3] for r in plan][:2] == [
+            "SEARCH l USING COVERING INDEX p_links_position (position>?)",
+            "SEARCH t USING INDEX sqlite_autoindex_p_tracking_1 (store=? AND contact_id=?)",
+        ]
 
 
 async def test_replay_check_of_projections_an_earlier_build_laid_out_says_to_upgrade_first(

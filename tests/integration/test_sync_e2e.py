@@ -117,6 +117,66 @@ async def test_an_address_corrected_in_the_app_before_its_import_was_listed_is_o
         assert (await w.engine.cycle()).commands == {}
 
 
+def _rescan_every_cycle(config: Path) -> None:
+    """App deletions found at every cycle (by default a daily key-set comparison finds them)."""
+    text = config.read_text()
+    config.write_text(text.replace("[appdb]\n", "[appdb]\nfull_scan_interval_seconds = 0\n", 1))
+
+
+async def test_tracking_of_a_contact_deleted_in_the_app_is_held_not_retried_for_ever(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # A CRM user deletes a contact; deletions do not propagate to Constant Contact (the
+    # default), so its campaigns still reach her there. Her new activity has no app contact to
+    # be recorded for: it is kept in the log and held, not sent to fail at every cycle.
+    config = await prepare_folder(tmp_path, sim, app_contacts=10)
+    _rescan_every_cycle(config)
+    async with wire(load_settings(config)) as w:
+        await w.engine.cycle()
+        await w.engine.cycle()
+        [(key, email)] = app_rows(
+            tmp_path, "SELECT id, lower(email) FROM contacts ORDER BY id LIMIT 1"
+        )
+        with sqlite3.connect(tmp_path / "app.db") as db:
+            db.execute("DELETE FROM list_members WHERE contact_id = ?", (key,))
+            db.execute("DELETE FROM contacts WHERE id = ?", (key,))
+        await w.engine.cycle()  # sees the deletion
+        [her] = [c for c in sim.account.contacts if c.email == email]
+        activity = next(iter(sim.tracking.records))
+        sim.call(lambda: sim.tracking.record(activity, her, "em_opens", {"device_type": "Mobile"}))
+        seen = await w.engine.cycle()
+        assert seen.failed == 0 and "tracking.record" not in seen.commands, seen
+        held = await w.log.connection.execute_fetchall(
+            "SELECT kind FROM p_tracking WHERE contact_id = ? AND kind = 'open'", (her.contact_id,)
+        )
+        assert list(held)  # recorded all the same
+        later = datetime.now(UTC) + timedelta(hours=7)
+        w.engine.clock = lambda: later
+        quiet = await w.engine.cycle()
+        assert quiet.commands == {} and quiet.failed == 0, quiet
+
+
+async def test_tracking_of_a_contact_deleted_in_constant_contact_before_any_sync_is_held(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # A subscriber who was mailed, then deleted from the account before ccsync's first sync:
+    # ccsync creates no app contact for a deleted one, so her activity has nowhere to go.
+    config = await prepare_folder(tmp_path, sim, app_contacts=10)
+    activity = next(iter(sim.tracking.records))
+    mailed = {r.contact_id for recs in sim.tracking.records[activity].values() for r in recs}
+    gone = next(c for c in sim.account.contacts if c.contact_id in mailed and not c.deleted)
+    sim.call(lambda: sim.account.delete_contact(gone.contact_id))
+    async with wire(load_settings(config)) as w:
+        first = await w.engine.cycle()
+        assert first.failed == 0, first
+        assert not app_rows(tmp_path, "SELECT id FROM contacts WHERE lower(email) = ?", gone.email)
+        later = datetime.now(UTC) + timedelta(hours=7)
+        w.engine.clock = lambda: later
+        await w.engine.cycle()
+        quiet = await w.engine.cycle()
+        assert quiet.commands == {} and quiet.failed == 0, quiet
+
+
 async def test_a_row_deleted_in_the_app_without_triggers_is_found_by_the_full_scan(
     tmp_path: Path, sim: Simulator
 ) -> None:
