@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final, Protocol
 from uuid import uuid4
@@ -71,6 +71,8 @@ class CycleSummary(msgspec.Struct, kw_only=True):
     failed: int = 0
     blocked: int = 0
     withheld: int = 0  # commands decided for a store that was down: not issued, decided again
+    # contacts whose new tracking has no live app contact to go to: kept in the log, held
+    tracking_held: int = 0
     rejected: int = 0
     api_requests: int = 0
     durations: dict[str, float] = msgspec.field(default_factory=dict)
@@ -160,10 +162,8 @@ class SyncEngine:
             head = (await self.log.head()).position
             t3 = time.perf_counter()
             await self._reconcile_and_execute(full_compare, run_id, bound, summary, down)
-            tracking = [
-                *await self.outbox.failed_tracking(bound, run_id),
-                *await self._tracking_commands(),
-            ]
+            new_tracking, summary.tracking_held = await self._tracking_commands()
+            tracking = [*await self.outbox.failed_tracking(bound, run_id), *new_tracking]
             sendable = [c for c in tracking if c.target not in down]
             summary.withheld += len(tracking) - len(sendable)
             if sendable:
@@ -193,6 +193,7 @@ class SyncEngine:
                     "failed": summary.failed,
                     "blocked": summary.blocked,
                     "withheld": summary.withheld,
+                    "tracking_held": summary.tracking_held,
                     "rejected": summary.rejected,
                     "api_requests": summary.api_requests,
                     **{f"observed.{k}": v for k, v in summary.observed.items()},
@@ -478,14 +479,15 @@ class SyncEngine:
                 await settle()
             raise
 
-    async def _tracking_commands(self) -> Sequence[Command]:
+    async def _tracking_commands(self) -> tuple[list[Command], int]:
         """New tracking activity, grouped per contact, for the app's activities table.
 
         Only contacts with a live app contact get theirs: one deleted in the app (deletions
         need not reach Constant Contact, which goes on mailing her), or never created there
         (deleted in Constant Contact first), has nowhere to record it, and a record sent
         there would fail at every cycle. It is held (the log has it) and goes out with the
-        cycle that pairs the contact with a live app contact, if one ever does."""
+        cycle that pairs the contact with a live app contact, if one ever does. Returns the
+        commands, and how many contacts' activity is held."""
         since = int(await self.log.checkpoint(TRACKING_FORWARDED) or 0)
         conn = self.log.connection
         rows = [
@@ -493,7 +495,7 @@ class SyncEngine:
             *await conn.execute_fetchall(HELD_TRACKING_SQL, (since, since)),
         ]
         if not rows:
-            return []
+            return [], 0
         partners = await app_partners(conn, {cid: email for _, cid, email in rows})
         dec = msgspec.json.Decoder(TrackingActivity)
         grouped: dict[tuple[str, str], list[TrackingActivity]] = {}
@@ -504,11 +506,9 @@ class SyncEngine:
                 held.add(cid)
                 continue
             grouped.setdefault((email, partner), []).append(dec.decode(blob))
-        if held:
-            _log.info("sync.tracking_held", contacts=len(held), reason="no live app contact")
         out: list[Command] = []
         for (email, app_id), acts in grouped.items():
             out.append(
                 RecordTracking(target="app", email=email, store_id=app_id, activities=tuple(acts))
             )
-        return sorted(out, key=command_id)
+        return sorted(out, key=command_id), len(held)

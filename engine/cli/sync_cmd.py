@@ -107,7 +107,7 @@ async def _status(args: argparse.Namespace) -> int:
 def _counts(counts: dict[str, Any] | None) -> str:
     if not counts:
         return ""
-    keep = ("applied", "failed", "blocked", "withheld", "api_requests")
+    keep = ("applied", "failed", "blocked", "withheld", "tracking_held", "api_requests")
     return " ".join(f"{k}={counts[k]}" for k in keep if counts.get(k))
 
 

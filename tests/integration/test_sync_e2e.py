@@ -146,6 +146,7 @@ async def test_tracking_of_a_contact_deleted_in_the_app_is_held_not_retried_for_
         sim.call(lambda: sim.tracking.record(activity, her, "em_opens", {"device_type": "Mobile"}))
         seen = await w.engine.cycle()
         assert seen.failed == 0 and "tracking.record" not in seen.commands, seen
+        assert seen.tracking_held == 1  # (in the cycle's summary line and its recorded counts)
         held = await w.log.connection.execute_fetchall(
             "SELECT kind FROM p_tracking WHERE contact_id = ? AND kind = 'open'", (her.contact_id,)
         )
