@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from adapters.ctct_simulator import Simulator, SimulatorConfig, run_simulator
-from engine.bootstrap import wire
+from engine.bootstrap import Wired, wire
 from engine.cli._demo_setup import prepare_folder
 from engine.errors import QuotaExhaustedError
 from engine.settings import load_settings
@@ -123,6 +123,23 @@ def _rescan_every_cycle(config: Path) -> None:
     config.write_text(text.replace("[appdb]\n", "[appdb]\nfull_scan_interval_seconds = 0\n", 1))
 
 
+def _delete_first_app_row(folder: Path) -> tuple[int, str]:
+    """Delete the app's first contact row (its memberships first); its key and address."""
+    [(key, email)] = app_rows(folder, "SELECT id, lower(email) FROM contacts ORDER BY id LIMIT 1")
+    with sqlite3.connect(folder / "app.db") as db:
+        db.execute("DELETE FROM list_members WHERE contact_id = ?", (key,))
+        db.execute("DELETE FROM contacts WHERE id = ?", (key,))
+    return int(str(key)), str(email)
+
+
+async def _quiet_hours_later(w: Wired) -> None:
+    """Hours later (past every backoff), with nothing changed: a cycle with nothing to do."""
+    later = datetime.now(UTC) + timedelta(hours=7)
+    w.engine.clock = lambda: later
+    quiet = await w.engine.cycle()
+    assert quiet.commands == {} and quiet.failed == 0, quiet
+
+
 async def test_tracking_of_a_contact_deleted_in_the_app_is_held_not_retried_for_ever(
     tmp_path: Path, sim: Simulator
 ) -> None:
@@ -134,12 +151,7 @@ async def test_tracking_of_a_contact_deleted_in_the_app_is_held_not_retried_for_
     async with wire(load_settings(config)) as w:
         await w.engine.cycle()
         await w.engine.cycle()
-        [(key, email)] = app_rows(
-            tmp_path, "SELECT id, lower(email) FROM contacts ORDER BY id LIMIT 1"
-        )
-        with sqlite3.connect(tmp_path / "app.db") as db:
-            db.execute("DELETE FROM list_members WHERE contact_id = ?", (key,))
-            db.execute("DELETE FROM contacts WHERE id = ?", (key,))
+        _, email = _delete_first_app_row(tmp_path)
         await w.engine.cycle()  # sees the deletion
         [her] = [c for c in sim.account.contacts if c.email == email]
         activity = next(iter(sim.tracking.records))
@@ -151,10 +163,7 @@ async def test_tracking_of_a_contact_deleted_in_the_app_is_held_not_retried_for_
             "SELECT kind FROM p_tracking WHERE contact_id = ? AND kind = 'open'", (her.contact_id,)
         )
         assert list(held)  # recorded all the same
-        later = datetime.now(UTC) + timedelta(hours=7)
-        w.engine.clock = lambda: later
-        quiet = await w.engine.cycle()
-        assert quiet.commands == {} and quiet.failed == 0, quiet
+        await _quiet_hours_later(w)
 
 
 async def test_tracking_of_a_contact_deleted_in_constant_contact_before_any_sync_is_held(
@@ -171,19 +180,16 @@ async def test_tracking_of_a_contact_deleted_in_constant_contact_before_any_sync
         first = await w.engine.cycle()
         assert first.failed == 0, first
         assert not app_rows(tmp_path, "SELECT id FROM contacts WHERE lower(email) = ?", gone.email)
-        later = datetime.now(UTC) + timedelta(hours=7)
-        w.engine.clock = lambda: later
         await w.engine.cycle()
-        quiet = await w.engine.cycle()
-        assert quiet.commands == {} and quiet.failed == 0, quiet
+        await _quiet_hours_later(w)
 
 
 async def test_a_row_deleted_in_the_app_without_triggers_is_found_by_the_full_scan(
     tmp_path: Path, sim: Simulator
 ) -> None:
     config = await prepare_folder(tmp_path, sim, app_contacts=10)
+    _rescan_every_cycle(config)
     text = config.read_text()
-    text = text.replace("[appdb]\n", "[appdb]\nfull_scan_interval_seconds = 0\n", 1)
     text = text.replace(
         'source_of_record = "app"\n', 'source_of_record = "app"\ndelete_app_to_ctct = true\n'
     )
@@ -191,12 +197,7 @@ async def test_a_row_deleted_in_the_app_without_triggers_is_found_by_the_full_sc
     async with wire(load_settings(config)) as w:
         await w.engine.cycle()
         await w.engine.cycle()
-        [(key, email)] = app_rows(
-            tmp_path, "SELECT id, lower(email) FROM contacts ORDER BY id LIMIT 1"
-        )
-        with sqlite3.connect(tmp_path / "app.db") as db:
-            db.execute("DELETE FROM list_members WHERE contact_id = ?", (key,))
-            db.execute("DELETE FROM contacts WHERE id = ?", (key,))
+        key, email = _delete_first_app_row(tmp_path)
         summary = await w.engine.cycle()
         assert summary.commands.get("contact.delete") == 1, summary.commands
         [gone] = [c for c in sim.account.contacts if c.email == email]
