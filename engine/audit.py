@@ -8,18 +8,16 @@ An opt-out that the other store shows after such a command is that confirmation,
 
 from __future__ import annotations
 
-import operator
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from itertools import accumulate, count
 from typing import Final, Literal, TypeVar
 
 import aiosqlite
 import msgspec
 
 from engine._inlist import fetch_in
+from engine._logread import only_commands
 from engine.commands import UNSUBSCRIBE_KIND
 from engine.events import (
     CommandApplied,
@@ -566,7 +564,7 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
     batched = (CommandIssued, CommandApplied, CommandConfirmed)
 
     def narrow(position: int, type_: str, payload: bytes) -> bytes:
-        return _only_commands(type_, payload, in_batches[position])
+        return only_commands(type_, payload, in_batches[position])
 
     for r in await log.read_at(in_batches, narrow):
         if not isinstance(r.event, batched):
@@ -577,64 +575,6 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
             out.append(_line(r, cid))
     out.sort(key=lambda h: h.position)
     return out
-
-
-# A batch event's list of commands, by type: items that name their command_id, or the ids
-_BATCH_ITEMS: Final = {
-    "command.issued": "commands",
-    "command.applied": "applied",
-    "command.confirmed": "command_ids",
-}
-_raw_fields: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_raw_items: Final = msgspec.json.Decoder(list[msgspec.Raw])
-_an_id: Final = msgspec.json.Decoder(str)
-_raw_json: Final = msgspec.json.Encoder()
-
-
-class _Ref(msgspec.Struct):
-    command_id: str
-
-
-_a_ref: Final = msgspec.json.Decoder(_Ref)
-
-
-def _only_commands(type_: str, payload: bytes, wanted: Collection[str]) -> bytes:
-    """A batch event's payload holding only the ``wanted`` commands (anything else as it is).
-    The items are split as raw JSON and only the ids of those holding a wanted id's text are
-    read; what is kept is decoded by the event's own decoder afterwards, so nothing about the
-    event's shape is assumed here."""
-    field = _BATCH_ITEMS.get(type_)
-    if field is None:
-        return payload
-    top = _raw_fields.decode(payload)
-    if field not in top:
-        return payload  # an older event: one command, whole
-    keep = set(wanted)
-    pick = _an_id.decode if field == "command_ids" else lambda r: _a_ref.decode(r).command_id
-    listed = bytes(top[field])
-    items = _raw_items.decode(listed)
-    top[field] = msgspec.Raw(
-        _raw_json.encode(
-            [items[i] for i in _holding(listed, items, keep) if pick(items[i]) in keep]
-        )
-    )
-    return _raw_json.encode(top)
-
-
-def _holding(listed: bytes, items: list[msgspec.Raw], ids: Collection[str]) -> list[int]:
-    """The items of the JSON array ``listed`` whose text holds one of ``ids`` (as a JSON
-    string). Decoding every item's id, thousands a batch, took most of a history's time; a
-    byte search finds the few. Where the array is not compact, every item."""
-    ends = list(map(operator.add, accumulate(map(len, items)), count(1)))  # each ',' or ']'
-    if not ends or ends[-1] != len(listed) - 1:
-        return list(range(len(items)))
-    found = set()
-    for needle in (_raw_json.encode(i) for i in ids):
-        at = listed.find(needle)
-        while at >= 0:
-            found.add(bisect_right(ends, at))
-            at = listed.find(needle, at + 1)
-    return sorted(found)
 
 
 def _addresses(event: EventBase) -> set[str]:

@@ -18,6 +18,7 @@ import structlog
 
 from engine._aio import gather_or_cancel
 from engine._inlist import fetch_in
+from engine._logread import only_commands
 from engine.commands import (
     TRACKING_KIND,
     AddToList,
@@ -29,7 +30,7 @@ from engine.commands import (
     command_id,
     command_kind,
 )
-from engine.errors import CcsyncError, FatalError, RetriableError
+from engine.errors import CcsyncError, FatalError, LogCorruptError, RetriableError
 from engine.events import (
     AppliedCommand,
     CommandApplied,
@@ -219,13 +220,18 @@ class Outbox:
         (engine.cycle holds tracking for want of one, and sends it then)."""
         conn = self.log.connection
         rows = await conn.execute_fetchall(
-            "SELECT command_id, command, status, attempts, outcome_at FROM p_commands "
+            "SELECT command_id, issued_position, status, attempts, outcome_at FROM p_commands "
             f"WHERE status IN ('issued', 'failed') AND kind = '{TRACKING_KIND}'"
         )
-        due = [
-            (cid, status, msgspec.json.decode(blob, type=RecordTracking))
-            for cid, blob, status, attempts, at in rows
+        issued = {
+            cid: (position, status)
+            for cid, position, status, attempts, at in rows
             if status == "issued" or _due(at, attempts, now)
+        }
+        asked = await self._asked({cid: position for cid, (position, _) in issued.items()})
+        due = [
+            (cid, status, msgspec.convert(asked[cid], RecordTracking))
+            for cid, (_, status) in issued.items()
         ]
         failed = {a.contact_id: c.email for _, st, c in due if st == "failed" for a in c.activities}
         partners = await app_partners(conn, failed) if failed else {}
@@ -245,6 +251,31 @@ class Outbox:
             await self.log.append(gone)
             await self.projector.catch_up()
         return resend
+
+    async def _asked(self, issued: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+        """What the commands ``issued`` (id -> the position of their issue record) asked, as
+        recorded there: each record is cut down to them before it is decoded (a batch holds
+        thousands). Raises LogCorruptError if a record is missing."""
+        at: dict[int, list[str]] = {}
+        for cid, position in issued.items():
+            at.setdefault(position, []).append(cid)
+
+        def narrow(position: int, type_: str, payload: bytes) -> bytes:
+            return only_commands(type_, payload, at[position])
+
+        asked: dict[str, dict[str, Any]] = {}
+        for r in await self.log.read_at(at, narrow):
+            if isinstance(r.event, CommandIssued):
+                asked.update(
+                    (ic.command_id, ic.command)
+                    for ic in r.event.commands
+                    if ic.command_id in issued
+                )
+        missing = issued.keys() - asked.keys()
+        if missing:
+            first = min(missing)
+            raise LogCorruptError(f"command {first} has no issue record at {issued[first]}")
+        return asked
 
     async def replaced(
         self, left: Sequence[Unsettled], decided: Iterable[tuple[str, Command]]
@@ -266,15 +297,7 @@ class Outbox:
         candidates = [u for u in left if (u.target, u.email, u.kind) in new]
         if not candidates:
             return {}
-        wanted = {u.command_id for u in candidates}
-        asked: dict[str, dict[str, Any]] = {}
-        for r in await self.log.read_at({u.issued_position for u in candidates}):
-            if isinstance(r.event, CommandIssued):
-                asked.update(
-                    (ic.command_id, ic.command)
-                    for ic in r.event.commands
-                    if ic.command_id in wanted
-                )
+        asked = await self._asked({u.command_id: u.issued_position for u in candidates})
         out = {}
         for u in candidates:
             old = asked.get(u.command_id)

@@ -61,8 +61,8 @@ _json: Final = msgspec.json.Encoder()
 # command is decided again from the stores' state, and its body stays in its command.issued
 # event (a copy of every body made the rows a sixth of the first cycle's time).
 _ISSUE: Final = (
-    "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, command, "
-    "issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?, ?) "
+    "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, "
+    "issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?) "
     "ON CONFLICT (command_id) DO UPDATE SET status = 'issued', attempts = attempts + 1, "
     "issued_position = excluded.issued_position, issued_at = excluded.issued_at"
 )
@@ -324,10 +324,8 @@ async def _fold_rest(conn: Pending, batch: Sequence[Recorded]) -> None:
                 )
             case CommandIssued(commands=issued):
                 for ic in issued:
-                    cmd = ic.command
-                    body = _json.encode(cmd) if ic.kind == TRACKING_KIND else None
-                    email = str(cmd.get("email", ""))
-                    w.add(_ISSUE, (ic.command_id, ev.store, ic.kind, email, body, pos, at), (4,))
+                    email = str(ic.command.get("email", ""))
+                    w.add(_ISSUE, (ic.command_id, ev.store, ic.kind, email, pos, at))
             case CommandApplied(applied=applied):
                 for done in applied:
                     w.add(_APPLIED, (pos, at, done.detail, done.command_id))

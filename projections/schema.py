@@ -13,7 +13,8 @@ CHECKPOINT: Final = "projections"
 # dropped and rebuilt from the log at start (they are a fold of the log: nothing is lost).
 # 6: every event of a contact moves its projected modified time; 7: p_commands.superseded_by,
 # pairs from the outcome of a create (command.applied), and p_decisions_email; 8: p_created,
-# an applied tracking record is 'delivered' (settled), not 'applied'; p_links_position
+# an applied tracking record is 'delivered' (settled), not 'applied'; p_links_position; no
+# p_commands.command (a failed tracking record's body is read from its issue record)
 VERSION: Final = "8"
 # A command not yet settled (confirmed or superseded; a tracking record, delivered): few at any
 # time, whatever the size of the log. The partial index below is defined with this very text,
@@ -101,7 +102,6 @@ CREATE TABLE IF NOT EXISTS p_commands (
     email       TEXT NOT NULL,
     status      TEXT NOT NULL,
     attempts    INTEGER NOT NULL,
-    command     BLOB,  -- a tracking record's body (resent as it is), NULL for the others
     issued_position INTEGER NOT NULL,
     issued_at   TEXT NOT NULL,
     outcome_position INTEGER,

@@ -8,10 +8,12 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine._logread import only_commands
 from engine.errors import LogCorruptError
 from engine.events import MembershipAdded
 from engine.log import EventLog, NewEvent
@@ -167,3 +169,18 @@ async def _property(batches: list[list[int]]) -> None:
 @given(batches=batches_st)
 def test_any_sequence_of_batches_gives_a_gapless_verified_log(batches: list[list[int]]) -> None:
     asyncio.run(_property(batches))
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+def test_a_batch_is_cut_down_to_the_wanted_commands_however_its_json_is_laid_out(
+    spaced: bool,
+) -> None:
+    applied = [{"command_id": c, "detail": f"about {c}"} for c in ("c1", "c2", "c3")]
+    payload = msgspec.json.encode({"store": "app", "key": "k", "applied": applied})
+    if spaced:  # (not as ccsync writes it: every item is then read)
+        payload = msgspec.json.format(payload, indent=2)
+    cut = msgspec.json.decode(only_commands("command.applied", payload, ["c2"]))
+    assert cut == {"store": "app", "key": "k", "applied": [applied[1]]}
+    ids = msgspec.json.encode({"command_ids": ["c1", "c2", "c3"]})
+    cut = msgspec.json.decode(only_commands("command.confirmed", ids, ["c3", "c1"]))
+    assert cut == {"command_ids": ["c1", "c3"]}
