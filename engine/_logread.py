@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from itertools import accumulate, count
 from typing import Any, Final
@@ -21,10 +21,10 @@ from engine._logtypes import Head, Recorded, TimeParser, format_ts, parse_ts
 from engine.codec import CURRENT_TYPES, EVENT_DECODER, decode_event
 from engine.errors import LogCorruptError
 
-__all__ = ["LogReads", "Narrow", "lookups", "only_commands"]
+__all__ = ["LogReads", "lookups", "only_commands"]
 
 # What to decode in place of an event's payload, given its position, type and payload
-Narrow = Callable[[int, str, bytes], bytes]
+_Narrow = Callable[[int, str, bytes], bytes]
 _MAX_VARS: Final = 900  # under SQLite's oldest host-parameter limit (999)
 _json: Final = msgspec.json.Encoder()
 _AT: Final = (
@@ -146,15 +146,18 @@ class LogReads:
             rows += await self._fetch(sql, params)
         return _decoded(sorted(rows, key=lambda r: int(r[0])))
 
-    async def read_at(
-        self, positions: Collection[int], narrow: Narrow | None = None
-    ) -> list[Recorded]:
+    async def read_at(self, positions: Collection[int]) -> list[Recorded]:
         """The events at ``positions``, in log order, in one query; raises LogCorruptError if
-        one of them is missing.
+        one of them is missing."""
+        return await self._read_at(positions, None)
 
-        ``narrow(position, type, payload)``, where given, says what to decode in place of a
-        payload: for instance a batch of commands cut down to the one a reader wants (decoding
-        thousands to show one costs a reader more than everything else it does)."""
+    async def read_commands(self, at: Mapping[int, Collection[str]]) -> list[Recorded]:
+        """``read_at`` for the positions of ``at``, each batch of commands there cut down to
+        the commands ``at`` names for it before it is decoded (``only_commands``): decoding
+        thousands to read a few cost a reader more than everything else it did."""
+        return await self._read_at(at, lambda p, t, payload: only_commands(t, payload, at[p]))
+
+    async def _read_at(self, positions: Collection[int], narrow: _Narrow | None) -> list[Recorded]:
         wanted = sorted(set(positions))
         rows = await self._fetch(_AT, (_json.encode(wanted),)) if wanted else []
         if len(rows) != len(wanted):

@@ -17,7 +17,6 @@ import aiosqlite
 import msgspec
 
 from engine._inlist import fetch_in
-from engine._logread import only_commands
 from engine.commands import UNSUBSCRIBE_KIND
 from engine.events import (
     CommandApplied,
@@ -562,11 +561,7 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
             continue
         out.append(_line(r))
     batched = (CommandIssued, CommandApplied, CommandConfirmed)
-
-    def narrow(position: int, type_: str, payload: bytes) -> bytes:
-        return only_commands(type_, payload, in_batches[position])
-
-    for r in await log.read_at(in_batches, narrow):
+    for r in await log.read_commands(in_batches):
         if not isinstance(r.event, batched):
             continue  # a per-command event, already read with its stream
         for cid in in_batches[r.position]:

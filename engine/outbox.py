@@ -18,7 +18,6 @@ import structlog
 
 from engine._aio import gather_or_cancel
 from engine._inlist import fetch_in
-from engine._logread import only_commands
 from engine.commands import (
     TRACKING_KIND,
     AddToList,
@@ -259,12 +258,8 @@ class Outbox:
         at: dict[int, list[str]] = {}
         for cid, position in issued.items():
             at.setdefault(position, []).append(cid)
-
-        def narrow(position: int, type_: str, payload: bytes) -> bytes:
-            return only_commands(type_, payload, at[position])
-
         asked: dict[str, dict[str, Any]] = {}
-        for r in await self.log.read_at(at, narrow):
+        for r in await self.log.read_commands(at):
             if isinstance(r.event, CommandIssued):
                 asked.update(
                     (ic.command_id, ic.command)
@@ -300,11 +295,11 @@ class Outbox:
         asked = await self._asked({u.command_id: u.issued_position for u in candidates})
         out = {}
         for u in candidates:
-            old = asked.get(u.command_id)
+            old = asked[u.command_id]
             successor = next(
                 (cid for cid, cmd in new[u.target, u.email, u.kind] if _repeats(old, cmd)), None
             )
-            if old is not None and successor is not None:
+            if successor is not None:
                 out[u.command_id] = successor
         return out
 
@@ -524,11 +519,9 @@ def _made(cmd: Command, res: Outcome) -> tuple[Paired | None, Created | None]:
     return Paired(res.store_id, cmd.source_id, cmd.email), None
 
 
-def _repeats(old: Mapping[str, Any] | None, new: Command) -> bool:
+def _repeats(old: Mapping[str, Any], new: Command) -> bool:
     """Whether ``new`` asks again for some of what the issued command ``old`` (its recorded
     form, of the same kind, store and contact) asked for."""
-    if old is None:
-        return False
     match new:
         case AddToList(list_id=list_id) | RemoveFromList(list_id=list_id):
             return bool(old.get("list_id") == list_id)

@@ -57,9 +57,10 @@ _state_enc: Final = msgspec.msgpack.Encoder()
 _contact_dec: Final = msgspec.msgpack.Decoder(ContactState)
 _list_dec: Final = msgspec.msgpack.Decoder(ListRecord)
 _json: Final = msgspec.json.Encoder()
-# A command's row: its body only for tracking records, which are resent as they are; any other
-# command is decided again from the stores' state, and its body stays in its command.issued
-# event (a copy of every body made the rows a sixth of the first cycle's time).
+# A command's row holds no body: it stays in the command's command.issued event (a copy of every
+# body made the rows a sixth of the first cycle's time). A command left without success is
+# decided again from the stores' state; a tracking record, resent as it was, is read back from
+# that event (engine.outbox).
 _ISSUE: Final = (
     "INSERT INTO p_commands (command_id, target, kind, email, status, attempts, "
     "issued_position, issued_at) VALUES (?,?,?,?, 'issued', 1, ?, ?) "
