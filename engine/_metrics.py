@@ -254,7 +254,7 @@ class DaemonMetrics:
         """Read what only a cycle changes: the unsettled commands by kind, the opt-out age.
 
         Both cost what is in flight and what the cycle changed, not the size of the log: the
-        commands through the status index, the opt-out age by re-auditing only the emails
+        commands through the open-commands index, the opt-out age by re-auditing only the emails
         that moved (``UnpropagatedWatch``; the first measurement audits every opt-out).
         """
         rows = await reader.connection.execute_fetchall(

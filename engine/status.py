@@ -112,7 +112,8 @@ async def read_status(
         FailedCommand(*r)
         for r in await conn.execute_fetchall(
             "SELECT command_id, target, kind, email, attempts, outcome_at, error FROM p_commands "
-            "WHERE status = 'failed' ORDER BY outcome_position DESC LIMIT 50"
+            f"INDEXED BY p_commands_open WHERE {UNSETTLED} AND status = 'failed' "
+            "ORDER BY outcome_position DESC LIMIT 50"
         )
     ]
     today = now.astimezone(UTC).strftime("%Y-%m-%dT00:00:00")
