@@ -38,10 +38,12 @@ from engine.events import (
 )
 from engine.log import EventLog, Recorded, format_ts, parse_ts
 from engine.model import normalise_email
+from engine.pairs import app_partners
 from projections.runner import projected_position
 
 __all__ = [
     "Blocked",
+    "HeldTracking",
     "HistoryLine",
     "OptOut",
     "Rejected",
@@ -51,6 +53,7 @@ __all__ = [
     "blocked_decisions",
     "contact_history",
     "find_violations",
+    "held_tracking",
     "oldest_unpropagated_optout",
     "rejected_records",
 ]
@@ -654,3 +657,67 @@ async def rejected_records(
     """Every rejected record (of one store, or recorded since a time), oldest first."""
     select = "position, recorded_at, store, record, field, problem"
     return await _listing(log, Rejected, select, "p_rejected", _where({"store": store}, since))
+
+
+class HeldTracking(msgspec.Struct, kw_only=True):
+    """A Constant Contact contact whose tracking activity has no live app contact to go to, so
+    the cycle holds it (engine.cycle): the log and ``p_tracking`` keep it, and it goes to the
+    app with the cycle that pairs the contact with a live app contact, if one ever does."""
+
+    contact_id: str
+    email: str
+    activities: int
+    first_at: str
+    last_at: str
+    reason: str
+
+
+_HELD_CHUNK: Final = 1_000
+# A page of the contacts with tracking, in id order through p_tracking's unique index, with the
+# address each has now in Constant Contact (or, for one no longer listed, its activity's).
+_TRACKED: Final = (
+    "SELECT t.contact_id, COALESCE((SELECT c.email FROM p_contacts c WHERE c.store = 'ctct' "
+    "AND c.store_id = t.contact_id), MAX(t.email)), COUNT(*), MIN(t.created_time), "
+    "MAX(t.created_time) FROM p_tracking t WHERE t.store = 'ctct' AND t.contact_id > ? "
+    "GROUP BY t.contact_id ORDER BY t.contact_id LIMIT ?"
+)
+
+
+async def held_tracking(log: EventLog) -> list[HeldTracking]:
+    """Every contact whose tracking is held now, by Constant Contact id, with why: its app
+    contact was deleted, or no app contact holds its address (it was never created there).
+
+    It reads every contact with tracking, a page at a time: the cost of one pass over
+    ``p_tracking``, for an audit and not for each cycle (which counts what it holds)."""
+    conn = log.connection
+    held: list[HeldTracking] = []
+    after = ""
+    while rows := list(await conn.execute_fetchall(_TRACKED, (after, _HELD_CHUNK))):
+        after = str(rows[-1][0])
+        live = await app_partners(conn, {str(r[0]): str(r[1]) for r in rows})
+        waiting = [r for r in rows if str(r[0]) not in live]
+        linked = dict(
+            await fetch_in(
+                conn,
+                "SELECT ctct_id, app_id FROM p_links WHERE ctct_id IN",
+                [str(r[0]) for r in waiting],
+            )
+        )
+        for cid, email, count, first, last in waiting:
+            app_id = linked.get(cid)
+            reason = (
+                "no app contact holds its address"
+                if app_id is None
+                else f"its app contact {app_id} was deleted"
+            )
+            held.append(
+                HeldTracking(
+                    contact_id=str(cid),
+                    email=str(email),
+                    activities=int(count),
+                    first_at=str(first),
+                    last_at=str(last),
+                    reason=reason,
+                )
+            )
+    return held

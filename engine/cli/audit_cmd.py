@@ -17,6 +17,7 @@ from engine.audit import (
     blocked_decisions,
     contact_history,
     find_violations,
+    held_tracking,
     rejected_records,
 )
 from engine.cli._common import add_config_arg, settings_from_args, table
@@ -72,6 +73,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     r.add_argument("--store", choices=("ctct", "app"), help="only this store's records")
     r.add_argument("--since", type=_parse_time, help="only records rejected since (ISO-8601)")
+    question(
+        "held",
+        "every contact whose tracking waits for a live app contact (deleted there, or never "
+        "created), and why",
+        _held,
+    )
 
 
 def _emit(fmt: str, rows: Sequence[msgspec.Struct], columns: list[str]) -> None:
@@ -145,4 +152,13 @@ async def _rejected(args: argparse.Namespace) -> int:
     async with await EventLog.open(settings.log_path, writer=False) as log:
         rows = await rejected_records(log, store=args.store, since=args.since)
     _emit(args.format, rows, ["position", "recorded_at", "store", "record", "field", "problem"])
+    return 0
+
+
+async def _held(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    async with await EventLog.open(settings.log_path, writer=False) as log:
+        rows = await held_tracking(log)
+    columns = ["contact_id", "email", "activities", "first_at", "last_at", "reason"]
+    _emit(args.format, rows, columns)
     return 0

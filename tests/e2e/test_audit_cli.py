@@ -171,6 +171,32 @@ def test_operator_scripts_report_the_month_and_a_list_as_of_a_past_time(
     assert [m["permission"] for m in now if m["email"] == person.email] == ["unsubscribed"]
 
 
+def test_audit_held_names_the_contact_whose_activity_has_nowhere_to_go(
+    folder: tuple[Path, Simulator],
+) -> None:
+    """A subscriber who was mailed, then deleted from Constant Contact before ccsync's first
+    sync, is never created in the app: her opens and sends wait in the log, and the operator
+    can list her, with why."""
+    config, sim = folder
+
+    def gone() -> Any:
+        mailed = {
+            r.contact_id for rs in sim.tracking.records.values() for v in rs.values() for r in v
+        }
+        her = next(c for c in sim.account.contacts if c.contact_id in mailed and not c.deleted)
+        sim.account.delete_contact(her.contact_id)
+        return her
+
+    her = sim.call(gone)
+    sync(config)
+    held = cli(config, "audit", "held", "--format", "json")
+    assert held.returncode == 0, held.stderr
+    [row] = json.loads(held.stdout)
+    assert (row["contact_id"], row["email"]) == (her.contact_id, her.email.lower())
+    assert row["reason"] == "no app contact holds its address"
+    assert row["activities"] >= 1 and row["first_at"] <= row["last_at"]
+
+
 def test_audit_lists_the_refused_resubscribe_and_the_rejected_record(
     folder: tuple[Path, Simulator],
 ) -> None:

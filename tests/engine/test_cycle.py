@@ -15,7 +15,7 @@ import pytest_asyncio
 
 import engine.cycle as cycle_module
 import engine.pairs as pairs_module
-from engine.audit import audit_optouts, contact_history
+from engine.audit import audit_optouts, contact_history, held_tracking
 from engine.commands import Command, Outcome, RecordTracking
 from engine.cycle import SyncEngine
 from engine.errors import ConfigError, FatalError, QuotaExhaustedError
@@ -965,10 +965,14 @@ async def test_tracking_held_for_want_of_an_app_contact_goes_out_when_she_is_cre
     app.fail_next = 1
     first = await engine.cycle()
     assert first.failed == 1 and first.commands == {"contact.upsert": 1}
+    [held] = await held_tracking(log)  # (`ccsync audit held`)
+    assert (held.contact_id, held.email, held.activities) == (sent.contact_id, sent.email, 1)
+    assert held.reason == "no app contact holds its address"
     engine.clock = lambda: ctct.now.replace(year=2030)  # past the backoff
     again = await engine.cycle()
     assert again.commands == {"contact.upsert": 1, "tracking.record": 1}
     assert app.received == [sent] and app.by_email("ann@example.org") is not None
+    assert await held_tracking(log) == []
     await engine.cycle()
     assert (await engine.cycle()).commands == {} and app.received == [sent]
 

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from adapters.ctct_simulator import Simulator, SimulatorConfig, run_simulator
+from engine.audit import held_tracking
 from engine.bootstrap import Wired, wire
 from engine.cli._demo_setup import prepare_folder
 from engine.errors import QuotaExhaustedError
@@ -151,7 +152,7 @@ async def test_tracking_of_a_contact_deleted_in_the_app_is_held_not_retried_for_
     async with wire(load_settings(config)) as w:
         await w.engine.cycle()
         await w.engine.cycle()
-        _, email = _delete_first_app_row(tmp_path)
+        key, email = _delete_first_app_row(tmp_path)
         await w.engine.cycle()  # sees the deletion
         [her] = [c for c in sim.account.contacts if c.email == email]
         activity = next(iter(sim.tracking.records))
@@ -163,6 +164,11 @@ async def test_tracking_of_a_contact_deleted_in_the_app_is_held_not_retried_for_
             "SELECT kind FROM p_tracking WHERE contact_id = ? AND kind = 'open'", (her.contact_id,)
         )
         assert list(held)  # recorded all the same
+        [listed] = await held_tracking(w.log)  # (`ccsync audit held`)
+        assert (listed.contact_id, listed.reason) == (
+            her.contact_id,
+            f"its app contact {key} was deleted",
+        )
         await _quiet_hours_later(w)
 
 
