@@ -38,8 +38,8 @@ from engine.events import (
 )
 from engine.log import EventLog, Recorded, format_ts, parse_ts
 from engine.model import normalise_email
-from engine.pairs import app_partners
-from projections.runner import projected_position
+from engine.pairs import app_links, app_partners
+from projections.runner import load_contacts, projected_position
 
 __all__ = [
     "Blocked",
@@ -685,7 +685,9 @@ _TRACKED: Final = (
 
 async def held_tracking(log: EventLog) -> list[HeldTracking]:
     """Every contact whose tracking is held now, by Constant Contact id, with why: its app
-    contact was deleted, or no app contact holds its address (it was never created there).
+    contact was deleted; or it was deleted in Constant Contact before ccsync created it in the
+    app (so ccsync never will); or no app contact holds its address (its creation there
+    failed, or `policy.create_in_app` is off).
 
     It reads every contact with tracking, a page at a time: the cost of one pass over
     ``p_tracking``, for an audit and not for each cycle (which counts what it holds)."""
@@ -696,20 +698,16 @@ async def held_tracking(log: EventLog) -> list[HeldTracking]:
         after = str(rows[-1][0])
         live = await app_partners(conn, {str(r[0]): str(r[1]) for r in rows})
         waiting = [r for r in rows if str(r[0]) not in live]
-        linked = dict(
-            await fetch_in(
-                conn,
-                "SELECT ctct_id, app_id FROM p_links WHERE ctct_id IN",
-                [str(r[0]) for r in waiting],
-            )
-        )
+        ids = [str(r[0]) for r in waiting]
+        linked = await app_links(conn, ids)
+        states = await load_contacts(conn, "ctct", ids)
         for cid, email, count, first, last in waiting:
-            app_id = linked.get(cid)
-            reason = (
-                "no app contact holds its address"
-                if app_id is None
-                else f"its app contact {app_id} was deleted"
-            )
+            if (app_id := linked.get(cid)) is not None:
+                reason = f"its app contact {app_id} was deleted"
+            elif cid in states and states[cid].deleted:
+                reason = "deleted in Constant Contact before ccsync created it in the app"
+            else:
+                reason = "no app contact holds its address"
             held.append(
                 HeldTracking(
                     contact_id=str(cid),

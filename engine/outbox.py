@@ -173,8 +173,8 @@ class Outbox:
         return {cid: (status, attempts, at) for cid, status, attempts, at in rows}
 
     # By (email, status): a contact's settled commands, however many, are skipped in the index.
-    # (Left to itself the planner may walk the open commands instead, all of them, for each
-    # chunk of emails: after a first cycle those are every command it applied.)
+    # (Named, so that no statistics turn the plan to p_commands_open, which after a first
+    # cycle holds every command it applied.)
     _BASE: Final = (
         "SELECT command_id, target, email, status, attempts, outcome_at, kind, issued_position "
         "FROM p_commands c INDEXED BY p_commands_email "

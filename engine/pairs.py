@@ -20,7 +20,7 @@ from engine.reconcile import Pair
 from projections.contacts import ContactState
 from projections.runner import decode_contact, load_contacts
 
-__all__ = ["app_partners", "by_email_sql", "pairs_for_emails", "touched_pairs"]
+__all__ = ["app_links", "app_partners", "by_email_sql", "pairs_for_emails", "touched_pairs"]
 
 _CHUNK: Final = 2000
 
@@ -153,6 +153,12 @@ async def _made_partners(
     return {
         (p.store, s.email): p for s, p in partners if not p.deleted and p.store_id not in paired
     }
+
+
+async def app_links(conn: aiosqlite.Connection, ctct_ids: list[str]) -> dict[str, str]:
+    """The recorded pair (the app contact's key) of each of ``ctct_ids`` that has one, whether
+    that app contact lives or not."""
+    return await _links(conn, "ctct_id", ctct_ids)
 
 
 async def app_partners(conn: aiosqlite.Connection, contacts: Mapping[str, str]) -> dict[str, str]:
