@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from aiohttp import web
 
-from adapters.ctct_simulator.clock import parse_iso_ms
+from adapters.ctct_simulator.clock import iso_ms, parse_iso_ms
 from adapters.ctct_simulator.errors import Invalid, NotFound
 from adapters.ctct_simulator.http_util import int_param
 from adapters.ctct_simulator.state import STATE, json_response
@@ -127,6 +128,45 @@ async def campaign_report(request: web.Request) -> web.Response:
         )
         out["_links"] = {"next": {"href": f"{request.path}?cursor={rest}&limit={limit}{extra}"}}
     return json_response(out)
+
+
+_UUID: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+@routes.get("/v3/reports/stats/email_campaign_activities/{campaign_activity_ids}")
+async def campaign_activity_stats(request: web.Request) -> web.Response:
+    """Counts per campaign activity, up to ten a request. A malformed id fails the whole
+    request (404); one that does not exist, or has no stats, is listed under ``errors``."""
+    st = request.app[STATE]
+    ids = request.match_info["campaign_activity_ids"].split(",")
+    if len(ids) > 10:
+        raise Invalid(f"campaign_activity_ids: {len(ids)} given, at most 10")
+    if bad := [i for i in ids if not _UUID.match(i)]:
+        raise NotFound(
+            f"Campaign activity {bad[0]} is not a valid id.",
+            "reportingsvc.not_found.invalid_path_param.campaign_activity_ids",
+        )
+    now = iso_ms(st.account.clock.now_ms())
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for aid in ids:
+        if aid not in st.tracking.records:
+            errors.append(
+                {
+                    "error_key": "reportingsvc.not_found.campaign_activity_ids",
+                    "error_message": f"Could not find any stats for campaign activity {aid}.",
+                }
+            )
+            continue
+        results.append(
+            {
+                "campaign_id": st.tracking.activity_campaigns[aid],
+                "campaign_activity_id": aid,
+                "stats": st.tracking.stats(aid),
+                "last_refresh_time": now,
+            }
+        )
+    return json_response({"results": results, "errors": errors})
 
 
 @routes.get("/v3/reports/contact_reports/{contact_id}/activity_details")

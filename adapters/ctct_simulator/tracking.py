@@ -100,6 +100,7 @@ class Tracking:
         self._rng = random.Random(f"tracking:{seed}")
         self.campaigns = account.campaigns  # one dict: sim.account.campaigns reads it too
         self.activity_names: dict[str, str] = {}  # campaign_activity_id -> campaign name
+        self.activity_campaigns: dict[str, str] = {}  # campaign_activity_id -> campaign_id
         self.records: dict[str, dict[str, list[TrackingRecord]]] = {}  # activity -> kind -> list
         self.by_contact: dict[str, list[TrackingRecord]] = {}
 
@@ -127,6 +128,7 @@ class Tracking:
         )
         self.campaigns[camp.campaign_id] = camp
         self.activity_names[primary] = name
+        self.activity_campaigns[primary] = camp.campaign_id
         self.records[primary] = {kind: [] for kind in KINDS.values()}
         rng = self._rng
         contacts = account.contacts
@@ -211,6 +213,29 @@ class Tracking:
         self._add(
             TrackingRecord(activity_id, c.contact_id, kind, self.account.clock.now_ms(), extra)
         )
+
+    def stats(self, activity_id: str) -> dict[str, int]:
+        """The ``StatsEmailActivity`` of a tracked campaign activity, counted from its records
+        now (Constant Contact refreshes its own now and then): unique recipients, and for
+        opens and clicks also every event (``*_all``), as the reports list them."""
+        by_kind = self.records[activity_id]
+
+        def unique(kind: str) -> int:
+            return len({r.contact_id for r in by_kind[kind]})
+
+        sends, opens, bounces = len(by_kind["em_sends"]), unique("em_opens"), unique("em_bounces")
+        return {
+            "em_sends": sends,
+            "em_opens": opens,
+            "em_opens_all": len(by_kind["em_opens"]),
+            "em_clicks": unique("em_clicks"),
+            "em_clicks_all": len(by_kind["em_clicks"]),
+            "em_bounces": bounces,
+            "em_forwards": unique("em_forwards"),
+            "em_optouts": unique("em_optouts"),
+            "em_abuse": 0,
+            "em_not_opened": max(sends - opens - bounces, 0),
+        }
 
     def render(self, rec: TrackingRecord, *, report: bool, names: bool = True) -> dict[str, Any]:
         """A record as a campaign report row (``report``) or a contact activity_details row."""

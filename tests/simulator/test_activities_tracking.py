@@ -194,3 +194,53 @@ async def test_an_import_that_changes_nothing_leaves_updated_at_alone(
     await api.call("POST", "/v3/activities/contacts_json_import", json=body)
     await sim.drain_activities()
     assert c.updated_at > stamped and c.job_title == "Treasurer"
+
+
+@pytest.mark.asyncio
+async def test_activity_stats_count_what_the_reports_list_ten_ids_at_most(
+    sim: Simulator, api: SpecClient
+) -> None:
+    """The stats report (ten campaign activities a request) counts each report's records: the
+    opens and clicks reports list every event (``*_all``), the others one per recipient. A
+    permalink has no stats: an error beside the results, not a failed request."""
+    campaigns = (await api.get("/v3/emails")).body["campaigns"]
+    ids, permalink = [], ""
+    for c in campaigns:
+        for a in (await api.get(f"/v3/emails/{c['campaign_id']}")).body["campaign_activities"]:
+            if a["role"] == "primary_email":
+                ids.append(a["campaign_activity_id"])
+            else:
+                permalink = a["campaign_activity_id"]
+    path = f"/v3/reports/stats/email_campaign_activities/{','.join([*ids, permalink])}"
+    reply = await api.get(path)
+    assert reply.status == 200
+    assert [r["campaign_activity_id"] for r in reply.body["results"]] == ids
+    assert [e["error_key"] for e in reply.body["errors"]] == [
+        "reportingsvc.not_found.campaign_activity_ids"
+    ]
+    for result in reply.body["results"]:
+        records = sim.tracking.records[result["campaign_activity_id"]]
+        stats = result["stats"]
+        assert stats["em_opens_all"] == len(records["em_opens"]) >= stats["em_opens"] > 0
+        assert stats["em_clicks_all"] == len(records["em_clicks"])
+        for kind in ("sends", "bounces", "forwards", "optouts"):
+            assert stats[f"em_{kind}"] == len(records[f"em_{kind}"]), kind
+    # A second open by a reader: one more event, the same number of readers.
+    before = reply.body["results"][0]["stats"]
+    reader = sim.account.by_id[sim.tracking.records[ids[0]]["em_opens"][0].contact_id]
+    sim.tracking.record(ids[0], reader, "em_opens")
+    moved = (await api.get(f"/v3/reports/stats/email_campaign_activities/{ids[0]}")).body
+    after = moved["results"][0]["stats"]
+    assert (after["em_opens_all"], after["em_opens"]) == (
+        before["em_opens_all"] + 1,
+        before["em_opens"],
+    )
+    eleven = ",".join([ids[0]] * 11)
+    too_many = await api.call(
+        "GET", f"/v3/reports/stats/email_campaign_activities/{eleven}", check_request=False
+    )
+    assert too_many.status == 400
+    malformed = await api.call(
+        "GET", f"/v3/reports/stats/email_campaign_activities/{ids[0]},nope", check_request=False
+    )
+    assert malformed.status == 404
