@@ -73,7 +73,11 @@ class CtctConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Requests per day kept back for contact sync: tracking stops when fewer than this remain.
     tracking_reserve: int = 2_000
     tracking: bool = True
-    tracking_after_days: int = 90  # how far back GET /emails looks on a first run
+    tracking_after_days: int = 90  # the campaigns whose tracking is read: updated since then
+    # A report whose counts have not moved is read again after this long all the same (0: every
+    # report at every run). The counts (Constant Contact's stats) say when there is news; the
+    # recheck catches what they do not count (a second forward from one reader, say).
+    tracking_recheck: timedelta = timedelta(hours=24)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 5
@@ -127,6 +131,9 @@ class CtctConfig(msgspec.Struct, frozen=True, kw_only=True):
             tracking_reserve=int(r.number("tracking_reserve", 2_000, lo=0, integer=True)),
             tracking=r.get("tracking", bool, True),
             tracking_after_days=int(r.number("tracking_after_days", 90, lo=1, integer=True)),
+            tracking_recheck=timedelta(
+                hours=r.number("tracking_recheck_hours", 24, lo=0, hi=24 * 90)
+            ),
             connect_timeout=r.number("connect_timeout", 10.0, lo=0.1),
             read_timeout=r.number("read_timeout", 60.0, lo=0.1),
             retries=int(r.number("retries", 5, lo=0, hi=20, integer=True)),
@@ -164,6 +171,7 @@ _KNOWN: Final = frozenset(
         "tracking_reserve",
         "tracking",
         "tracking_after_days",
+        "tracking_recheck_hours",
         "connect_timeout",
         "read_timeout",
         "retries",

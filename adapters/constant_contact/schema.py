@@ -16,6 +16,9 @@ import msgspec
 __all__ = [
     "ActivitiesPage",
     "Activity",
+    "ActivityStats",
+    "ActivityStatsPage",
+    "ActivityStatsResult",
     "ActivityStatus",
     "ApiError",
     "Campaign",
@@ -199,6 +202,29 @@ class CampaignDetail(msgspec.Struct, frozen=True):
     campaign_id: str
     name: str | None = None
     campaign_activities: list[CampaignActivityRef] = []
+
+
+class ActivityStats(msgspec.Struct, frozen=True):
+    """The counts of ``StatsEmailActivity`` that move when a report gains a record."""
+
+    em_sends: int | None = None
+    em_opens_all: int | None = None
+    em_clicks_all: int | None = None
+    em_bounces: int | None = None
+    em_forwards: int | None = None
+    em_optouts: int | None = None
+
+
+class ActivityStatsResult(msgspec.Struct, frozen=True):
+    campaign_activity_id: str
+    stats: ActivityStats = ActivityStats()
+
+
+class ActivityStatsPage(msgspec.Struct, frozen=True):
+    """GET /reports/stats/email_campaign_activities/{ids}: ``errors`` name no id (a missing
+    result is read as "no counts")."""
+
+    results: list[ActivityStatsResult] = []
 
 
 class TrackingRecord(msgspec.Struct, frozen=True):

@@ -1,4 +1,5 @@
-"""Campaign tracking: per campaign activity, six reports read newest first down to what we have.
+"""Campaign tracking: per campaign activity, six reports read newest first down to what we have,
+each only when there can be something new in it.
 
 The v3 reports have no date filter (pitfall 16), so the resume token keeps, per campaign
 activity and kind, the newest ``created_time`` already recorded; a walk stops at the first
@@ -7,12 +8,21 @@ top (repeats are harmless: the engine's event ids are content-derived) and never
 past the run's ``bound`` are left for the next run. Tracking is optional work: when the day's
 budget runs below ``tracking_reserve`` it stops and leaves the rest to a later run, so contact
 sync never starves.
+
+Reading every report of every campaign of the last ``tracking_after_days`` at every run costs
+seven requests per campaign per run (its detail and six reports): 26 campaigns at a 15-minute
+interval spend 17,500 requests a day, more than a key's 10,000. So a run reads, besides the
+campaign listing, Constant Contact's counts for ten campaign activities a request
+(``/reports/stats/email_campaign_activities``) and walks only the reports whose count moved
+since their last walk began, or that have not been walked for ``tracking_recheck`` (the counts
+of forwards and bounces are per reader: a second one by the same reader does not move them).
+A campaign's activities are read once, and again only when its ``updated_at`` moves (a resend).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -27,7 +37,15 @@ from .client import CtctClient, CtctRequestError
 from .config import CtctConfig
 from .normalise import utc
 from .paging import format_time
-from .schema import Campaign, CampaignDetail, CampaignsPage, TrackingRecord, TrackingRecordsPage
+from .schema import (
+    ActivityStats,
+    ActivityStatsPage,
+    Campaign,
+    CampaignDetail,
+    CampaignsPage,
+    TrackingRecord,
+    TrackingRecordsPage,
+)
 
 __all__ = ["REPORTS", "TrackingCursor", "observe_tracking"]
 
@@ -50,10 +68,42 @@ _records: Final = msgspec.json.Decoder(TrackingRecordsPage)
 _encoder: Final = msgspec.json.Encoder()
 
 
-class TrackingCursor(msgspec.Struct, frozen=True, kw_only=True):
-    """The tracking resume token: ``"<campaign_activity_id>/<kind>"`` -> newest time recorded."""
+# The count of the stats report that a new record of each report moves.
+_COUNTED: Final[Mapping[TrackingKind, str]] = {
+    "send": "em_sends",
+    "open": "em_opens_all",
+    "click": "em_clicks_all",
+    "bounce": "em_bounces",
+    "forward": "em_forwards",
+    "optout": "em_optouts",
+}
+_STATS_IDS: Final = 10  # campaign activities per stats request (the API's maximum)
+_stats: Final = msgspec.json.Decoder(ActivityStatsPage)
 
-    v: int = 1
+
+class ReportMark(msgspec.Struct, frozen=True, array_like=True):
+    """One report of one campaign activity, as its last complete walk left it."""
+
+    newest: datetime | None = None  # the newest record's time: the next walk stops below it
+    count: int | None = None  # the stats count read before that walk (None: none given)
+    walked: datetime | None = None  # the bound of the run that walked it
+
+
+class CampaignMemo(msgspec.Struct, frozen=True, array_like=True):
+    """A campaign's name and tracked activities, as of its ``updated_at``."""
+
+    updated_at: datetime | None
+    name: str | None
+    activities: list[str]
+
+
+class TrackingCursor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The tracking resume token: per ``"<campaign_activity_id>/<kind>"`` its mark, per
+    campaign what its detail said. (``marks``: a version 1 token's newest times, read only.)"""
+
+    v: int = 2
+    reports: dict[str, ReportMark] = {}
+    campaigns: dict[str, CampaignMemo] = {}
     marks: dict[str, datetime] = {}
 
 
@@ -105,16 +155,67 @@ async def _campaigns_since(client: CtctClient, after: datetime) -> list[Campaign
     return out
 
 
+async def _campaign(
+    client: CtctClient, campaign: Campaign, memo: CampaignMemo | None
+) -> CampaignMemo | None:
+    """The campaign's tracked activities: from ``memo`` while its ``updated_at`` stays, else
+    from GET /emails/{id} (None: it was removed since the listing)."""
+    unchanged = memo is not None and memo.updated_at == campaign.updated_at
+    if unchanged and campaign.updated_at is not None:
+        return memo
+    try:
+        detail = await client.call("GET", f"/emails/{campaign.campaign_id}", _detail.decode)
+    except CtctRequestError as exc:
+        if exc.status != 404:
+            raise
+        log.warning("ctct.campaign_gone", campaign_id=campaign.campaign_id)
+        return None  # removed between the listing and now: nothing left to read
+    tracked = [
+        ca.campaign_activity_id
+        for ca in detail.campaign_activities
+        if ca.role is None or ca.role in _TRACKED_ROLES
+    ]
+    return CampaignMemo(campaign.updated_at, campaign.name or detail.name, tracked)
+
+
+async def _counts(client: CtctClient, activity_ids: list[str]) -> dict[str, ActivityStats]:
+    """Constant Contact's counts per campaign activity; one it gives none for is absent (its
+    reports are all walked)."""
+    out: dict[str, ActivityStats] = {}
+    for i in range(0, len(activity_ids), _STATS_IDS):
+        chunk = activity_ids[i : i + _STATS_IDS]
+        path = f"/reports/stats/email_campaign_activities/{','.join(chunk)}"
+        try:
+            page = await client.call("GET", path, _stats.decode)
+        except CtctRequestError as exc:
+            if exc.status != 404:
+                raise
+            log.warning("ctct.tracking_counts_refused", campaign_activity_ids=chunk)
+            continue
+        out |= {r.campaign_activity_id: r.stats for r in page.results}
+    return out
+
+
+def _read_cursor(resume: str | None) -> TrackingCursor:
+    if not resume:
+        return TrackingCursor()
+    try:
+        cursor = _cursor.decode(resume)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError("ctct tracking checkpoint", f"not a tracking token: {exc}") from exc
+    if cursor.marks:  # version 1: every report walked when it was last read
+        old = {k: ReportMark(newest=t) for k, t in cursor.marks.items()}
+        cursor = msgspec.structs.replace(cursor, reports=old | cursor.reports, marks={})
+    return cursor
+
+
 async def observe_tracking(
     client: CtctClient, cfg: CtctConfig, resume: str | None, bound: datetime
 ) -> AsyncIterator[TrackingPage]:
     """Tracking pages since the marks in ``resume`` (everything if None), up to ``bound``."""
     if not cfg.tracking:
         return
-    try:
-        marks = dict(_cursor.decode(resume).marks) if resume else {}
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ConfigError("ctct tracking checkpoint", f"not a tracking token: {exc}") from exc
+    cursor = _read_cursor(resume)
 
     def low() -> bool:
         if client.budget.remaining_today() < cfg.tracking_reserve:
@@ -125,25 +226,32 @@ async def observe_tracking(
     if low():
         return
     campaigns = await _campaigns_since(client, bound - timedelta(days=cfg.tracking_after_days))
+    memos: dict[str, CampaignMemo] = {}
     for campaign in campaigns:
         if campaign.current_status in _UNSENT:
             continue
         if low():
             return
-        try:
-            detail = await client.call("GET", f"/emails/{campaign.campaign_id}", _detail.decode)
-        except CtctRequestError as exc:
-            if exc.status != 404:
-                raise
-            log.warning("ctct.campaign_gone", campaign_id=campaign.campaign_id)
-            continue  # removed between the listing and now: nothing left to read
-        name = campaign.name or detail.name
-        for ca in detail.campaign_activities:
-            if ca.role is not None and ca.role not in _TRACKED_ROLES:
-                continue
+        memo = await _campaign(client, campaign, cursor.campaigns.get(campaign.campaign_id))
+        if memo is not None:
+            memos[campaign.campaign_id] = memo
+    activities = [a for memo in memos.values() for a in memo.activities]
+    if low():
+        return
+    counts = await _counts(client, activities) if cfg.tracking_recheck else {}
+    # Marks of campaigns no longer listed (older than the window, or deleted) are dropped.
+    wanted = {f"{a}/{kind}" for a in activities for _, kind in REPORTS}
+    reports = {k: m for k, m in cursor.reports.items() if k in wanted}
+    for memo in memos.values():
+        for activity in memo.activities:
+            stats = counts.get(activity)
             for report, kind in REPORTS:
-                key = f"{ca.campaign_activity_id}/{kind}"
-                walk = _Walk(ca.campaign_activity_id, report, kind, name, marks.get(key), bound)
+                key = f"{activity}/{kind}"
+                mark = reports.get(key, ReportMark())
+                count = None if stats is None else getattr(stats, _COUNTED[kind])
+                if not _due(mark, count, bound, cfg.tracking_recheck):
+                    continue
+                walk = _Walk(activity, report, kind, memo.name, mark.newest, bound)
                 while not walk.done:
                     if low():
                         return
@@ -152,15 +260,24 @@ async def observe_tracking(
                         "GET", walk.path, _decode_records, params=walk.params
                     )
                     found, rejected, finished = walk.take(page)
-                    if finished and walk.newest is not None:
-                        marks[key] = walk.newest  # the walk is complete: now the mark moves
+                    if finished:  # the walk is complete: now the mark moves
+                        reports[key] = ReportMark(walk.newest, count, bound)
+                    token = TrackingCursor(reports=reports, campaigns=memos)
                     yield TrackingPage(
                         request=request,
                         activities=tuple(found),
                         rejected=tuple(rejected),
                         content_hash=digest,
-                        resume=_encoder.encode(TrackingCursor(marks=marks)).decode(),
+                        resume=_encoder.encode(token).decode(),
                     )
+
+
+def _due(mark: ReportMark, count: int | None, bound: datetime, recheck: timedelta) -> bool:
+    """Whether a report may hold records its last walk did not: never walked; no count to
+    tell; its count moved since; or not walked for ``recheck``."""
+    if mark.walked is None or count is None or count != mark.count:
+        return True
+    return bound - mark.walked >= recheck
 
 
 def _decode_records(body: bytes) -> tuple[TrackingRecordsPage, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,8 +61,93 @@ async def test_next_run_reads_only_whats_new(make_env: Any) -> None:
     assert len(new) == 1
     (ca, kind, cid, _) = new.pop()
     assert (ca, kind, cid) == (primary, "open", contact.contact_id)
-    campaigns = len(env.sim.tracking.campaigns)
-    assert spent == 1 + campaigns + campaigns * 6  # /emails, details, one page per report
+    # The listing, the counts of every campaign's activity (ten to a request), and the one
+    # report whose count moved: not the details again, nor the other reports.
+    assert spent == 3
+    assert env.recorder.paths()[-3:] == [
+        "/emails",
+        f"/reports/stats/email_campaign_activities/{','.join(primaries(env))}",
+        f"/reports/email_reports/{primary}/tracking/opens",
+    ]
+
+
+def primaries(env: Env) -> list[str]:
+    """The tracked (primary email) activity of each campaign, newest campaign first."""
+    camps = reversed(env.sim.tracking.campaigns.values())
+    return [a for c in camps for a, role in c.activities if role == "primary_email"]
+
+
+async def test_a_run_with_nothing_new_reads_the_counts_and_no_report(make_env: Any) -> None:
+    env: Env = await make_env(contacts=400)
+    async with await env.open() as ctct:
+        first = await collect(ctct, None, env.sim.clock.now())
+        env.sim.clock.advance(timedelta(minutes=15))
+        before = ctct.requests_made
+        again = await collect(ctct, first[-1].resume, env.sim.clock.now())
+        assert (again, ctct.requests_made - before) == ([], 2)
+
+
+async def test_news_the_counts_miss_is_read_after_the_recheck(make_env: Any) -> None:
+    """A reader who forwards twice: Constant Contact counts forwarders, so the count stays and
+    the run after skips the report; a day later every report is read again, and finds it."""
+    env: Env = await make_env(contacts=400)
+    sim = env.sim
+    async with await env.open() as ctct:
+        first = await collect(ctct, None, sim.clock.now())
+        primary = next(a for a in primaries(env) if sim.tracking.records[a]["em_forwards"])
+        forwarded = sim.tracking.records[primary]["em_forwards"]
+        reader = sim.account.by_id[forwarded[0].contact_id]
+        sim.clock.advance(timedelta(minutes=15))
+        sim.tracking.record(primary, reader, "em_forwards")
+        soon = await collect(ctct, first[-1].resume, sim.clock.now())
+        assert soon == []
+        sim.clock.advance(timedelta(hours=24))  # (the access token expires and is refreshed)
+        before = len(env.recorder.paths())
+        later = await collect(ctct, first[-1].resume, sim.clock.now())
+        walked = [p for p in env.recorder.paths()[before:] if "/email_reports/" in p]
+        assert len(walked) == len(set(walked)) == len(primaries(env)) * 6  # every report, once
+    [(activity, kind, contact, _)] = keys(later) - keys(first)
+    assert (activity, kind, contact) == (primary, "forward", reader.contact_id)
+
+
+async def test_recheck_zero_reads_every_report_at_every_run(make_env: Any) -> None:
+    env: Env = await make_env(contacts=400, tracking_recheck_hours=0)
+    async with await env.open() as ctct:
+        first = await collect(ctct, None, env.sim.clock.now())
+        before = ctct.requests_made
+        await collect(ctct, first[-1].resume, env.sim.clock.now())
+        spent = ctct.requests_made - before
+    assert spent == 1 + len(primaries(env)) * 6  # no counts asked for, no details again
+
+
+async def test_a_campaign_updated_since_is_read_again(make_env: Any) -> None:
+    """A campaign's activities are read once, and again when its ``updated_at`` moves (a
+    resend adds an activity)."""
+    env: Env = await make_env(contacts=400)
+    sim = env.sim
+    async with await env.open() as ctct:
+        first = await collect(ctct, None, sim.clock.now())
+        details = [p for p in env.recorder.paths() if p.startswith("/emails/")]
+        assert len(details) == len(sim.tracking.campaigns)
+        sim.clock.advance(timedelta(minutes=15))
+        camp = next(iter(sim.tracking.campaigns.values()))
+        camp.updated_at = sim.clock.now_ms()
+        await collect(ctct, first[-1].resume, sim.clock.now())
+    details = [p for p in env.recorder.paths() if p.startswith("/emails/")]
+    assert details[len(sim.tracking.campaigns) :] == [f"/emails/{camp.campaign_id}"]
+
+
+async def test_a_version_1_token_resumes_where_it_stood(make_env: Any) -> None:
+    """A token written before the counts were read (newest times only) is taken as it is:
+    every report is walked once, down to its newest time, so nothing is read twice."""
+    env: Env = await make_env(contacts=400)
+    async with await env.open() as ctct:
+        first = await collect(ctct, None, env.sim.clock.now())
+        token = json.loads(first[-1].resume)
+        v1 = {"v": 1, "marks": {k: m[0] for k, m in token["reports"].items() if m[0]}}
+        again = await collect(ctct, json.dumps(v1), env.sim.clock.now())
+    assert len(again) == len(primaries(env)) * 6  # one page per report, nothing new on any
+    assert keys(again) <= keys(first)  # (a walk takes its newest time again: harmless)
 
 
 async def test_a_crash_mid_walk_rereads_instead_of_skipping(make_env: Any) -> None:
