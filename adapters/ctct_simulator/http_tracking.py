@@ -106,11 +106,10 @@ async def campaign_report(request: web.Request) -> web.Response:
     if kind is None:
         raise NotFound(f"No tracking report {request.match_info['kind']!r}.")
     activity_id = request.match_info["campaign_activity_id"]
-    by_kind = st.tracking.records.get(activity_id)
-    if by_kind is None:
+    if activity_id not in st.tracking.records:
         raise NotFound(f"Campaign activity {activity_id} not found.", "reports.not_found")
     limit = int_param(request.query, "limit", 500, 1, 500)
-    records = by_kind[kind]
+    records = st.tracking.happened(activity_id, kind)
     if kind == "em_clicks" and "url_id" in request.query:
         records = [r for r in records if r.extra.get("url_id") == request.query["url_id"]]
     if kind == "em_bounces" and "bounce_code" in request.query:
@@ -191,8 +190,13 @@ async def contact_activity(request: web.Request) -> web.Response:
         raise Invalid(f"include_campaign_activity_names: {names_text!r} is not true or false")
     limit = int_param(q, "limit", 100, 1, 100)
     wanted = set(kinds)
+    now = st.account.clock.now_ms()
     records = sorted(
-        (r for r in st.tracking.by_contact.get(contact_id, []) if r.kind in wanted),
+        (
+            r
+            for r in st.tracking.by_contact.get(contact_id, [])
+            if r.kind in wanted and r.created <= now
+        ),
         key=lambda r: r.created,
     )
     page, rest = _page(records, _position(request, len(records)), limit)

@@ -1,13 +1,16 @@
 """Campaigns and their tracking: sends, opens, clicks, forwards, opt-outs and bounces.
 
-Records are kept per campaign activity in the order they happened and served newest first;
-the paging cursor is a position in that order, so records added while a client pages do not
-shift what it has still to read. An opt-out recorded here also unsubscribes the contact
-(``opt_out_source`` Contact, with the reason), as a campaign footer does.
+Records are kept per campaign activity in the order they happen and served newest first,
+only those that have happened (a campaign's engagement is drawn when it is sent, for the
+hours after); the paging cursor is a position in that order, so records that happen while a
+client pages join after it and do not shift what it has still to read. An opt-out recorded
+here also unsubscribes the contact (``opt_out_source`` Contact, with the reason), as a
+campaign footer does.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 from typing import Any, Final
 
@@ -112,7 +115,13 @@ class Tracking:
             self.send_campaign(f"Newsletter {i + 1}", audience, at=sent_at, until=now)
 
     def _add(self, rec: TrackingRecord) -> None:
-        self.records[rec.activity_id][rec.kind].append(rec)
+        # Kept in time order, as the reports serve them (newest first): a record made now
+        # goes before those a campaign's engagement has scheduled for later.
+        records = self.records[rec.activity_id][rec.kind]
+        if records and records[-1].created > rec.created:
+            bisect.insort(records, rec, key=lambda r: r.created)
+        else:
+            records.append(rec)
         self.by_contact.setdefault(rec.contact_id, []).append(rec)
 
     def send_campaign(
@@ -214,11 +223,17 @@ class Tracking:
             TrackingRecord(activity_id, c.contact_id, kind, self.account.clock.now_ms(), extra)
         )
 
+    def happened(self, activity_id: str, kind: str) -> list[TrackingRecord]:
+        """The records of one report that have happened by now, oldest first."""
+        records = self.records[activity_id][kind]
+        now = self.account.clock.now_ms()
+        return records[: bisect.bisect_right(records, now, key=lambda r: r.created)]
+
     def stats(self, activity_id: str) -> dict[str, int]:
         """The ``StatsEmailActivity`` of a tracked campaign activity, counted from its records
         now (Constant Contact refreshes its own now and then): unique recipients, and for
         opens and clicks also every event (``*_all``), as the reports list them."""
-        by_kind = self.records[activity_id]
+        by_kind = {kind: self.happened(activity_id, kind) for kind in KINDS.values()}
 
         def unique(kind: str) -> int:
             return len({r.contact_id for r in by_kind[kind]})
