@@ -16,7 +16,8 @@ campaign listing, Constant Contact's counts for ten campaign activities a reques
 (``/reports/stats/email_campaign_activities``) and walks only the reports whose count moved
 since their last walk began, or that have not been walked for ``tracking_recheck`` (the counts
 of forwards and bounces are per reader: a second one by the same reader does not move them).
-A campaign's activities are read once, and again only when its ``updated_at`` moves (a resend).
+A campaign's activities are read once, and again when its ``updated_at`` moves (a resend) or
+``tracking_recheck`` has passed.
 """
 
 from __future__ import annotations
@@ -90,11 +91,13 @@ class ReportMark(msgspec.Struct, frozen=True, array_like=True):
 
 
 class CampaignMemo(msgspec.Struct, frozen=True, array_like=True):
-    """A campaign's name and tracked activities, as of its ``updated_at``."""
+    """A campaign's name and tracked activities, as of its ``updated_at``, read at ``read``
+    (the bound of that run)."""
 
     updated_at: datetime | None
     name: str | None
     activities: list[str]
+    read: datetime | None = None
 
 
 class TrackingCursor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -156,12 +159,22 @@ async def _campaigns_since(client: CtctClient, after: datetime) -> list[Campaign
 
 
 async def _campaign(
-    client: CtctClient, campaign: Campaign, memo: CampaignMemo | None
+    client: CtctClient,
+    campaign: Campaign,
+    memo: CampaignMemo | None,
+    bound: datetime,
+    recheck: timedelta,
 ) -> CampaignMemo | None:
-    """The campaign's tracked activities: from ``memo`` while its ``updated_at`` stays, else
-    from GET /emails/{id} (None: it was removed since the listing)."""
-    unchanged = memo is not None and memo.updated_at == campaign.updated_at
-    if unchanged and campaign.updated_at is not None:
+    """The campaign's tracked activities: from ``memo`` while its ``updated_at`` stays and it
+    is younger than ``recheck`` (whether a resend moves ``updated_at`` is not documented),
+    else from GET /emails/{id} (None: it was removed since the listing)."""
+    if (
+        memo is not None
+        and memo.read is not None
+        and bound - memo.read < recheck
+        and campaign.updated_at is not None
+        and memo.updated_at == campaign.updated_at
+    ):
         return memo
     try:
         detail = await client.call("GET", f"/emails/{campaign.campaign_id}", _detail.decode)
@@ -175,7 +188,7 @@ async def _campaign(
         for ca in detail.campaign_activities
         if ca.role is None or ca.role in _TRACKED_ROLES
     ]
-    return CampaignMemo(campaign.updated_at, campaign.name or detail.name, tracked)
+    return CampaignMemo(campaign.updated_at, campaign.name or detail.name, tracked, bound)
 
 
 async def _counts(client: CtctClient, activity_ids: list[str]) -> dict[str, ActivityStats]:
@@ -232,7 +245,8 @@ async def observe_tracking(
             continue
         if low():
             return
-        memo = await _campaign(client, campaign, cursor.campaigns.get(campaign.campaign_id))
+        memo = cursor.campaigns.get(campaign.campaign_id)
+        memo = await _campaign(client, campaign, memo, bound, cfg.tracking_recheck)
         if memo is not None:
             memos[campaign.campaign_id] = memo
     activities = [a for memo in memos.values() for a in memo.activities]

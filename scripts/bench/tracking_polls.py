@@ -5,11 +5,12 @@ An account that sends two campaigns a week (26 in the 90 days ccsync reads) is s
 newest campaign, now and then an older one; every 3.5 days a new campaign goes out. Two
 adapters follow the same account, cycle by cycle, each with its own resume token:
 
-* **baseline**: every report of every campaign at every cycle (``tracking_recheck_hours = 0``:
-  what a sync must do when it cannot tell which reports have news, as the v3 reports have no
-  date filter);
+* **baseline**: every campaign's detail and every report at every cycle
+  (``tracking_recheck_hours = 0``: what a sync must do when it cannot tell which reports have
+  news, as the v3 reports have no date filter; what ccsync did before it read the counts);
 * **ccsync**: the default, which reads Constant Contact's counts (ten campaign activities a
-  request) and walks only the reports whose counts moved, and every report once a day.
+  request) and walks only the reports whose counts moved, and every report and detail once a
+  day.
 
 It prints each one's requests per cycle and per day, and checks that both recorded the same
 activities by the end (a run of each after the last cycle, a day on, so that the daily

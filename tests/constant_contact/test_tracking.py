@@ -106,6 +106,8 @@ async def test_news_the_counts_miss_is_read_after_the_recheck(make_env: Any) -> 
         later = await collect(ctct, first[-1].resume, sim.clock.now())
         walked = [p for p in env.recorder.paths()[before:] if "/email_reports/" in p]
         assert len(walked) == len(set(walked)) == len(primaries(env)) * 6  # every report, once
+        details = [p for p in env.recorder.paths()[before:] if p.startswith("/emails/")]
+        assert len(details) == len(sim.tracking.campaigns)  # (a resend it was not told of)
     [(activity, kind, contact, _)] = keys(later) - keys(first)
     assert (activity, kind, contact) == (primary, "forward", reader.contact_id)
 
@@ -117,7 +119,8 @@ async def test_recheck_zero_reads_every_report_at_every_run(make_env: Any) -> No
         before = ctct.requests_made
         await collect(ctct, first[-1].resume, env.sim.clock.now())
         spent = ctct.requests_made - before
-    assert spent == 1 + len(primaries(env)) * 6  # no counts asked for, no details again
+    campaigns = len(env.sim.tracking.campaigns)
+    assert spent == 1 + campaigns + campaigns * 6  # the listing, details, one page per report
 
 
 async def test_a_campaign_updated_since_is_read_again(make_env: Any) -> None:
