@@ -87,6 +87,17 @@ class Simulator:
         """The registered test client's redirect URI."""
         return self.state.auth.redirect_uri
 
+    def ctct_settings(self) -> dict[str, str]:
+        """The ``[ctct]`` keys that point ccsync's adapter at this simulator and its client."""
+        return {
+            "client_id": self.client_id,
+            "base_url": self.base_url,
+            "token_url": self.token_url,
+            "authorize_url": self.authorize_url,
+            "device_authorize_url": self.device_authorize_url,
+            "redirect_uri": self.redirect_uri,
+        }
+
     @property
     def clock(self) -> SimClock:
         """The simulator's clock (tokens, timestamps, rate windows, the quota day)."""

@@ -67,12 +67,7 @@ class Follower:
 
 def _config(sim: Simulator, token_file: Path, recheck_hours: float) -> CtctConfig:
     doc = {
-        "client_id": sim.client_id,
-        "base_url": sim.base_url,
-        "token_url": sim.token_url,
-        "authorize_url": sim.authorize_url,
-        "device_authorize_url": sim.device_authorize_url,
-        "redirect_uri": sim.redirect_uri,
+        **sim.ctct_settings(),
         "token_file": str(token_file),
         "requests_per_second": 1000,
         "daily_budget": 10_000_000,

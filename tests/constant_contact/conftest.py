@@ -100,12 +100,7 @@ class Env:
 
 def make_cfg(sim: Simulator, token_file: Path, **over: Any) -> CtctConfig:
     doc: dict[str, Any] = {
-        "client_id": sim.client_id,
-        "base_url": sim.base_url,
-        "token_url": sim.token_url,
-        "authorize_url": sim.authorize_url,
-        "device_authorize_url": sim.device_authorize_url,
-        "redirect_uri": sim.redirect_uri,
+        **sim.ctct_settings(),
         "token_file": str(token_file),
         "requests_per_second": 1000,  # the simulator's own limits are what tests exercise
         "backoff_base": 0,  # retries without waiting: no sleeps in tests
