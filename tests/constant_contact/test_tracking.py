@@ -112,6 +112,28 @@ async def test_news_the_counts_miss_is_read_after_the_recheck(make_env: Any) -> 
     assert (activity, kind, contact) == (primary, "forward", reader.contact_id)
 
 
+async def test_reports_read_together_are_rechecked_over_hours_not_in_one_run(
+    make_env: Any,
+) -> None:
+    """A first run reads every report; their daily rechecks then come due between 18 and 24
+    hours later, a few at a run, each once."""
+    env: Env = await make_env(contacts=400)
+    sim = env.sim
+    async with await env.open() as ctct:
+        resume = (await collect(ctct, None, sim.clock.now()))[-1].resume
+        sim.clock.advance(timedelta(hours=18) - timedelta(minutes=15))
+        per_run = []
+        for _ in range(6 * 4 + 1):  # 18 to 24 hours on, every 15 minutes
+            sim.clock.advance(timedelta(minutes=15))
+            before = len(env.recorder.paths())
+            pages = await collect(ctct, resume, sim.clock.now())
+            resume = pages[-1].resume if pages else resume
+            walked = [p for p in env.recorder.paths()[before:] if "/email_reports/" in p]
+            per_run.append(len(walked))
+    reports = len(primaries(env)) * 6
+    assert sum(per_run) == reports and max(per_run) < reports / 2, per_run
+
+
 async def test_recheck_zero_reads_every_report_at_every_run(make_env: Any) -> None:
     env: Env = await make_env(contacts=400, tracking_recheck_hours=0)
     async with await env.open() as ctct:
