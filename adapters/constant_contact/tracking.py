@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 import structlog
@@ -159,16 +159,25 @@ async def _campaigns_since(client: CtctClient, after: datetime) -> list[Campaign
     return out
 
 
+class _Read(NamedTuple):
+    """A request whose answer changed the token: recorded as a page of its own, so that the
+    token is kept even when no report is walked after it."""
+
+    request: str
+    content_hash: str
+
+
 async def _campaign(
     client: CtctClient,
     campaign: Campaign,
     memo: CampaignMemo | None,
     bound: datetime,
     recheck: timedelta,
-) -> CampaignMemo | None:
+) -> tuple[CampaignMemo | None, _Read | None]:
     """The campaign's tracked activities: from ``memo`` while its ``updated_at`` stays and it
-    is younger than ``recheck`` (whether a resend moves ``updated_at`` is not documented),
-    else from GET /emails/{id} (None: it was removed since the listing)."""
+    is younger than about ``recheck`` (whether a resend moves ``updated_at`` is not
+    documented), else from GET /emails/{id}, with that request (None: it was removed since
+    the listing)."""
     if (
         memo is not None
         and memo.read is not None
@@ -176,20 +185,22 @@ async def _campaign(
         and campaign.updated_at is not None
         and memo.updated_at == campaign.updated_at
     ):
-        return memo
+        return memo, None
+    path = f"/emails/{campaign.campaign_id}"
     try:
-        detail = await client.call("GET", f"/emails/{campaign.campaign_id}", _detail.decode)
+        detail, digest = await client.call("GET", path, _decode_detail)
     except CtctRequestError as exc:
         if exc.status != 404:
             raise
         log.warning("ctct.campaign_gone", campaign_id=campaign.campaign_id)
-        return None  # removed between the listing and now: nothing left to read
+        return None, None  # removed between the listing and now: nothing left to read
     tracked = [
         ca.campaign_activity_id
         for ca in detail.campaign_activities
         if ca.role is None or ca.role in _TRACKED_ROLES
     ]
-    return CampaignMemo(campaign.updated_at, campaign.name or detail.name, tracked, bound)
+    memo = CampaignMemo(campaign.updated_at, campaign.name or detail.name, tracked, bound)
+    return memo, _Read(client.describe("GET", path), digest)
 
 
 async def _counts(client: CtctClient, activity_ids: list[str]) -> dict[str, ActivityStats]:
@@ -241,15 +252,18 @@ async def observe_tracking(
         return
     campaigns = await _campaigns_since(client, bound - timedelta(days=cfg.tracking_after_days))
     memos: dict[str, CampaignMemo] = {}
+    details: list[_Read] = []
     for campaign in campaigns:
         if campaign.current_status in _UNSENT:
             continue
         if low():
             return
         memo = cursor.campaigns.get(campaign.campaign_id)
-        memo = await _campaign(client, campaign, memo, bound, cfg.tracking_recheck)
+        memo, read = await _campaign(client, campaign, memo, bound, cfg.tracking_recheck)
         if memo is not None:
             memos[campaign.campaign_id] = memo
+        if read is not None:
+            details.append(read)
     activities = [a for memo in memos.values() for a in memo.activities]
     if low():
         return
@@ -257,6 +271,17 @@ async def observe_tracking(
     # Marks of campaigns no longer listed (older than the window, or deleted) are dropped.
     wanted = {f"{a}/{kind}" for a in activities for _, kind in REPORTS}
     reports = {k: m for k, m in cursor.reports.items() if k in wanted}
+    # The details read, as pages without activity: a detail read again (daily) must be kept
+    # even in a run that walks no report, or it would be read again at every run.
+    resume = _encoder.encode(TrackingCursor(reports=reports, campaigns=memos)).decode()
+    for read in details:
+        yield TrackingPage(
+            request=read.request,
+            activities=(),
+            rejected=(),
+            content_hash=read.content_hash,
+            resume=resume,
+        )
     for memo in memos.values():
         for activity in memo.activities:
             stats = counts.get(activity)
@@ -303,6 +328,11 @@ def _early(key: str, recheck: timedelta) -> timedelta:
     first run) then come due again over hours, not all in one cycle."""
     part = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
     return recheck * part / 4
+
+
+def _decode_detail(body: bytes) -> tuple[CampaignDetail, str]:
+    """The campaign and the SHA-256 of its body."""
+    return _detail.decode(body), hashlib.sha256(body).hexdigest()
 
 
 def _decode_records(body: bytes) -> tuple[TrackingRecordsPage, str]:
