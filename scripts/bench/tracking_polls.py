@@ -16,7 +16,7 @@ It prints each one's requests per cycle and per day, and checks that both record
 activities by the end (a run of each after the last cycle, a day on, so that the daily
 recheck has run).
 
-    .venv/bin/python scripts/bench/tracking_polls.py [--contacts 5000] [--days 2]
+    .venv/bin/python scripts/bench/tracking_polls.py [--contacts 5000] [--days 2] [--events 12]
 """
 
 from __future__ import annotations
@@ -78,15 +78,15 @@ def _config(sim: Simulator, token_file: Path, recheck_hours: float) -> CtctConfi
     return CtctConfig.from_toml(doc, env={"CCSYNC_CTCT_CLIENT_SECRET": sim.client_secret})
 
 
-def _living(sim: Simulator, rng: random.Random, cycle: int) -> None:
-    """A cycle's engagement: opens and clicks, mostly on the newest campaign; every 3.5 days a
-    new campaign."""
+def _living(sim: Simulator, rng: random.Random, cycle: int, events: int) -> None:
+    """A cycle's engagement: up to ``events - 1`` opens and clicks, mostly on the newest
+    campaign; every 3.5 days a new campaign."""
     tracking = sim.tracking
     if cycle and cycle % (7 * 96 // 2) == 0:
         tracking.send_campaign(f"Campaign c{cycle}", 800)
     campaigns = list(tracking.campaigns.values())
     primaries = [c.activities[0][0] for c in campaigns]
-    for _ in range(rng.randrange(0, 12)):
+    for _ in range(rng.randrange(0, events) if events else 0):
         # Three in four on the newest campaign, the rest on any of the others.
         activity = primaries[-1] if rng.random() < 0.75 else rng.choice(primaries)
         sends = tracking.records[activity]["em_sends"]
@@ -102,6 +102,12 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--contacts", type=int, default=5000)
     p.add_argument("--days", type=float, default=2.0)
+    p.add_argument(
+        "--events",
+        type=int,
+        default=12,
+        help="opens and clicks per cycle: up to one less than this (0: a quiet account)",
+    )
     args = p.parse_args()
     configure_logging(level="warning", json=False)
     config = SimulatorConfig(
@@ -130,7 +136,7 @@ async def main() -> None:
                 cycles = int(args.days * 96)
                 for cycle in range(cycles):
                     sim.clock.advance(seconds=CYCLE.total_seconds())
-                    _living(sim, rng, cycle)
+                    _living(sim, rng, cycle, args.events)
                     bound = sim.clock.now()
                     for f in followers:
                         f.per_cycle.append(await f.run(bound))
