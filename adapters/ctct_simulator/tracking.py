@@ -223,17 +223,21 @@ class Tracking:
             TrackingRecord(activity_id, c.contact_id, kind, self.account.clock.now_ms(), extra)
         )
 
-    def happened(self, activity_id: str, kind: str) -> list[TrackingRecord]:
-        """The records of one report that have happened by now, oldest first."""
+    def happened(self, activity_id: str, kind: str) -> int:
+        """How many of one report's records (``records[activity_id][kind]``, oldest first)
+        have happened by now: they are the first so many."""
         records = self.records[activity_id][kind]
         now = self.account.clock.now_ms()
-        return records[: bisect.bisect_right(records, now, key=lambda r: r.created)]
+        return bisect.bisect_right(records, now, key=lambda r: r.created)
 
     def stats(self, activity_id: str) -> dict[str, int]:
         """The ``StatsEmailActivity`` of a tracked campaign activity, counted from its records
         now (Constant Contact refreshes its own now and then): unique recipients, and for
         opens and clicks also every event (``*_all``), as the reports list them."""
-        by_kind = {kind: self.happened(activity_id, kind) for kind in KINDS.values()}
+        by_kind = {
+            kind: records[: self.happened(activity_id, kind)]
+            for kind, records in self.records[activity_id].items()
+        }
 
         def unique(kind: str) -> int:
             return len({r.contact_id for r in by_kind[kind]})
