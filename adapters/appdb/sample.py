@@ -9,9 +9,11 @@ ccsync must never touch them.
 from __future__ import annotations
 
 import random
+import sqlite3
 import tomllib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Final, Literal
 
 import aiosqlite
@@ -25,6 +27,7 @@ from adapters.appdb.config import AppDbConfig
 __all__ = [
     "SAMPLE_SCHEMA_POSTGRES",
     "SAMPLE_SCHEMA_SQLITE",
+    "change_sample_app",
     "create_sample_app",
     "sample_config",
     "sample_config_toml",
@@ -215,3 +218,43 @@ async def _create_pg(
                 )
     finally:
         await conn.close()
+
+
+_SQLITE_NOW: Final = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def change_sample_app(db: str | Path, rng: random.Random, tag: str, count: int = 8) -> None:
+    """``count`` contacts of a SQLite sample app changed as a CRM's users would: renamed,
+    re-addressed, opted out, put on a list or taken off every list; or a new contact entered.
+    ``tag`` (unique per call) goes into the new names and addresses."""
+    with sqlite3.connect(db) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM contacts WHERE deleted_at IS NULL")]
+        lists = [r[0] for r in conn.execute("SELECT id FROM lists")]
+        for key in rng.sample(ids, min(count, len(ids))):
+            match rng.randrange(6):
+                case 0:
+                    sql = f"UPDATE contacts SET first_name = 'R{tag}' WHERE id = ?"
+                case 1:
+                    sql = (
+                        "UPDATE contacts SET email_status = 'unsubscribed', unsubscribe_reason = "
+                        f"'asked', status_changed_at = {_SQLITE_NOW} WHERE id = ?"
+                    )
+                case 2:
+                    sql = f"UPDATE contacts SET email = 'r{tag}.' || email WHERE id = ?"
+                case 3:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO list_members (contact_id, list_id) VALUES (?, ?)",
+                        (key, rng.choice(lists)),
+                    )
+                    sql = "UPDATE contacts SET id = id WHERE id = ?"
+                case 4:
+                    conn.execute("DELETE FROM list_members WHERE contact_id = ?", (key,))
+                    sql = "UPDATE contacts SET id = id WHERE id = ?"
+                case _:
+                    conn.execute(
+                        "INSERT INTO contacts (email, first_name) VALUES (?, 'New')",
+                        (f"new.{tag}.{key}@example.org",),
+                    )
+                    continue
+            conn.execute(sql, (key,))
+            conn.execute(f"UPDATE contacts SET updated_at = {_SQLITE_NOW} WHERE id = ?", (key,))

@@ -33,6 +33,7 @@ class StepIn(msgspec.Struct, kw_only=True):
     """POST /__admin/world/step."""
 
     n: int = 1
+    kinds: list[str] | None = None  # only these kinds of change (world.KINDS)
 
 
 class AdvanceIn(msgspec.Struct, kw_only=True):
@@ -147,7 +148,10 @@ async def seed(request: web.Request) -> web.Response:
 async def world_step(request: web.Request) -> web.Response:
     """Advance the living account by ``n`` events; returns what happened."""
     body: StepIn = await _body(request, StepIn)
-    events = _st(request).world.step(body.n)
+    try:
+        events = _st(request).world.step(body.n, None if body.kinds is None else tuple(body.kinds))
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
     return json_response({"events": msgspec.to_builtins(events)})
 
 

@@ -19,7 +19,7 @@ from adapters.ctct_simulator.errors import ApiError
 from adapters.ctct_simulator.seed import FIRST, LAST, TITLES
 from adapters.ctct_simulator.tracking import DEVICES, OPT_OUT_REASONS, Tracking
 
-__all__ = ["World", "WorldEvent"]
+__all__ = ["KINDS", "World", "WorldEvent"]
 
 # (event kind, weight)
 _EVENTS: Final = (
@@ -33,6 +33,7 @@ _EVENTS: Final = (
     ("open", 14),
     ("campaign", 2),
 )
+KINDS: Final = tuple(k for k, _ in _EVENTS)
 
 
 class WorldEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,11 +68,23 @@ class World:
                 return c
         return None
 
-    def step(self, n: int = 1) -> list[WorldEvent]:
-        """Make ``n`` changes; the same seed and history give the same changes."""
+    def step(self, n: int = 1, kinds: tuple[str, ...] | None = None) -> list[WorldEvent]:
+        """Make ``n`` changes; the same seed and history give the same changes.
+
+        ``kinds`` limits them to those kinds of event (in their usual proportions), so that a
+        caller can pace campaigns apart from everything else."""
+        pool, weights = self._kinds, self._weights
+        if kinds is not None:
+            unknown = sorted(set(kinds) - set(KINDS))
+            if unknown or not kinds:
+                raise ValueError(
+                    f"kinds: unknown kind {', '.join(unknown)}" if unknown else "kinds: empty"
+                )
+            pool = [k for k in self._kinds if k in kinds]
+            weights = [w for k, w in _EVENTS if k in kinds]
         out: list[WorldEvent] = []
         for _ in range(n):
-            kind = self._rng.choices(self._kinds, self._weights)[0]
+            kind = self._rng.choices(pool, weights)[0]
             try:
                 event = self._one(kind)
             except ApiError as exc:  # e.g. a 50-list contact: the change simply does not happen

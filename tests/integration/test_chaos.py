@@ -12,12 +12,12 @@ after).
 from __future__ import annotations
 
 import random
-import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from adapters.appdb.sample import change_sample_app
 from adapters.ctct_simulator import FaultConfig, SimulatorConfig, run_simulator
 from engine.bootstrap import Wired, wire
 from engine.cli._demo_setup import prepare_folder
@@ -28,43 +28,6 @@ pytestmark = pytest.mark.asyncio
 
 ROUNDS = 8
 FAULTS = {"error_rate": 0.08, "reset_rate": 0.03, "truncate_rate": 0.03, "repeat_rate": 0.2}
-_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-
-
-def change_the_app(db: Path, rng: random.Random, round_: int) -> None:
-    """Eight contacts changed as a CRM's users would: renamed, re-addressed, opted out, put on
-    a list or taken off every list; or a new contact entered."""
-    with sqlite3.connect(db) as conn:
-        ids = [r[0] for r in conn.execute("SELECT id FROM contacts WHERE deleted_at IS NULL")]
-        lists = [r[0] for r in conn.execute("SELECT id FROM lists")]
-        for key in rng.sample(ids, min(8, len(ids))):
-            match rng.randrange(6):
-                case 0:
-                    sql = f"UPDATE contacts SET first_name = 'R{round_}' WHERE id = ?"
-                case 1:
-                    sql = (
-                        "UPDATE contacts SET email_status = 'unsubscribed', unsubscribe_reason = "
-                        f"'asked', status_changed_at = {_NOW} WHERE id = ?"
-                    )
-                case 2:
-                    sql = f"UPDATE contacts SET email = 'r{round_}.' || email WHERE id = ?"
-                case 3:
-                    conn.execute(
-                        "INSERT OR IGNORE INTO list_members (contact_id, list_id) VALUES (?, ?)",
-                        (key, rng.choice(lists)),
-                    )
-                    sql = "UPDATE contacts SET id = id WHERE id = ?"
-                case 4:
-                    conn.execute("DELETE FROM list_members WHERE contact_id = ?", (key,))
-                    sql = "UPDATE contacts SET id = id WHERE id = ?"
-                case _:
-                    conn.execute(
-                        "INSERT INTO contacts (email, first_name) VALUES (?, 'New')",
-                        (f"new.{round_}.{key}@example.org",),
-                    )
-                    continue
-            conn.execute(sql, (key,))
-            conn.execute(f"UPDATE contacts SET updated_at = {_NOW} WHERE id = ?", (key,))
 
 
 async def differences(w: Wired, bound: datetime) -> list[str]:
@@ -106,7 +69,7 @@ async def test_after_faults_and_changes_on_both_sides_the_projections_are_the_st
             for round_ in range(ROUNDS):
                 sim.set_faults(FaultConfig(seed=seed * 100 + round_, **FAULTS))
                 sim.call(lambda: sim.world.step(15))
-                change_the_app(tmp_path / "app.db", rng, round_)
+                change_sample_app(tmp_path / "app.db", rng, f"{round_}")
                 await w.engine.cycle()  # (the adapters' retries ride out these faults)
                 for kind, n in sim.state.faults.fired.items():
                     fired[kind] = fired.get(kind, 0) + n

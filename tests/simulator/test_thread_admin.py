@@ -57,6 +57,10 @@ def test_threaded_simulator_and_admin_api(spec: SwaggerSpec) -> None:
 
         status, stepped = _call("POST", f"{admin}/world/step", {"n": 25})
         assert status == 200 and len(stepped["events"]) > 0
+        status, sent = _call("POST", f"{admin}/world/step", {"n": 2, "kinds": ["campaign"]})
+        assert status == 200 and [e["kind"] for e in sent["events"]] == ["campaign"] * 2
+        status, bad = _call("POST", f"{admin}/world/step", {"n": 1, "kinds": ["party"]})
+        assert status == 400 and "kinds: unknown kind party" in bad[0]["error_message"]
 
         assert _call("PUT", f"{admin}/faults", {"error_rate": 1.0, "seed": 2})[0] == 200
         assert _call("GET", f"{sim.base_url}/contacts", token=token)[0] in (500, 503)

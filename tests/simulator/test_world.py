@@ -107,3 +107,17 @@ async def test_account_exposes_campaigns_and_world_opens_come_from_recipients(
     }
     opens = [e for e in events if e.kind == "open"]
     assert opens and all(e.contact_id in recipients for e in opens)
+
+
+@pytest.mark.asyncio
+async def test_world_steps_can_be_limited_to_some_kinds_of_change() -> None:
+    async with run_simulator(_config(4)) as sim:
+        campaigns = len(sim.account.campaigns)
+        sent = sim.world.step(3, kinds=("campaign",))
+        assert [e.kind for e in sent] == ["campaign"] * 3
+        assert len(sim.account.campaigns) == campaigns + 3
+        kinds = {e.kind for e in sim.world.step(200, kinds=("open", "unsubscribe"))}
+        assert kinds <= {"open", "unsubscribe", "skipped"} and "open" in kinds
+        assert len(sim.account.campaigns) == campaigns + 3
+        with pytest.raises(ValueError, match="kinds: unknown kind fly_away"):
+            sim.world.step(1, kinds=("open", "fly_away"))
