@@ -16,6 +16,7 @@ from adapters.appdb import AppDatabase, AppDbConfig, open_appdb
 from adapters.constant_contact import CtctAdapter, CtctConfig, open_ctct
 from engine.cycle import SyncEngine
 from engine.log import EventLog
+from engine.ports import Clock, utc_now
 from engine.settings import Settings
 
 __all__ = ["Wired", "wire"]
@@ -42,14 +43,21 @@ def ctct_config(settings: Settings) -> CtctConfig:
 
 
 @asynccontextmanager
-async def wire(settings: Settings) -> AsyncIterator[Wired]:
-    """Open the log (as its single writer), both adapters, and the engine over them."""
+async def wire(settings: Settings, *, clock: Clock = utc_now) -> AsyncIterator[Wired]:
+    """Open the log (as its single writer), both adapters, and the engine over them.
+
+    ``clock`` is the sync's time (a simulated one in benchmarks): the log's record times, the
+    cycles' bounds and the app adapter's stamps."""
     ctct_cfg = ctct_config(settings)
     app_cfg = AppDbConfig.from_toml(settings.appdb)
     async with AsyncExitStack() as stack:
-        log = await EventLog.open(settings.log_path, durability=settings.durability)  # type: ignore[arg-type]
+        log = await EventLog.open(
+            settings.log_path,
+            durability=settings.durability,  # type: ignore[arg-type]
+            clock=clock,
+        )
         stack.push_async_callback(log.close)
-        app = await open_appdb(app_cfg)
+        app = await open_appdb(app_cfg, clock=clock)
         stack.push_async_callback(app.close)
         ctct = await open_ctct(ctct_cfg)
         stack.push_async_callback(ctct.close)
@@ -70,5 +78,6 @@ async def wire(settings: Settings) -> AsyncIterator[Wired]:
             tracking=ctct if settings.tracking and ctct_cfg.tracking else None,
             requests_made=lambda: ctct.requests_made,
             ctct_import_list=ctct_cfg.import_list_id,
+            clock=clock,
         )
         yield Wired(settings=settings, log=log, ctct=ctct, app=app, engine=engine)

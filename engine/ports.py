@@ -11,9 +11,9 @@ after that page. A token is bounded by the run's ``bound``: no checkpoint moves 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol, TypeAlias
 
 import msgspec
 
@@ -21,6 +21,7 @@ from engine.commands import Command, Outcome
 from engine.model import ContactRecord, ListRecord, Store, TrackingActivity
 
 __all__ = [
+    "Clock",
     "CommandSink",
     "ContactSource",
     "ListSource",
@@ -28,7 +29,17 @@ __all__ = [
     "Rejected",
     "TrackingPage",
     "TrackingSource",
+    "utc_now",
 ]
+
+# The time of a sync: the engine bounds its cycles with it, and an adapter stamps its writes
+# with the same one, so that the next cycle's observation reads them back between two bounds.
+Clock: TypeAlias = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The machine's time (the clock of every sync but simulated ones)."""
+    return datetime.now(UTC)
 
 
 class Rejected(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,6 @@ carries the database's error) and the rest succeed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from adapters.appdb._batch import Batch, fail
@@ -32,6 +31,7 @@ from engine.commands import (
 )
 from engine.errors import FatalError, RetriableError
 from engine.model import is_valid_email, normalise_email
+from engine.ports import Clock, utc_now
 
 __all__ = ["Writer"]
 
@@ -58,10 +58,13 @@ def _add_create(
 class Writer:
     """Applies commands for one AppDatabase."""
 
-    def __init__(self, cfg: AppDbConfig, driver: Driver, rows: ContactRows) -> None:
+    def __init__(
+        self, cfg: AppDbConfig, driver: Driver, rows: ContactRows, clock: Clock = utc_now
+    ) -> None:
         self._cfg = cfg
         self._d = driver
         self._rows = rows
+        self._clock = clock
 
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         """One Outcome per command, in order."""
@@ -95,7 +98,7 @@ class Writer:
         return out
 
     def _batch(self, cmds: Sequence[Command]) -> _Batch:
-        return _Batch(self._cfg, self._d, self._rows, cmds)
+        return _Batch(self._cfg, self._d, self._rows, cmds, self._clock)
 
     async def _in_tx(self, batch: _Batch) -> list[Outcome]:
         async with self._d.transaction(mark_writer=True):
@@ -184,7 +187,7 @@ class _Batch(Batch):
         )
         if not keys:
             return
-        now = self.d.time_param(datetime.now(UTC))
+        now = self.d.time_param(self.clock())
         table, key = quote(self.c.table), quote(self.c.key)
         for start in range(0, len(keys), 500):
             part = keys[start : start + 500]

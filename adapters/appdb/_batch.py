@@ -4,7 +4,6 @@ deletion phases (the upsert and unsubscribe phases are in ``_apply``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -20,6 +19,7 @@ from engine.commands import (
     RemoveFromList,
 )
 from engine.model import normalise_email
+from engine.ports import Clock, utc_now
 
 __all__ = ["Batch", "fail"]
 
@@ -36,7 +36,12 @@ class Batch:
     """One batch of commands inside one transaction: what is resolved and decided so far."""
 
     def __init__(
-        self, cfg: AppDbConfig, d: Driver, rows: ContactRows, cmds: Sequence[Command]
+        self,
+        cfg: AppDbConfig,
+        d: Driver,
+        rows: ContactRows,
+        cmds: Sequence[Command],
+        clock: Clock = utc_now,
     ) -> None:
         self.cfg, self.d, self.rows, self.cmds = cfg, d, rows, cmds
         self.c = cfg.contacts
@@ -45,7 +50,8 @@ class Batch:
         self.keys: dict[int, str] = {}  # command index -> resolved app key
         self.stamped: set[int] = set()  # commands whose own write set the updated-at column
         self.by_email: dict[str, str] = {}  # normalised email -> key (live rows, this batch)
-        self.now = datetime.now(UTC)
+        self.clock = clock
+        self.now = clock()
         # Work to do while this batch's main write runs in the server: the next batch's plan.
         self.meanwhile: Callable[[], None] | None = None
 

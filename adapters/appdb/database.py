@@ -17,18 +17,23 @@ from adapters.appdb.config import AppDbConfig
 from engine.commands import Command, Outcome
 from engine.errors import ConfigError
 from engine.model import ListRecord, Store
-from engine.ports import Page
+from engine.ports import Clock, Page, utc_now
 
 __all__ = ["AppDatabase", "open_appdb"]
 
 log = structlog.get_logger("ccsync.appdb")
 
 
-async def open_appdb(cfg: AppDbConfig, *, check_schema: bool = True) -> AppDatabase:
+async def open_appdb(
+    cfg: AppDbConfig, *, check_schema: bool = True, clock: Clock = utc_now
+) -> AppDatabase:
     """Connect and check the mapping against the live schema.
 
     Raises ConfigError naming the first missing table or column (``appdb.contacts.email``).
     ``check_schema=False`` skips that (for ``check`` itself, which lists every mismatch).
+    ``clock`` stamps ccsync's writes to the updated-at column (and opt-out times a command does
+    not carry): it must be the clock of the engine's cycle bounds, which the next observation
+    reads back between.
     """
     driver: Driver
     if cfg.backend == "postgres":
@@ -39,7 +44,7 @@ async def open_appdb(cfg: AppDbConfig, *, check_schema: bool = True) -> AppDatab
         from adapters.appdb._sqlite import SqliteDriver
 
         driver = await SqliteDriver.connect(cfg.resolved_dsn())
-    db = AppDatabase(cfg, driver)
+    db = AppDatabase(cfg, driver, clock)
     try:
         if check_schema:
             await db._start()
@@ -55,11 +60,12 @@ async def open_appdb(cfg: AppDbConfig, *, check_schema: bool = True) -> AppDatab
 class AppDatabase:
     """One connection to the app's database, with the mapping applied. See docs/appdb.md."""
 
-    def __init__(self, cfg: AppDbConfig, driver: Driver) -> None:
+    def __init__(self, cfg: AppDbConfig, driver: Driver, clock: Clock = utc_now) -> None:
         self.cfg = cfg
         self._d = driver
         self._rows = ContactRows(cfg, driver)
-        self._writer = Writer(cfg, driver, self._rows)
+        self._clock = clock
+        self._writer = Writer(cfg, driver, self._rows, clock)
         self._observer = Observer(cfg, driver, self._rows, triggers=False)
 
     async def _start(self) -> None:
@@ -237,7 +243,7 @@ class AppDatabase:
         # emails can be matched through an index (the duplicate check depends on it).
         indexed = await email_index_used(self.cfg, self._d, self._rows.live_condition())
         self._rows = ContactRows(self.cfg, self._d, email_indexed=indexed)
-        self._writer = Writer(self.cfg, self._d, self._rows)
+        self._writer = Writer(self.cfg, self._d, self._rows, self._clock)
         self._observer = Observer(self.cfg, self._d, self._rows, triggers=use)
 
     async def _schema_problems(self) -> list[tuple[str, str]]:

@@ -223,10 +223,14 @@ async def _create_pg(
 _SQLITE_NOW: Final = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 
-def change_sample_app(db: str | Path, rng: random.Random, tag: str, count: int = 8) -> None:
+def change_sample_app(
+    db: str | Path, rng: random.Random, tag: str, count: int = 8, at: datetime | None = None
+) -> None:
     """``count`` contacts of a SQLite sample app changed as a CRM's users would: renamed,
     re-addressed, opted out, put on a list or taken off every list; or a new contact entered.
-    ``tag`` (unique per call) goes into the new names and addresses."""
+    ``tag`` (unique per call) goes into the new names and addresses; ``at`` is the time the
+    changes are stamped with (default: the machine's)."""
+    now = _SQLITE_NOW if at is None else f"'{sqlite_time(at)}'"
     with sqlite3.connect(db) as conn:
         ids = [r[0] for r in conn.execute("SELECT id FROM contacts WHERE deleted_at IS NULL")]
         lists = [r[0] for r in conn.execute("SELECT id FROM lists")]
@@ -237,7 +241,7 @@ def change_sample_app(db: str | Path, rng: random.Random, tag: str, count: int =
                 case 1:
                     sql = (
                         "UPDATE contacts SET email_status = 'unsubscribed', unsubscribe_reason = "
-                        f"'asked', status_changed_at = {_SQLITE_NOW} WHERE id = ?"
+                        f"'asked', status_changed_at = {now} WHERE id = ?"
                     )
                 case 2:
                     sql = f"UPDATE contacts SET email = 'r{tag}.' || email WHERE id = ?"
@@ -252,9 +256,10 @@ def change_sample_app(db: str | Path, rng: random.Random, tag: str, count: int =
                     sql = "UPDATE contacts SET id = id WHERE id = ?"
                 case _:
                     conn.execute(
-                        "INSERT INTO contacts (email, first_name) VALUES (?, 'New')",
+                        "INSERT INTO contacts (email, first_name, created_at, updated_at)"
+                        f" VALUES (?, 'New', {now}, {now})",
                         (f"new.{tag}.{key}@example.org",),
                     )
                     continue
             conn.execute(sql, (key,))
-            conn.execute(f"UPDATE contacts SET updated_at = {_SQLITE_NOW} WHERE id = ?", (key,))
+            conn.execute(f"UPDATE contacts SET updated_at = {now} WHERE id = ?", (key,))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from adapters.appdb import open_appdb
+from adapters.appdb._driver import parse_time
 from engine.commands import (
     AddToList,
     DeleteContact,
@@ -16,7 +19,7 @@ from engine.commands import (
 )
 from engine.model import TrackingActivity
 from tests.appdb.conftest import Factory
-from tests.appdb.harness import Harness, Mirror
+from tests.appdb.harness import Harness, Mirror, opened_harness, pg_available
 
 
 @pytest.mark.asyncio
@@ -267,3 +270,36 @@ async def test_batches_prepared_ahead_keep_each_commands_meaning(make_harness: F
     assert n1 and n2 and live[n1] == ("n1@example.org", "N1") and live[n2][1] == "N2"
     row = await h.app.row(n2)
     assert row is not None and row["lists"] == ("1",)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_writes_are_stamped_with_the_syncs_clock(backend: str, tmp_path: Path) -> None:
+    """The next cycle reads ccsync's writes back between its bounds, which come from the
+    sync's clock: a sync on another clock than the machine's (a simulated daemon) must find
+    its writes stamped with that clock, or it never sees them applied and sends them again."""
+    if backend == "postgres" and not await pg_available():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    at = datetime(2031, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
+    async with opened_harness(backend, tmp_path, triggers=False) as h:
+        db = await open_appdb(h.cfg, clock=lambda: at)
+        try:
+            outcomes = await db.apply(
+                [
+                    Unsubscribe(target="app", email="x@example.org", store_id="1", reason="r"),
+                    UpsertContact(
+                        target="app", email="y@example.org", store_id="2", fields={"city": "Oslo"}
+                    ),
+                    UpsertContact(target="app", email="clock.new@example.org", fields={}),
+                ]
+            )
+        finally:
+            await db.close()
+        assert all(o.ok for o in outcomes), outcomes
+        keys = [int(o.store_id or 0) for o in outcomes]
+        rows = await h.app.d.fetch(
+            "SELECT updated_at FROM contacts WHERE id IN (?, ?, ?)", tuple(keys)
+        )
+        assert [parse_time(r[0]) for r in rows] == [at] * 3
