@@ -1,0 +1,240 @@
+"""Benchmark: what a daemon's cycle costs as the daemon ages.
+
+A daemon runs a cycle every 15 minutes for months. What a cycle costs must follow what changed
+since the one before, not the age of the log: a cost that grows with the history (settled
+commands, tracking records, campaigns, runs) is invisible in a benchmark of a few cycles and
+found only by living that history. This runs ``--cycles`` cycles of one daemon against the
+simulator's living account (in a process of its own) and the sample SQLite app:
+
+* before each cycle, ``--changes`` changes in Constant Contact (profile edits, list joins and
+  leaves, opt-outs, sign-ups, deletes, opens of the newest campaign), ``--app-changes`` in the
+  app (renames, new addresses, opt-outs, list changes, new contacts), and every
+  ``--campaign-every`` cycles a campaign sent to 500 contacts, with its sends, opens, clicks,
+  bounces, forwards and opt-outs;
+* the simulator's clock and the engine's move ``--minutes`` a cycle, so that tracking's daily
+  rechecks and the backoff of failed commands happen as they would;
+* after each cycle, the daemon's own end-of-cycle measurement for /metrics.
+
+The baseline, measured in the same run, is the daemon when young: the first ``--window``
+cycles after the initial sync and one settling cycle. It prints the medians of that window and
+of the last one side by side (cycle time, CPU, the end-of-cycle measurement, API requests,
+events and commands) and their ratio, and the phases of each. It exits 1 if the old daemon's
+median API requests or events per cycle exceed the young one's by more than ``--max-growth``
+(counts, not times: they do not depend on the machine's load).
+
+    .venv/bin/python scripts/bench/daemon_life.py [--contacts 20000] [--cycles 960]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _simproc import SimProcess
+from sync import cpu_seconds, rss_mb, work_folder
+
+from adapters.appdb.sample import change_sample_app
+from engine._metrics import DaemonMetrics
+from engine.bootstrap import wire
+from engine.cli._demo_setup import prepare_folder
+from engine.log import EventLog
+from engine.logging import configure_logging
+from engine.settings import load_settings
+
+# What changes in Constant Contact between cycles: everything the living account does but
+# send campaigns, which come every --campaign-every cycles.
+_CHANGES = ["unsubscribe", "contact_edit", "account_edit", "join_list", "leave_list", "sign_up",
+            "delete", "open"]  # fmt: skip
+
+
+class Cycle(msgspec.Struct, kw_only=True):
+    """One cycle's figures."""
+
+    seconds: float
+    cpu: float
+    measure: float  # the daemon's end-of-cycle measurement for /metrics
+    requests: int
+    events: int
+    commands: int
+    phases: dict[str, float]
+
+
+def _median(cycles: list[Cycle], attr: str) -> float:
+    return statistics.median(float(getattr(c, attr)) for c in cycles)
+
+
+def _phases(cycles: list[Cycle]) -> dict[str, float]:
+    keys = {k for c in cycles for k in c.phases}
+    return {k: statistics.median(c.phases.get(k, 0.0) for c in cycles) for k in sorted(keys)}
+
+
+def progress(cycles: list[Cycle], args: argparse.Namespace, log: Path) -> None:
+    recent = cycles[-args.progress :]
+    print(
+        f"  cycle {len(cycles):5d} (day {len(cycles) * args.minutes / 1440:5.1f}):"
+        f" median {_median(recent, 'seconds'):.3f}s,"
+        f" {_median(recent, 'requests'):.0f} requests,"
+        f" {_median(recent, 'events'):.0f} events;"
+        f" log {log.stat().st_size / 1e6:.1f} MB, RSS {rss_mb():.0f} MB",
+        flush=True,
+    )
+
+
+def report(young: list[Cycle], old: list[Cycle], max_growth: float) -> bool:
+    """Print both windows side by side; return whether the counts stayed within max_growth."""
+    rows = (
+        ("cycle time (s)", "seconds", "{:.3f}"),
+        ("CPU (s)", "cpu", "{:.3f}"),
+        ("end-of-cycle measurement (s)", "measure", "{:.4f}"),
+        ("API requests", "requests", "{:.0f}"),
+        ("events written", "events", "{:.0f}"),
+        ("commands issued", "commands", "{:.0f}"),
+    )
+    print(f"\n{'median per cycle':30} {'young (baseline)':>17} {'old':>10} {'old/young':>10}")
+    ok = True
+    for label, attr, fmt in rows:
+        a, b = _median(young, attr), _median(old, attr)
+        ratio = b / a if a else float("inf") if b else 1.0
+        flag = ""
+        if attr in ("requests", "events") and ratio > max_growth:
+            ok, flag = False, f"  GROWS (over {max_growth:g}x)"
+        print(f"{label:30} {fmt.format(a):>17} {fmt.format(b):>10} {ratio:>9.2f}x{flag}")
+    print("phases (s, median):")
+    pa, pb = _phases(young), _phases(old)
+    for k in sorted(pa.keys() | pb.keys()):
+        print(f"  {k:28} {pa.get(k, 0.0):>17.3f} {pb.get(k, 0.0):>10.3f}")
+    return ok
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    configure_logging(level="warning")
+    print(
+        f"daemon_life: {args.contacts:,} contacts, {args.cycles} cycles of {args.minutes:g} min "
+        f"({args.cycles * args.minutes / 1440:.1f} days), {args.changes} Constant Contact and "
+        f"{args.app_changes} app changes a cycle, a campaign every {args.campaign_every} cycles"
+    )
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}", flush=True)  # fmt: skip
+    sim = SimProcess(args.contacts, lists=6, campaigns=2)
+    rng = random.Random(args.seed)
+    try:
+        access = await sim.access()
+        with tempfile.TemporaryDirectory() as tmp:
+            root = work_folder(tmp, args.keep)
+            config = await prepare_folder(
+                root / "ccsync",
+                access,
+                app_contacts=args.app_contacts,
+                # App rows carry the machine's time and the cycles run back to back: a look-back
+                # of the default 300 s would read every app row of the last 5 minutes each cycle.
+                overlap_seconds=1.0,
+                daily_budget=10_000_000,
+            )
+            settings = load_settings(config)
+            app_db = root / "ccsync" / "app.db"
+            state = await sim.admin("GET", "state")
+            now = datetime.fromisoformat(state["now"])
+            async with (
+                # One clock for the whole sync: the simulator's, which moves --minutes a cycle.
+                wire(settings, clock=lambda: now) as w,
+                await EventLog.open(settings.log_path, writer=False) as reader,
+            ):
+                metrics = DaemonMetrics()
+                t0 = time.perf_counter()
+                first = await w.engine.cycle()
+                print(
+                    f"initial sync: {time.perf_counter() - t0:.2f}s, observed {first.observed}, "
+                    f"commands {sum(first.commands.values()):,}",
+                    flush=True,
+                )
+                cycles: list[Cycle] = []
+                failed = 0
+                started = time.perf_counter()
+                for k in range(1, args.cycles + 2):  # +1: the settling cycle, not counted
+                    if k % args.campaign_every == 0:
+                        await sim.admin("POST", "world/step", {"n": 1, "kinds": ["campaign"]})
+                    if args.changes:
+                        await sim.admin(
+                            "POST", "world/step", {"n": args.changes, "kinds": _CHANGES}
+                        )
+                    if args.app_changes:
+                        at = now + timedelta(minutes=1)  # a minute after the last cycle's bound
+                        change_sample_app(app_db, rng, f"c{k}", args.app_changes, at)
+                    moved = await sim.admin("POST", "clock/advance", {"seconds": args.minutes * 60})
+                    now = datetime.fromisoformat(moved["now"])
+                    head = (await w.log.head()).position
+                    c0, t1 = cpu_seconds(), time.perf_counter()
+                    summary = await w.engine.cycle()
+                    seconds, cpu = time.perf_counter() - t1, cpu_seconds() - c0
+                    t2 = time.perf_counter()
+                    await metrics.measure_cycle_end(reader, now, settings.opt_out_bound_seconds)
+                    measure = time.perf_counter() - t2
+                    failed += summary.failed
+                    if summary.outcome not in ("ok", "partial"):
+                        print(f"cycle {k}: {summary.outcome} {summary.error}", file=sys.stderr)
+                        return 1
+                    if k == 1:
+                        continue
+                    cycles.append(
+                        Cycle(
+                            seconds=seconds,
+                            cpu=cpu,
+                            measure=measure,
+                            requests=summary.api_requests,
+                            events=(await w.log.head()).position - head,
+                            commands=sum(summary.commands.values()),
+                            phases=summary.durations,
+                        )
+                    )
+                    if len(cycles) % args.progress == 0:
+                        progress(cycles, args, Path(settings.log_path))
+                print(
+                    f"{len(cycles)} cycles in {time.perf_counter() - started:.1f}s; "
+                    f"commands failed: {failed}"
+                )
+                window = min(args.window, len(cycles) // 2)
+                ok = report(cycles[:window], cycles[-window:], args.max_growth)
+                print(f"peak RSS: {rss_mb():.0f} MB")
+                return 0 if ok else 1
+    finally:
+        sim.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--contacts", type=int, default=20_000)
+    p.add_argument("--app-contacts", type=int, default=2_000)
+    p.add_argument("--cycles", type=int, default=960, help="default 960: ten days of 15 minutes")
+    p.add_argument("--minutes", type=float, default=15.0, help="simulated time a cycle")
+    p.add_argument("--changes", type=int, default=20, help="Constant Contact changes a cycle")
+    p.add_argument("--app-changes", type=int, default=4, help="app changes a cycle")
+    p.add_argument(
+        "--campaign-every", type=int, default=96, help="cycles between campaigns (96: daily)"
+    )
+    p.add_argument("--window", type=int, default=96, help="cycles in each window compared")
+    p.add_argument("--max-growth", type=float, default=1.5)
+    p.add_argument("--progress", type=int, default=96, help="a progress line every N cycles")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the run's files in this new folder (DIR/ccsync: the log, app.db, "
+        "ccsync.toml) for `ccsync audit` and `ccsync status` afterwards",
+    )
+    sys.exit(asyncio.run(main_async(p.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
