@@ -550,10 +550,17 @@ async def contact_history(log: EventLog, email: str) -> list[HistoryLine]:
         sorted(addresses),
     )
     # Failures and supersessions are recorded per command (its own stream); issues, outcomes
-    # and confirmations in batches, found through the positions the projection kept.
+    # and confirmations in batches, found through the positions the projection kept: the last
+    # send's in the command's row, the earlier ones' (a command sent again) in p_command_sends.
     streams = {f"{t}:command:{c}" for c, t, *_ in cmds}
+    sends = await _by_emails(
+        conn,
+        "SELECT s.command_id, c.target, s.issued_position, s.outcome_position "
+        "FROM p_command_sends s JOIN p_commands c USING (command_id) WHERE c.email IN",
+        sorted(addresses),
+    )
     in_batches: dict[int, list[str]] = {}
-    for cid, _, *positions in cmds:
+    for cid, _, *positions in [*cmds, *sends]:
         for p in positions:
             if isinstance(p, int):
                 in_batches.setdefault(p, []).append(str(cid))

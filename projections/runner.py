@@ -41,7 +41,7 @@ from engine.events import (
 from engine.log import Recorded, format_ts
 from engine.model import ListRecord
 from projections.contacts import CONTACT_EVENTS, ContactState, evolve_contact
-from projections.schema import CHECKPOINT, PROJECTION_SCHEMA, VERSION
+from projections.schema import CHECKPOINT, PROJECTION_SCHEMA, VERSION, statements
 
 __all__ = [
     "apply_batch",
@@ -112,9 +112,8 @@ async def ensure_schema(conn: Pending) -> bool:
                 await conn.execute(f"DROP TABLE {table}")
             dropped = True
     # Statement by statement: executescript() would COMMIT the caller's transaction.
-    for statement in PROJECTION_SCHEMA.split(";"):
-        if statement.strip():
-            await conn.execute(statement)
+    for statement in statements(PROJECTION_SCHEMA):
+        await conn.execute(statement)
     await conn.execute(
         "INSERT OR IGNORE INTO p_meta (key, value) VALUES ('version', ?)", (VERSION,)
     )

@@ -4,9 +4,11 @@ projection's output and its checkpoint commit together) or, for a rebuild, in a 
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "UNSETTLED", "VERSION"]
+__all__ = ["CHECKPOINT", "PROJECTION_SCHEMA", "TABLES", "UNSETTLED", "VERSION", "statements"]
 
 CHECKPOINT: Final = "projections"
 # The layout of the tables below. A file whose projections have another layout has them
@@ -15,8 +17,8 @@ CHECKPOINT: Final = "projections"
 # pairs from the outcome of a create (command.applied), and p_decisions_email; 8: p_created,
 # an applied tracking record is 'delivered' (settled), not 'applied'; p_links_position; no
 # p_commands.command (a failed tracking record's body is read from its issue record); 9: no
-# p_commands_status, p_commands_email is (email, status)
-VERSION: Final = "9"
+# p_commands_status, p_commands_email is (email, status); 10: p_command_sends
+VERSION: Final = "10"
 # A command not yet settled (confirmed or superseded; a tracking record, delivered): few at any
 # time, whatever the size of the log. The partial index below is defined with this very text,
 # which queries that name the index must repeat.
@@ -123,6 +125,22 @@ CREATE INDEX IF NOT EXISTS p_commands_email ON p_commands (email, status);
 -- each batch of commands lands at the end of the index rather than all over it).
 CREATE INDEX IF NOT EXISTS p_commands_open ON p_commands (issued_position)
     WHERE {UNSETTLED};
+-- The earlier sends of a command sent again (the store did not show it, or it failed): a
+-- command's row keeps its last issue and outcome; a person's history shows every one. Filled by
+-- the trigger, so a command sent once (almost all) costs nothing here.
+CREATE TABLE IF NOT EXISTS p_command_sends (
+    command_id  TEXT NOT NULL,
+    issued_position INTEGER NOT NULL,
+    outcome_position INTEGER,
+    PRIMARY KEY (command_id, issued_position)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS p_commands_sent_again
+BEFORE UPDATE OF issued_position ON p_commands
+WHEN new.issued_position <> old.issued_position
+BEGIN
+    INSERT OR IGNORE INTO p_command_sends (command_id, issued_position, outcome_position)
+    VALUES (old.command_id, old.issued_position, old.outcome_position);
+END;
 CREATE TABLE IF NOT EXISTS p_decisions (
     position INTEGER PRIMARY KEY,
     store_key TEXT NOT NULL,
@@ -170,7 +188,20 @@ TABLES: Final = {
     "p_links": "ctct_id",
     "p_created": "store, email",
     "p_commands": "command_id",
+    "p_command_sends": "command_id, issued_position",
     "p_decisions": "position",
     "p_rejected": "position",
     "p_runs": "run_id",
 }
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of ``script`` one by one (a trigger's body holds semicolons of its own),
+    for a caller that must not use executescript(), which commits the open transaction."""
+    text = ""
+    for piece in script.split(";"):
+        text += piece + ";"
+        if sqlite3.complete_statement(text):
+            if text.strip(" \n;"):
+                yield text
+            text = ""

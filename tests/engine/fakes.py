@@ -47,6 +47,7 @@ class FakeStore:
         self.writes: list[Command] = []
         self.violations: list[str] = []
         self.fail_next: int = 0  # the next N commands fail (a remote error)
+        self.lose_next: int = 0  # the next N commands are answered applied, and lost
         self.fatal: str | None = None  # every write fails fatally (a spent quota) while set
         self.fatal_calls = 0
         # While set, a listing gives this many pages and then fails (a server out of reach)
@@ -190,6 +191,10 @@ class FakeStore:
                         command_id=cid, ok=False, error="503 service unavailable", retriable=True
                     )
                 )
+                continue
+            if self.lose_next:
+                self.lose_next -= 1
+                out.append(Outcome(command_id=cid, ok=True, store_id=cmd.store_id))
                 continue
             out.append(self._apply(cid, cmd))
         return out

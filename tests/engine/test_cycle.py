@@ -538,6 +538,35 @@ async def test_a_contacts_history_shows_its_own_commands_from_the_batches(log: E
     assert all(s.startswith(f"command {cid} ") for _, s in commands)
 
 
+async def test_a_contacts_history_shows_every_send_of_a_command_sent_again(
+    log: EventLog,
+) -> None:
+    """A store that took a write and does not show it gets it again after the backoff: the
+    person's history shows both sends, not only the last (the audit must prove when the
+    opt-out first reached the app, and that it had to be sent twice)."""
+    engine, ctct, app = make(log)
+    ann = ctct.add("ann@example.org", first_name="Ann")
+    app.add("ann@example.org", first_name="Ann")
+    await engine.cycle()
+    ctct.opt_out(ann, reason="too many emails")
+    app.lose_next = 1
+    assert (await engine.cycle()).commands == {"contact.unsubscribe": 1}  # lost
+    assert (await engine.cycle()).commands == {}  # the app does not show it: within backoff
+    engine.clock = lambda: ctct.now.replace(year=2030)
+    assert (await engine.cycle()).commands == {"contact.unsubscribe": 1}  # sent again
+    await engine.cycle()  # and confirmed by observing the app
+    lines = [(h.type, h.summary) for h in await contact_history(log, "ann@example.org")]
+    commands = [t for t, s in lines if t.startswith("command.")]
+    assert commands == [
+        "command.issued", "command.applied", "command.issued", "command.applied",
+        "command.confirmed",
+    ]  # fmt: skip
+    [(status, attempts)] = await commands_of(log, "contact.unsubscribe", "status, attempts")
+    assert (status, attempts) == ("confirmed", 2)
+    rows = await log.connection.execute_fetchall("SELECT count(*) FROM p_command_sends")
+    assert list(rows) == [(1,)]  # only the command sent twice has an earlier send kept
+
+
 async def test_decisions_are_flushed_in_bounded_batches_even_without_commands(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
