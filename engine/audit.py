@@ -97,6 +97,7 @@ class _Perm(msgspec.Struct, array_like=True):
     source_time: str | None
     campaign_activity_id: str | None
     recorded_at: str
+    old_status: str | None
 
 
 class _Cmd(msgspec.Struct, array_like=True):
@@ -140,7 +141,7 @@ async def first_run_started(log: EventLog) -> str | None:
 
 _PERMS: Final = (
     "SELECT position, store, email, source, reason, source_time, campaign_activity_id, "
-    "recorded_at FROM p_permissions WHERE new_status = 'unsubscribed'"
+    "recorded_at, old_status FROM p_permissions WHERE new_status = 'unsubscribed'"
 )
 _CMDS: Final = (
     "SELECT email, command_id, target, status, issued_position, issued_at, outcome_at, "
@@ -193,6 +194,11 @@ async def audit_optouts(
             o.confirmed_at = p.recorded_at
             o.state = "confirmed"
             o.latency_seconds = _latency(o, start)
+            continue
+        if p.old_status == "unsubscribed":
+            # Still unsubscribed, its reason, source or time restated (Constant Contact
+            # stamps an email address anew when the address changes): not an opt-out of its
+            # own, which the other store would be owed again and never be shown.
             continue
         o = OptOut(
             email=p.email,

@@ -15,7 +15,7 @@ import pytest_asyncio
 
 import engine.cycle as cycle_module
 import engine.pairs as pairs_module
-from engine.audit import audit_optouts, contact_history, held_tracking
+from engine.audit import audit_optouts, contact_history, find_violations, held_tracking
 from engine.commands import Command, Outcome, RecordTracking
 from engine.cycle import SyncEngine
 from engine.errors import ConfigError, FatalError, QuotaExhaustedError
@@ -302,6 +302,32 @@ async def test_an_opt_out_the_app_lost_is_carried_by_the_successor_in_the_audit(
     [origin] = await audit_optouts(log, email="ann@example.org")
     assert (origin.command_id, origin.state) == (second, "confirmed")
     assert lost != second
+
+
+async def test_an_opt_out_restated_after_an_address_change_is_not_a_new_one(
+    log: EventLog,
+) -> None:
+    """Constant Contact stamps an email address anew when the address changes: an opted-out
+    contact whose address the app changed is seen unsubscribed again, with a new time. That
+    is not an opt-out the app is owed (it has hers): the audit must not list it pending for
+    ever, nor the violations check report it unpropagated."""
+    engine, ctct, app, c, a = await ann_in_both(log)
+    ctct.opt_out(c, reason="too many emails")
+    await engine.cycle()
+    await engine.cycle()  # her opt-out confirmed in the app
+    app.set_email(a, "ann.lee@example.org")
+    await engine.cycle()  # the new address reaches Constant Contact
+    ctct.opt_out(c, reason="too many emails")  # restated under the new address
+    await engine.cycle()
+    lines = [h.summary for h in await contact_history(log, "ann.lee@example.org")]
+    assert any("unsubscribed -> unsubscribed" in s for s in lines), lines
+    assert (await engine.cycle()).commands == {}
+    origins = await audit_optouts(log)
+    assert [(o.store, o.email, o.state) for o in origins] == [
+        ("ctct", "ann@example.org", "confirmed")
+    ]
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    assert await find_violations(log, later, timedelta(hours=24)) == []
 
 
 async def test_an_opt_out_is_recorded_as_a_permission_change_alone(log: EventLog) -> None:
