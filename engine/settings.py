@@ -30,7 +30,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     interval_seconds: float = 900.0
     jitter_seconds: float = 60.0
     tracking: bool = True
-    opt_out_bound_seconds: float = 900.0 + 900.0  # one interval plus 15 minutes
+    # An opt-out is seen by the next cycle, carried in it, and confirmed by the one after: two
+    # intervals, each up to its jitter longer, and 15 minutes for the cycles' own time.
+    opt_out_bound_seconds: float = 2 * (900.0 + 60.0) + 900.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     policy: Policy = Policy()
@@ -93,6 +95,7 @@ def settings_from_doc(doc: dict[str, Any], path: Path) -> Settings:
         sync, "sync", {"interval_seconds", "jitter_seconds", "tracking", "opt_out_bound_seconds"}
     )
     interval = _num(sync, "sync", "interval_seconds", 900, lo=1)
+    jitter = _num(sync, "sync", "jitter_seconds", 60)
     tracking = sync.get("tracking", True)
     if not isinstance(tracking, bool):
         raise ConfigError("sync.tracking", "must be true or false")
@@ -109,9 +112,11 @@ def settings_from_doc(doc: dict[str, Any], path: Path) -> Settings:
         log_path=(base / Path(log_path).expanduser()),
         durability=durability,
         interval_seconds=interval,
-        jitter_seconds=_num(sync, "sync", "jitter_seconds", 60),
+        jitter_seconds=jitter,
         tracking=tracking,
-        opt_out_bound_seconds=_num(sync, "sync", "opt_out_bound_seconds", interval + 900),
+        opt_out_bound_seconds=_num(
+            sync, "sync", "opt_out_bound_seconds", 2 * (interval + jitter) + 900
+        ),
         metrics_host=str(daemon.get("metrics_host", "127.0.0.1")),
         metrics_port=port,
         policy=policy_from_toml(_table(doc, "policy"), lists),

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     o.add_argument(
         "--bound",
         type=float,
-        help="seconds allowed for propagation (default: sync interval plus 15 minutes)",
+        help="seconds allowed for propagation (default: [sync] opt_out_bound_seconds, or two "
+        "intervals with their jitter plus 15 minutes)",
     )
     c = question("contact", "one person's whole history across both stores", _contact)
     c.add_argument("email")

@@ -30,8 +30,9 @@ interval_seconds = 900        # the daemon's cadence
 jitter_seconds = 60           # +/- random spread so many daemons do not call at once
 tracking = true               # fetch sends, opens, clicks, bounces, forwards, opt-outs
 # Audit bound: an opt-out not confirmed in the other store within this many seconds is a
-# violation (default: interval plus 15 minutes).
-# opt_out_bound_seconds = 1800
+# violation. The next cycle sees it and carries it, the one after confirms it: the default is
+# two intervals, each with its jitter, plus 15 minutes.
+# opt_out_bound_seconds = 2820
 
 [daemon]
 metrics_host = "127.0.0.1"    # /healthz and /metrics (Prometheus text)

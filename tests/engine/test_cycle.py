@@ -24,6 +24,7 @@ from engine.log import EventLog
 from engine.model import TrackingActivity
 from engine.policy import ListLink, Policy
 from engine.ports import TrackingPage
+from engine.settings import load_settings
 from engine.status import read_status
 from tests.engine.fakes import FakeStore
 
@@ -328,6 +329,41 @@ async def test_an_opt_out_restated_after_an_address_change_is_not_a_new_one(
     ]
     later = datetime(2030, 1, 1, tzinfo=UTC)
     assert await find_violations(log, later, timedelta(hours=24)) == []
+
+
+async def test_a_healthy_daemons_opt_out_is_not_late_by_its_default_bound(
+    tmp_path: Path,
+) -> None:
+    """An opt-out made just after a cycle began is seen by the next cycle, an interval and its
+    jitter later, carried in it, and confirmed by the cycle after, another interval and jitter
+    on. A daemon doing its job must not be reported late by its own default bound (it was one
+    interval plus 15 minutes: such an opt-out was a violation, and the alert fired)."""
+    config = tmp_path / "ccsync.toml"
+    config.write_text("[sync]\ninterval_seconds = 900\njitter_seconds = 60\n")
+    settings = load_settings(config)
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    log = await EventLog.open(tmp_path / "log.db", clock=lambda: now)
+    try:
+        engine, ctct, app = make(log)
+        engine.clock = lambda: now
+        ctct.now = app.now = now - timedelta(hours=1)
+        c = ctct.add("ann@example.org", first_name="Ann")
+        app.add("ann@example.org", first_name="Ann")
+        await engine.cycle()
+        ctct.now = now
+        ctct.opt_out(c, reason="too many emails")  # a second after the cycle began
+        gap = timedelta(seconds=settings.interval_seconds + settings.jitter_seconds)
+        now += gap
+        assert (await engine.cycle()).commands == {"contact.unsubscribe": 1}
+        now += gap + timedelta(seconds=5)  # (the observation that confirms it takes a moment)
+        await engine.cycle()
+        [origin] = await audit_optouts(log, email="ann@example.org")
+        assert origin.state == "confirmed" and origin.latency_seconds is not None
+        assert origin.latency_seconds > settings.interval_seconds + 900  # the old default
+        bound = timedelta(seconds=settings.opt_out_bound_seconds)
+        assert await find_violations(log, now, bound) == []
+    finally:
+        await log.close()
 
 
 async def test_an_opt_out_is_recorded_as_a_permission_change_alone(log: EventLog) -> None:
