@@ -39,7 +39,7 @@ from engine.events import (
 from engine.log import EventLog, Recorded, format_ts, parse_ts
 from engine.model import normalise_email
 from engine.pairs import app_links, app_partners
-from projections.runner import load_contacts, projected_position
+from projections.runner import decode_contact, load_contacts, projected_position
 
 __all__ = [
     "Blocked",
@@ -241,14 +241,17 @@ async def _by_emails(
 
 
 async def _classify_uncarried(conn: aiosqlite.Connection, origins: list[OptOut]) -> None:
-    """An opt-out no command carried: the other store has no such contact ("no-contact"), or
-    was unsubscribed already when it was seen ("already"); else it is still "pending"."""
+    """An opt-out no command carried: the other store has no live contact with the address
+    ("no-contact": never there, or deleted there; one that holds it later is decided then), or
+    had it unsubscribed when it was seen, or has unsubscribed it since on its own ("already":
+    both stores opted out between two cycles); else it is still "pending"."""
     emails = sorted({o.email for o in origins})
-    present = {
+    live = {
         (str(s), str(e))
-        for s, e in await _by_emails(
-            conn, "SELECT store, email FROM p_contacts WHERE email IN", emails
+        for s, e, state in await _by_emails(
+            conn, "SELECT store, email, state FROM p_contacts WHERE email IN", emails
         )
+        if isinstance(state, bytes) and not decode_contact(state).deleted
     }
     history: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
     for store, email, pos, status in await _by_emails(
@@ -259,11 +262,12 @@ async def _classify_uncarried(conn: aiosqlite.Connection, origins: list[OptOut])
         history[(str(store), str(email))].append((int(pos), str(status)))  # type: ignore[call-overload]
     for o in origins:
         other = "app" if o.store == "ctct" else "ctct"
-        if (other, o.email) not in present:
+        if (other, o.email) not in live:
             o.state = "no-contact"
             continue
-        before = [h for h in history[(other, o.email)] if h[0] < o.seen_position]
-        if before and max(before)[1] == "unsubscribed":
+        rows = sorted(history[(other, o.email)])
+        before = [h for h in rows if h[0] < o.seen_position]
+        if (before and before[-1][1] == "unsubscribed") or (rows and rows[-1][1] == "unsubscribed"):
             o.state = "already"
 
 

@@ -15,7 +15,13 @@ import pytest_asyncio
 
 import engine.cycle as cycle_module
 import engine.pairs as pairs_module
-from engine.audit import audit_optouts, contact_history, find_violations, held_tracking
+from engine.audit import (
+    UnpropagatedWatch,
+    audit_optouts,
+    contact_history,
+    find_violations,
+    held_tracking,
+)
 from engine.commands import Command, Outcome, RecordTracking
 from engine.cycle import SyncEngine
 from engine.errors import ConfigError, FatalError, QuotaExhaustedError
@@ -364,6 +370,32 @@ async def test_a_healthy_daemons_opt_out_is_not_late_by_its_default_bound(
         assert await find_violations(log, now, bound) == []
     finally:
         await log.close()
+
+
+async def test_opt_outs_that_need_no_carrying_are_never_pending(log: EventLog) -> None:
+    """An opt-out no command carries is owed nothing when the other store has no live contact
+    with the address (deleted there: one that holds it later is decided then), or opts the
+    address out itself before a cycle could carry it. Listed 'pending', each would stay so for
+    ever: a violation once past the bound, and the daemon's oldest-unpropagated age growing."""
+    engine, ctct, app = make(log)
+    ann, bob = ctct.add("ann@example.org"), ctct.add("bob@example.org")
+    app_ann, app_bob = app.add("ann@example.org"), app.add("bob@example.org")
+    await engine.cycle()
+    ctct.delete(ann)
+    await engine.cycle()
+    app.opt_out(app_ann, reason="asked")  # her Constant Contact contact is gone
+    ctct.opt_out(bob, reason="too many emails")  # and Bob opts out in both stores
+    app.opt_out(app_bob, reason="asked")  # between two cycles
+    summary = await engine.cycle()
+    assert summary.commands == {}
+    states = {(o.email, o.store): o.state for o in await audit_optouts(log)}
+    assert states[("ann@example.org", "app")] == "no-contact"
+    assert {states[("bob@example.org", "ctct")], states[("bob@example.org", "app")]} == {
+        "already"
+    }
+    assert await UnpropagatedWatch().oldest(log, datetime(2030, 1, 1, tzinfo=UTC)) is None
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    assert await find_violations(log, later, timedelta(hours=1)) == []
 
 
 async def test_an_opt_out_is_recorded_as_a_permission_change_alone(log: EventLog) -> None:
