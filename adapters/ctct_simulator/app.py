@@ -77,6 +77,7 @@ async def _cut(request: web.Request, resp: web.Response) -> web.StreamResponse:
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count (and journal), authenticate, rate-limit, inject faults, shape errors (module doc)."""
     st: SimState = request.app[STATE]
+    st.tracking.settle()  # what the campaigns' recipients have done by now
     st.requests[_endpoint(request)] += 1
     if st.journal is not None:
         body = await request.read() if request.body_exists else b""  # cached for the handler

@@ -73,6 +73,7 @@ class World:
 
         ``kinds`` limits them to those kinds of event (in their usual proportions), so that a
         caller can pace campaigns apart from everything else."""
+        self.tracking.settle()
         pool, weights = self._kinds, self._weights
         if kinds is not None:
             unknown = sorted(set(kinds) - set(KINDS))

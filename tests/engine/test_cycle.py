@@ -390,9 +390,7 @@ async def test_opt_outs_that_need_no_carrying_are_never_pending(log: EventLog) -
     assert summary.commands == {}
     states = {(o.email, o.store): o.state for o in await audit_optouts(log)}
     assert states[("ann@example.org", "app")] == "no-contact"
-    assert {states[("bob@example.org", "ctct")], states[("bob@example.org", "app")]} == {
-        "already"
-    }
+    assert {states[("bob@example.org", "ctct")], states[("bob@example.org", "app")]} == {"already"}
     assert await UnpropagatedWatch().oldest(log, datetime(2030, 1, 1, tzinfo=UTC)) is None
     later = datetime(2030, 1, 1, tzinfo=UTC)
     assert await find_violations(log, later, timedelta(hours=1)) == []

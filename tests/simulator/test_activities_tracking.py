@@ -244,3 +244,30 @@ async def test_activity_stats_count_what_the_reports_list_ten_ids_at_most(
         "GET", f"/v3/reports/stats/email_campaign_activities/{ids[0]},nope", check_request=False
     )
     assert malformed.status == 404
+
+
+@pytest.mark.asyncio
+async def test_a_campaigns_footer_opt_outs_happen_when_their_time_comes(
+    sim: Simulator, api: SpecClient
+) -> None:
+    """A campaign sent now has its opt-outs an hour or more later: until then its recipients
+    are subscribed (listing one unsubscribed, with an opt-out date in the future, before she
+    opened the campaign, made an opt-out seen before it happened). Each takes effect at its
+    time, dated then, and shows in the opt-out report and in the contacts listing together."""
+    sent = sim.tracking.send_campaign("Spring appeal", 400)
+    primary = sent.activities[0][0]
+    later = sim.tracking.records[primary]["em_optouts"]
+    assert later and all(r.created > sim.clock.now_ms() for r in later)
+    for r in later:
+        assert sim.account.contact(r.contact_id).permission != "unsubscribed"
+    first = min(later, key=lambda r: r.created)
+    sim.clock.advance(seconds=(first.created - sim.clock.now_ms()) / 1000)
+    report = await _follow(api, f"/v3/reports/email_reports/{primary}/tracking/optouts")
+    assert [r["contact_id"] for r in report] == [first.contact_id]
+    assert sim.account.contact(first.contact_id).permission == "unsubscribed"
+    assert sim.account.contact(first.contact_id).opt_out_date == first.created
+    rest = [r for r in later if r.created > first.created]
+    assert all(sim.account.contact(r.contact_id).permission != "unsubscribed" for r in rest)
+    sim.clock.advance(seconds=24 * 3600)
+    assert sim.tracking.settle() == len(rest)
+    assert all(sim.account.contact(r.contact_id).permission == "unsubscribed" for r in later)
