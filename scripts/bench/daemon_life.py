@@ -142,6 +142,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 overlap_seconds=1.0,
                 daily_budget=10_000_000,
             )
+            # The daemon this simulates: its cadence (the opt-out bound of `ccsync audit` after
+            # --keep follows from it), cycles exactly --minutes apart.
+            text = config.read_text().replace(
+                "interval_seconds = 60", f"interval_seconds = {args.minutes * 60:g}"
+            )
+            config.write_text(text.replace("jitter_seconds = 5", "jitter_seconds = 0"))
             settings = load_settings(config)
             app_db = root / "ccsync" / "app.db"
             state = await sim.admin("GET", "state")
