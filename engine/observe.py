@@ -355,20 +355,24 @@ async def observe_tracking(
         events = [
             _page_event(
                 store, run_id, page_no, page.request, len(page.activities), page.content_hash
-            ),
-            _checkpoint_event(store, run_id, page_no, cp_name, page.resume),
+            )
         ]
+        # A token that did not move is not recorded again (it holds a mark per report).
+        moved = page.resume != resume
+        if moved:
+            events.append(_checkpoint_event(store, run_id, page_no, cp_name, page.resume))
+            resume = page.resume
         events += _rejections(store, page.rejected)
         for a in page.activities:
             ev = TrackingRecorded(
                 store=store, key=a.contact_id, source_time=a.created_time, activity=a
             )
             events.append(NewEvent(content_id(ev), ev))
-        result = await log.append(events, checkpoints={cp_name: page.resume})
+        result = await log.append(events, checkpoints={cp_name: page.resume} if moved else {})
         await projector.catch_up()
         stats.pages += 1
         stats.items += len(page.activities)
-        stats.events += len(result.new) - 2
+        stats.events += len(result.new) - 1 - moved
         if stop is not None and stop.is_set():
             stats.interrupted = True
             break

@@ -234,12 +234,41 @@ def _read_cursor(resume: str | None) -> TrackingCursor:
     return cursor
 
 
+# Pages between two moves of the token (see ``observe_tracking``).
+TOKEN_EVERY: Final = 20
+
+
 async def observe_tracking(
     client: CtctClient, cfg: CtctConfig, resume: str | None, bound: datetime
 ) -> AsyncIterator[TrackingPage]:
-    """Tracking pages since the marks in ``resume`` (everything if None), up to ``bound``."""
+    """Tracking pages since the marks in ``resume`` (everything if None), up to ``bound``.
+
+    The token holds a mark for every report of every campaign in the window, and the engine
+    records it with each page that moves it: moved by every walk, it was a few times the size
+    of everything else a daemon's cycle records. It moves with the run's last page, and every
+    ``TOKEN_EVERY`` pages of a long run; the pages between carry the token as it stood. A run
+    cut short reads again what it read since its token last moved (a tracking record is
+    recorded once, whatever reads it twice), never less."""
     if not cfg.tracking:
         return
+    stood = resume or _encoder.encode(TrackingCursor()).decode()
+    held: TrackingPage | None = None
+    since = 0  # pages since the token last moved
+    async for page in _pages(client, cfg, resume, bound):
+        if held is not None:
+            since += 1
+            if since >= TOKEN_EVERY:
+                stood, since = held.resume, 0
+            yield msgspec.structs.replace(held, resume=stood)
+        held = page
+    if held is not None:
+        yield held
+
+
+async def _pages(
+    client: CtctClient, cfg: CtctConfig, resume: str | None, bound: datetime
+) -> AsyncIterator[TrackingPage]:
+    """Tracking pages, each with the token it reaches."""
     cursor = _read_cursor(resume)
 
     def low() -> bool:

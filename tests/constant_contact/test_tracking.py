@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from adapters.constant_contact import CtctAdapter
+from adapters.constant_contact.tracking import TOKEN_EVERY
 from engine.ports import TrackingPage
 
 from .conftest import Env
@@ -211,3 +212,26 @@ async def test_tracking_switched_off_sends_nothing(make_env: Any) -> None:
     async with await env.open() as ctct:
         assert await collect(ctct, None, env.sim.clock.now()) == []
         assert ctct.requests_made == 0
+
+
+async def test_the_token_moves_with_the_last_page_and_every_few_pages_of_a_long_run(
+    make_env: Any,
+) -> None:
+    """The token carries a mark per report of every campaign: recorded with every page, it
+    was most of what a daemon's log grew by. It moves every TOKEN_EVERY pages and with the
+    last; a run resumed from a page between two moves loses nothing, and reads again only
+    what came after the first of them."""
+    env: Env = await make_env(contacts=1200)
+    bound = env.sim.clock.now()
+    async with await env.open() as ctct:
+        pages = await collect(ctct, None, bound)
+        moves = [i for i in range(1, len(pages)) if pages[i].resume != pages[i - 1].resume]
+        assert len(pages) > TOKEN_EVERY
+        assert moves[:-1] == list(range(TOKEN_EVERY - 1, len(pages) - 1, TOKEN_EVERY))
+        assert moves[-1] == len(pages) - 1
+        last_move = moves[-2]
+        again = await collect(ctct, pages[-2].resume, bound)  # died before the last page
+        assert keys(pages[: last_move + 1]) | keys(again) == keys(pages)
+        assert len(again) < len(pages) - last_move + 1 < len(pages)
+        after = await collect(ctct, pages[-1].resume, bound)
+        assert not any(p.activities for p in after)

@@ -1158,3 +1158,39 @@ async def test_a_quota_spent_while_tracking_is_fetched_still_lets_opt_outs_reach
     ann = app.by_email("ann@example.org")
     assert ann is not None and ann.permission.status == "unsubscribed"
     assert app.received == [sent]
+
+
+class _PagedTracking:
+    """A tracking feed of three pages whose token moves only with the last one (as the
+    Constant Contact adapter's does between its moves)."""
+
+    async def observe_tracking(
+        self, resume: str | None, bound: datetime
+    ) -> AsyncIterator[TrackingPage]:
+        if resume is not None:
+            return
+        for k in range(3):
+            yield TrackingPage(
+                request=f"fake tracking page {k}", activities=(_sent(f"c{k}"),),
+                content_hash=f"h{k}", resume="start" if k < 2 else "end",
+            )  # fmt: skip
+
+
+async def test_a_tracking_token_that_did_not_move_is_not_recorded_again(log: EventLog) -> None:
+    ctct, app = FakeStore("ctct"), FakeStore("app")
+    await SyncEngine(log, ctct, app, Policy(), tracking=_PagedTracking()).cycle()
+    rows = await log.connection.execute_fetchall(
+        "SELECT type FROM events WHERE stream = 'ctct:checkpoint:observe.ctct.tracking' "
+        "ORDER BY position"
+    )
+    assert len(list(rows)) == 2  # "start" once, then "end": not "start" twice
+    assert await log.checkpoint("observe.ctct.tracking") == "end"
+    pages = await log.connection.execute_fetchall(
+        "SELECT count(*) FROM events WHERE type = 'page.observed' "
+        "AND instr(payload, 'fake tracking page') > 0"
+    )
+    assert next(iter(pages))[0] == 3  # every page is recorded
+    rows = await log.connection.execute_fetchall(
+        "SELECT count(*) FROM events WHERE type = 'tracking.recorded'"
+    )
+    assert next(iter(rows))[0] == 3
