@@ -8,7 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
+import threading
+from typing import IO, Any
 
 import aiohttp
 
@@ -30,6 +31,11 @@ def stat_cpu_seconds(path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass
+
+
 class SimProcess:
     def __init__(self, contacts: int, *, seed: int = 7, lists: int = 6, campaigns: int = 0) -> None:
         self.proc = subprocess.Popen(
@@ -47,6 +53,9 @@ class SimProcess:
                 raise RuntimeError("the simulator did not start")
             key, _, value = line.partition(":")
             self.info[key.strip()] = value.strip()
+        # Read on (and drop) what it prints after that: its log lines, a fault each when faults
+        # are set. A pipe nobody reads fills, and the simulator then blocks mid-request.
+        threading.Thread(target=_drain, args=(self.proc.stdout,), daemon=True).start()
         self.base_url = self.info["base_url"]
         self.root_url = self.base_url.removesuffix("/v3")
 
