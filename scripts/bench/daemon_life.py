@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
 import platform
+import pstats
 import random
 import statistics
 import sys
@@ -190,6 +192,9 @@ async def main_async(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 cycles: list[Cycle] = []
+                # --profile: the young window's cycles and the old one's, each in a profile
+                profiles = {True: cProfile.Profile(), False: cProfile.Profile()}
+                last = args.cycles + 1 - args.window
                 failed = failed_cycles = 0
                 if args.faults:
                     faults = {"error_rate": args.faults, "reset_rate": args.faults / 2,
@@ -210,13 +215,20 @@ async def main_async(args: argparse.Namespace) -> int:
                     moved = await sim.admin("POST", "clock/advance", {"seconds": args.minutes * 60})
                     now = datetime.fromisoformat(moved["now"])
                     head = (await w.log.head()).position
+                    young = 2 <= k < 2 + args.window
+                    profiler = profiles[young] if args.profile and (young or k > last) else None
                     c0, t1 = cpu_seconds(), time.perf_counter()
                     try:
+                        if profiler is not None:
+                            profiler.enable()
                         summary = await w.engine.cycle()
                     except CcsyncError as exc:  # a store out of reach after the retries
                         print(f"  cycle {k} failed: {exc}", flush=True)
                         failed_cycles += 1
                         continue
+                    finally:
+                        if profiler is not None:
+                            profiler.disable()
                     seconds, cpu = time.perf_counter() - t1, cpu_seconds() - c0
                     t2 = time.perf_counter()
                     await metrics.measure_cycle_end(reader, now, settings.opt_out_bound_seconds)
@@ -250,6 +262,11 @@ async def main_async(args: argparse.Namespace) -> int:
                 window = min(args.window, len(cycles) // 2)
                 ok = report(cycles[:window], cycles[-window:], args.max_growth)
                 print(f"peak RSS: {rss_mb():.0f} MB")
+                if args.profile:
+                    for young, label in ((True, "young"), (False, "old")):
+                        print(f"\nthe {label} window's cycles, by own time (cProfile):")
+                        stats = pstats.Stats(profiles[young], stream=sys.stdout)
+                        stats.sort_stats("tottime").print_stats(args.profile)
                 return 0 if ok and converged else 1
     finally:
         sim.stop()
@@ -270,6 +287,13 @@ def main() -> None:
     p.add_argument("--max-growth", type=float, default=1.5)
     p.add_argument("--progress", type=int, default=96, help="a progress line every N cycles")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile the cycles of both windows; print each one's N costliest functions",
+    )
     p.add_argument(
         "--faults",
         type=float,
