@@ -91,19 +91,29 @@ class Transaction:
     Its writes through ``conn`` are queued and sent together (engine._pending); reads through
     ``conn`` see them."""
 
-    def __init__(self, conn: Pending, head_position: int) -> None:
+    def __init__(
+        self, conn: Pending, head_position: int, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.conn = conn
         self.head_position = head_position
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     async def set_checkpoint(self, name: str, value: str, position: int | None = None) -> None:
         """Write checkpoint ``name`` (default position: the log head when the tx began)."""
         await _write_checkpoints(
-            self.conn, {name: value}, self.head_position if position is None else position
+            self.conn,
+            {name: value},
+            self.head_position if position is None else position,
+            self.clock(),
         )
 
 
-async def _write_checkpoints(conn: Pending, values: Mapping[str, str], position: int) -> None:
-    now = format_ts(datetime.now(UTC))
+async def _write_checkpoints(
+    conn: Pending, values: Mapping[str, str], position: int, at: datetime
+) -> None:
+    """Write ``values`` as checkpoints reached at ``position``, updated at ``at`` (the log's
+    clock: the time its events are recorded at)."""
+    now = format_ts(at)
     await conn.executemany(
         "INSERT INTO checkpoints (name, value, position, updated_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
@@ -263,7 +273,7 @@ class EventLog(LogReads):
         async with self._writing("append") as tx:
             result, head = await self._append_in_tx(tx, events, expected or {})
             if checkpoints:
-                await _write_checkpoints(tx, checkpoints, head[0])
+                await _write_checkpoints(tx, checkpoints, head[0], self._clock())
             if within is not None:
                 await within(tx)
             if result.new:
@@ -400,7 +410,7 @@ class EventLog(LogReads):
         ``append`` inside it (that raises FatalError): use ``append(checkpoints=...)``.
         """
         async with self._writing("transaction") as tx:
-            yield Transaction(tx, self._head[0])
+            yield Transaction(tx, self._head[0], self._clock)
 
     @property
     def connection(self) -> aiosqlite.Connection:

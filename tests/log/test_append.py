@@ -20,7 +20,7 @@ from engine.errors import (
     LogLockedError,
 )
 from engine.events import MembershipAdded, stream_of
-from engine.log import EventLog, NewEvent
+from engine.log import EventLog, NewEvent, format_ts
 from engine.logverify import verify_log
 from tests.log.conftest import Clock
 from tests.log.samples import every_event, membership, new
@@ -133,6 +133,19 @@ async def test_checkpoints_commit_with_the_events_or_not_at_all(log: EventLog) -
         await tx.conn.execute("CREATE TABLE projection_rows (id INTEGER)")
         await tx.set_checkpoint("projection.contacts", "1", position=1)
     assert (await log.checkpoints())["projection.contacts"][:2] == ("1", 1)
+
+
+@pytest.mark.asyncio
+async def test_a_checkpoint_is_dated_by_the_logs_clock(log: EventLog, clock: Clock) -> None:
+    """`ccsync status` shows when each checkpoint last moved beside the events' times: both
+    from the log's clock (a simulated one in benchmarks), not one from the machine's."""
+    clock.advance(days=400)
+    await log.append([new(membership(1))], checkpoints={"ctct.contacts": "a"})
+    async with log.transaction() as tx:
+        await tx.set_checkpoint("projection.contacts", "1", position=1)
+    updated = {name: at for name, (_, _, at) in (await log.checkpoints()).items()}
+    stamp = format_ts(clock.now)
+    assert updated == {"ctct.contacts": stamp, "projection.contacts": stamp}
 
 
 @pytest.mark.asyncio
