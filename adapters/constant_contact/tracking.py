@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, NamedTuple
 
 import msgspec
@@ -102,13 +102,52 @@ class CampaignMemo(msgspec.Struct, frozen=True, array_like=True):
 
 
 class TrackingCursor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The tracking resume token: per ``"<campaign_activity_id>/<kind>"`` its mark, per
-    campaign what its detail said. (``marks``: a version 1 token's newest times, read only.)"""
+    """Where tracking stands: per ``"<campaign_activity_id>/<kind>"`` its mark, per campaign
+    what its detail said. Written as version 3 (``_Compact``); versions 1 and 2 are read:
+    version 2 is this struct, version 1 had only ``marks``, each report's newest time."""
 
     v: int = 2
     reports: dict[str, ReportMark] = {}
     campaigns: dict[str, CampaignMemo] = {}
     marks: dict[str, datetime] = {}
+    # version 3 (see _Compact), read through this struct too
+    r: dict[str, list[tuple[int | None, int | None, int | None] | None]] = {}
+    c: dict[str, tuple[int | None, str | None, list[str], int | None]] = {}
+
+
+class _Compact(msgspec.Struct, frozen=True, kw_only=True):
+    """The token as written (version 3): per campaign activity its six marks in ``REPORTS``
+    order (null: not walked), per campaign its memo; times in microseconds since 1970. It is
+    recorded with the log's checkpoints, and version 2 (a key, three ISO times a report) was
+    2.2 times its size."""
+
+    v: int = 3
+    r: dict[str, list[tuple[int | None, int | None, int | None] | None]]
+    c: dict[str, tuple[int | None, str | None, list[str], int | None]]
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_US: Final = timedelta(microseconds=1)
+_KIND_AT: Final[dict[str, int]] = {kind: i for i, (_, kind) in enumerate(REPORTS)}
+
+
+def _us(t: datetime | None) -> int | None:
+    return None if t is None else (t - _EPOCH) // _US
+
+
+def _at(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + us * _US
+
+
+def _token(reports: Mapping[str, ReportMark], campaigns: Mapping[str, CampaignMemo]) -> str:
+    """The token, version 3."""
+    r: dict[str, list[tuple[int | None, int | None, int | None] | None]] = {}
+    for key, m in reports.items():
+        activity, _, kind = key.rpartition("/")
+        marks = r.setdefault(activity, [None] * len(REPORTS))
+        marks[_KIND_AT[kind]] = (_us(m.newest), m.count, _us(m.walked))
+    c = {k: (_us(m.updated_at), m.name, m.activities, _us(m.read)) for k, m in campaigns.items()}
+    return _encoder.encode(_Compact(r=r, c=c)).decode()
 
 
 _cursor: Final = msgspec.json.Decoder(TrackingCursor)
@@ -228,6 +267,20 @@ def _read_cursor(resume: str | None) -> TrackingCursor:
         cursor = _cursor.decode(resume)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ConfigError("ctct tracking checkpoint", f"not a tracking token: {exc}") from exc
+    if cursor.v >= 3:
+        try:
+            reports = {
+                f"{activity}/{REPORTS[i][1]}": ReportMark(_at(m[0]), m[1], _at(m[2]))
+                for activity, marks in cursor.r.items()
+                for i, m in enumerate(marks[: len(REPORTS)])
+                if m is not None
+            }
+            campaigns = {
+                k: CampaignMemo(_at(m[0]), m[1], m[2], _at(m[3])) for k, m in cursor.c.items()
+            }
+        except (OverflowError, ValueError) as exc:
+            raise ConfigError("ctct tracking checkpoint", f"a time out of range: {exc}") from exc
+        return TrackingCursor(reports=reports, campaigns=campaigns)
     if cursor.marks:  # version 1: every report walked when it was last read
         old = {k: ReportMark(newest=t) for k, t in cursor.marks.items()}
         cursor = msgspec.structs.replace(cursor, reports=old | cursor.reports, marks={})
@@ -251,7 +304,7 @@ async def observe_tracking(
     recorded once, whatever reads it twice), never less."""
     if not cfg.tracking:
         return
-    stood = resume or _encoder.encode(TrackingCursor()).decode()
+    stood = resume or _token({}, {})
     held: TrackingPage | None = None
     since = 0  # pages since the token last moved
     async for page in _pages(client, cfg, resume, bound):
@@ -302,7 +355,7 @@ async def _pages(
     reports = {k: m for k, m in cursor.reports.items() if k in wanted}
     # The details read, as pages without activity: a detail read again (daily) must be kept
     # even in a run that walks no report, or it would be read again at every run.
-    resume = _encoder.encode(TrackingCursor(reports=reports, campaigns=memos)).decode()
+    resume = _token(reports, memos)
     for read in details:
         yield TrackingPage(
             request=read.request,
@@ -331,13 +384,12 @@ async def _pages(
                     found, rejected, finished = walk.take(page)
                     if finished:  # the walk is complete: now the mark moves
                         reports[key] = ReportMark(walk.newest, count, bound)
-                    token = TrackingCursor(reports=reports, campaigns=memos)
                     yield TrackingPage(
                         request=request,
                         activities=tuple(found),
                         rejected=tuple(rejected),
                         content_hash=digest,
-                        resume=_encoder.encode(token).decode(),
+                        resume=_token(reports, memos),
                     )
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from adapters.constant_contact import CtctAdapter
-from adapters.constant_contact.tracking import TOKEN_EVERY
+from adapters.constant_contact.tracking import REPORTS, TOKEN_EVERY
 from engine.ports import TrackingPage
 
 from .conftest import Env
@@ -70,6 +70,20 @@ async def test_next_run_reads_only_whats_new(make_env: Any) -> None:
         f"/reports/stats/email_campaign_activities/{','.join(primaries(env))}",
         f"/reports/email_reports/{primary}/tracking/opens",
     ]
+
+
+def report_marks(resume: str) -> dict[str, list[Any]]:
+    """A token's marks by ``"<campaign activity>/<kind>"`` (version 3: six to an activity)."""
+    kinds = [kind for _, kind in REPORTS]
+    token = json.loads(resume)
+    return {f"{a}/{kinds[i]}": m for a, ms in token["r"].items() for i, m in enumerate(ms) if m}
+
+
+def iso(us: int | None) -> str | None:
+    """A version 3 time (microseconds since 1970) as the ISO text of versions 1 and 2."""
+    if us is None:
+        return None
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()
 
 
 def primaries(env: Env) -> list[str]:
@@ -174,8 +188,8 @@ async def test_a_version_1_token_resumes_where_it_stood(make_env: Any) -> None:
     env: Env = await make_env(contacts=400)
     async with await env.open() as ctct:
         first = await collect(ctct, None, env.sim.clock.now())
-        token = json.loads(first[-1].resume)
-        v1 = {"v": 1, "marks": {k: m[0] for k, m in token["reports"].items() if m[0]}}
+        marks = report_marks(first[-1].resume)
+        v1 = {"v": 1, "marks": {k: iso(m[0]) for k, m in marks.items() if m[0]}}
         again = await collect(ctct, json.dumps(v1), env.sim.clock.now())
     walks = [p for p in again if "/email_reports/" in p.request]
     assert len(walks) == len(primaries(env)) * 6  # one page per report, nothing new on any
@@ -183,6 +197,40 @@ async def test_a_version_1_token_resumes_where_it_stood(make_env: Any) -> None:
     # not understood would read every record again.
     assert keys(again) <= keys(first)
     assert sum(len(p.activities) for p in walks) <= len(walks) < len(keys(first))
+
+
+async def test_a_version_2_token_is_read_and_a_version_3_one_written_in_its_place(
+    make_env: Any,
+) -> None:
+    """Version 2 (a key and three ISO times a report) is what a daemon upgraded from the
+    fourteenth session has in its log: it must resume exactly where it stood (the counts
+    read, no report walked), and the next token written is the compact version 3."""
+    env: Env = await make_env(contacts=400)
+    async with await env.open() as ctct:
+        first = await collect(ctct, None, env.sim.clock.now())
+        token = json.loads(first[-1].resume)
+        assert token["v"] == 3
+        marks, memos = report_marks(first[-1].resume), token["c"]
+        v2 = {
+            "v": 2,
+            "reports": {k: [iso(n), c, iso(w)] for k, (n, c, w) in marks.items()},
+            "campaigns": {k: [iso(u), n, acts, iso(r)] for k, (u, n, acts, r) in memos.items()},
+        }  # fmt: skip
+        assert len(json.dumps(v2)) > 2 * len(first[-1].resume)
+        env.sim.clock.advance(timedelta(minutes=15))
+        before = ctct.requests_made
+        assert await collect(ctct, json.dumps(v2), env.sim.clock.now()) == []
+        assert ctct.requests_made - before == 2  # the listing and the counts: nothing walked
+        primary = primaries(env)[0]
+        contact = next(c for c in env.sim.account.contacts if not c.deleted)
+        env.sim.tracking.record(primary, contact, "em_opens", {"device_type": "mobile"})
+        env.sim.clock.advance(timedelta(minutes=15))
+        [page] = await collect(ctct, json.dumps(v2), env.sim.clock.now())
+        # (the walk stops at its newest time, taking that record again: harmless)
+        [new] = keys([page]) - keys(first)
+        assert (new[0], new[1], new[2]) == (primary, "open", contact.contact_id)
+        assert json.loads(page.resume)["v"] == 3
+        assert report_marks(page.resume) != report_marks(first[-1].resume)
 
 
 async def test_a_crash_mid_walk_rereads_instead_of_skipping(make_env: Any) -> None:
