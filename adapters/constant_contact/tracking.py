@@ -23,6 +23,7 @@ A campaign's activities are read once, and again when its ``updated_at`` moves (
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -101,29 +102,27 @@ class CampaignMemo(msgspec.Struct, frozen=True, array_like=True):
     read: datetime | None = None
 
 
+# A mark and a memo as version 3 writes them: their fields in order, times in microseconds
+# since 1970 (lossless).
+_Mark3 = tuple[int | None, int | None, int | None]
+_Memo3 = tuple[int | None, str | None, list[str], int | None]
+
+
 class TrackingCursor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Where tracking stands: per ``"<campaign_activity_id>/<kind>"`` its mark, per campaign
-    what its detail said. Written as version 3 (``_Compact``); versions 1 and 2 are read:
-    version 2 is this struct, version 1 had only ``marks``, each report's newest time."""
+    """The tracking token, every version of it. Read, it stands as ``reports`` (per
+    ``"<campaign_activity_id>/<kind>"`` its mark) and ``campaigns`` (what each detail said).
+    Written, it is version 3: ``r``, per campaign activity its six marks in ``REPORTS`` order
+    (null: not walked), and ``c``, the memos, in integers: it is recorded with the log's
+    checkpoints, and version 2 (``reports`` and ``campaigns`` themselves: a key and three ISO
+    times a report) was 2.2 times the size. Version 1 had only ``marks``, each report's newest
+    time."""
 
     v: int = 2
     reports: dict[str, ReportMark] = {}
     campaigns: dict[str, CampaignMemo] = {}
     marks: dict[str, datetime] = {}
-    # version 3 (see _Compact), read through this struct too
-    r: dict[str, list[tuple[int | None, int | None, int | None] | None]] = {}
-    c: dict[str, tuple[int | None, str | None, list[str], int | None]] = {}
-
-
-class _Compact(msgspec.Struct, frozen=True, kw_only=True):
-    """The token as written (version 3): per campaign activity its six marks in ``REPORTS``
-    order (null: not walked), per campaign its memo; times in microseconds since 1970. It is
-    recorded with the log's checkpoints, and version 2 (a key, three ISO times a report) was
-    2.2 times its size."""
-
-    v: int = 3
-    r: dict[str, list[tuple[int | None, int | None, int | None] | None]]
-    c: dict[str, tuple[int | None, str | None, list[str], int | None]]
+    r: dict[str, list[_Mark3 | None]] = {}
+    c: dict[str, _Memo3] = {}
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -141,13 +140,13 @@ def _at(us: int | None) -> datetime | None:
 
 def _token(reports: Mapping[str, ReportMark], campaigns: Mapping[str, CampaignMemo]) -> str:
     """The token, version 3."""
-    r: dict[str, list[tuple[int | None, int | None, int | None] | None]] = {}
+    r: dict[str, list[_Mark3 | None]] = {}
     for key, m in reports.items():
         activity, _, kind = key.rpartition("/")
         marks = r.setdefault(activity, [None] * len(REPORTS))
         marks[_KIND_AT[kind]] = (_us(m.newest), m.count, _us(m.walked))
     c = {k: (_us(m.updated_at), m.name, m.activities, _us(m.read)) for k, m in campaigns.items()}
-    return _encoder.encode(_Compact(r=r, c=c)).decode()
+    return _encoder.encode(TrackingCursor(v=3, r=r, c=c)).decode()
 
 
 _cursor: Final = msgspec.json.Decoder(TrackingCursor)
@@ -305,23 +304,32 @@ async def observe_tracking(
     if not cfg.tracking:
         return
     stood = resume or _token({}, {})
-    held: TrackingPage | None = None
+    held: _Page | None = None
     since = 0  # pages since the token last moved
-    async for page in _pages(client, cfg, resume, bound):
+    async for item in _pages(client, cfg, resume, bound):
         if held is not None:
             since += 1
             if since >= TOKEN_EVERY:
-                stood, since = held.resume, 0
-            yield msgspec.structs.replace(held, resume=stood)
-        held = page
+                stood, since = _token(held.reports, held.memos), 0
+            yield msgspec.structs.replace(held.page, resume=stood)
+        held = item
     if held is not None:
-        yield held
+        yield msgspec.structs.replace(held.page, resume=_token(held.reports, held.memos))
+
+
+class _Page(NamedTuple):
+    """A page (its token not yet written: most are never) and where tracking stands after
+    it: the marks (a copy, taken when one moved) and the campaigns' memos."""
+
+    page: TrackingPage
+    reports: Mapping[str, ReportMark]
+    memos: Mapping[str, CampaignMemo]
 
 
 async def _pages(
     client: CtctClient, cfg: CtctConfig, resume: str | None, bound: datetime
-) -> AsyncIterator[TrackingPage]:
-    """Tracking pages, each with the token it reaches."""
+) -> AsyncIterator[_Page]:
+    """Tracking pages, each with where tracking stands after it."""
     cursor = _read_cursor(resume)
 
     def low() -> bool:
@@ -355,15 +363,12 @@ async def _pages(
     reports = {k: m for k, m in cursor.reports.items() if k in wanted}
     # The details read, as pages without activity: a detail read again (daily) must be kept
     # even in a run that walks no report, or it would be read again at every run.
-    resume = _token(reports, memos)
+    stands = dict(reports)
     for read in details:
-        yield TrackingPage(
-            request=read.request,
-            activities=(),
-            rejected=(),
-            content_hash=read.content_hash,
-            resume=resume,
+        detail = TrackingPage(
+            request=read.request, activities=(), content_hash=read.content_hash, resume=""
         )
+        yield _Page(detail, stands, memos)
     for memo in memos.values():
         for activity in memo.activities:
             stats = counts.get(activity)
@@ -384,13 +389,15 @@ async def _pages(
                     found, rejected, finished = walk.take(page)
                     if finished:  # the walk is complete: now the mark moves
                         reports[key] = ReportMark(walk.newest, count, bound)
-                    yield TrackingPage(
+                        stands = dict(reports)
+                    records = TrackingPage(
                         request=request,
                         activities=tuple(found),
                         rejected=tuple(rejected),
                         content_hash=digest,
-                        resume=_token(reports, memos),
+                        resume="",
                     )
+                    yield _Page(records, stands, memos)
 
 
 def _due(
@@ -407,8 +414,13 @@ def _early(key: str, recheck: timedelta) -> timedelta:
     """How much sooner than ``recheck`` this report (or campaign) is read again: a fixed part
     of up to a quarter of it, from its key. Those first read in one run (all of them, at a
     first run) then come due again over hours, not all in one cycle."""
-    part = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
-    return recheck * part / 4
+    return recheck * _part(key) / 4
+
+
+@functools.lru_cache(maxsize=8192)
+def _part(key: str) -> float:
+    """A fixed fraction from ``key`` (each report is checked at every run: hashed once)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
 
 
 def _decode_detail(body: bytes) -> tuple[CampaignDetail, str]:
