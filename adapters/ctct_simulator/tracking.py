@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import random
 from typing import Any, Final
 
@@ -107,9 +108,10 @@ class Tracking:
         self.activity_campaigns: dict[str, str] = {}  # campaign_activity_id -> campaign_id
         self.records: dict[str, dict[str, list[TrackingRecord]]] = {}  # activity -> kind -> list
         self.by_contact: dict[str, list[TrackingRecord]] = {}
-        # Footer unsubscribes a campaign's engagement scheduled for later: (at, seq, activity,
-        # contact id, reason), applied to the contact when the clock reaches them (``settle``).
-        self._optouts_due: list[tuple[int, int, str, str, str]] = []
+        # Footer unsubscribes a campaign's engagement scheduled for later: (at, seq, contact id,
+        # reason), applied to the contact when the clock reaches them (``settle``).
+        self._optouts_due: list[tuple[int, int, str, str]] = []
+        self._due_seq = itertools.count()
 
     def seed_campaigns(self, count: int, audience: int) -> None:
         """Campaigns sent over the last weeks, one a week, to part of the account."""
@@ -206,31 +208,18 @@ class Tracking:
                     self._add(TrackingRecord(primary, c.contact_id, "em_forwards", t_open + 60_000))
                 if rng.random() < 0.04:
                     reason = OPT_OUT_REASONS[rng.randrange(len(OPT_OUT_REASONS))]
-                    self._optout_at(primary, c, t_open + 90_000, reason)
+                    self.record_optout(primary, c, t_open + 90_000, reason)
         for kind_list in self.records[primary].values():
             kind_list.sort(key=lambda rec: rec.created)
         camp.updated_at = max(now, min(until, account.clock.now_ms()))
         return camp
-
-    def _optout_at(self, activity_id: str, c: Contact, at: int, reason: str) -> None:
-        """A footer unsubscribe at ``at``: now if that has passed, else when the clock gets
-        there. (Applied at once, a recipient who opts out an hour after the send would be
-        listed unsubscribed, with an opt-out date in the future, before she opened it.)"""
-        if at <= self.account.clock.now_ms():
-            self.record_optout(activity_id, c, at, reason)
-            return
-        self._add(
-            TrackingRecord(activity_id, c.contact_id, "em_optouts", at, {"opt_out_reason": reason})
-        )
-        seq = len(self._optouts_due)
-        heapq.heappush(self._optouts_due, (at, seq, activity_id, c.contact_id, reason))
 
     def settle(self) -> int:
         """Apply the scheduled opt-outs whose time has come (every request does this first);
         returns how many. A contact deleted meanwhile is left deleted."""
         due, now, done = self._optouts_due, self.account.clock.now_ms(), 0
         while due and due[0][0] <= now:
-            at, _, _, contact_id, reason = heapq.heappop(due)
+            at, _, contact_id, reason = heapq.heappop(due)
             c = self.account.by_id.get(contact_id)
             if c is not None and c.deleted_at is None:
                 self.account.opt_out(c, reason=reason or None, source="Contact", at=at)
@@ -238,11 +227,17 @@ class Tracking:
         return done
 
     def record_optout(self, activity_id: str, c: Contact, at: int, reason: str) -> None:
-        """A footer unsubscribe: the tracking record and the contact's opt-out."""
+        """A footer unsubscribe at ``at``: its tracking record, and the contact's opt-out now
+        if ``at`` has passed, else when the clock gets there (``settle``). (Applied at once, a
+        recipient who opts out an hour after a campaign is sent would be listed unsubscribed,
+        dated in the future, before she opened it.)"""
         self._add(
             TrackingRecord(activity_id, c.contact_id, "em_optouts", at, {"opt_out_reason": reason})
         )
-        self.account.opt_out(c, reason=reason or None, source="Contact", at=at)
+        if at <= self.account.clock.now_ms():
+            self.account.opt_out(c, reason=reason or None, source="Contact", at=at)
+        else:
+            heapq.heappush(self._optouts_due, (at, next(self._due_seq), c.contact_id, reason))
 
     def record(
         self, activity_id: str, c: Contact, kind: str, extra: dict[str, str] | None = None

@@ -54,8 +54,6 @@ class World:
         self.tracking = tracking
         self.audience = audience
         self._rng = random.Random(f"world:{seed}")
-        self._kinds = [k for k, _ in _EVENTS]
-        self._weights = [w for _, w in _EVENTS]
         self.steps = 0
 
     def _pick(self) -> Contact | None:
@@ -74,15 +72,14 @@ class World:
         ``kinds`` limits them to those kinds of event (in their usual proportions), so that a
         caller can pace campaigns apart from everything else."""
         self.tracking.settle()
-        pool, weights = self._kinds, self._weights
         if kinds is not None:
             unknown = sorted(set(kinds) - set(KINDS))
             if unknown or not kinds:
                 raise ValueError(
                     f"kinds: unknown kind {', '.join(unknown)}" if unknown else "kinds: empty"
                 )
-            pool = [k for k in self._kinds if k in kinds]
-            weights = [w for k, w in _EVENTS if k in kinds]
+        pool = [k for k, _ in _EVENTS if kinds is None or k in kinds]
+        weights = [w for k, w in _EVENTS if kinds is None or k in kinds]
         out: list[WorldEvent] = []
         for _ in range(n):
             kind = self._rng.choices(pool, weights)[0]
