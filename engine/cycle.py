@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final, Protocol
 from uuid import uuid4
 
@@ -29,7 +29,7 @@ from engine.observe import ObserveStats, observe_contacts, observe_lists, observ
 from engine.outbox import Delivered, Issued, Outbox, OutboxStats, Unsettled, not_sent
 from engine.pairs import app_partners, pairs_for_emails, touched_pairs
 from engine.policy import ListLink, Policy
-from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource
+from engine.ports import CommandSink, ContactSource, ListSource, TrackingSource, utc_now
 from engine.progress import Progress
 from engine.reconcile import Decisions, Pair, reconcile
 from projections.projector import Projector
@@ -102,7 +102,7 @@ class SyncEngine:
         self.stores: dict[Store, SyncStore] = {"ctct": ctct, "app": app}
         self.policy = policy
         self.tracking = tracking
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock or utc_now
         self.projector = Projector(log)
         self.outbox = Outbox(log, self.projector, {"ctct": ctct, "app": app})
         self._requests_made = requests_made or (lambda: 0)

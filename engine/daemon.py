@@ -41,6 +41,7 @@ from engine.errors import (
     QuotaExhaustedError,
 )
 from engine.log import EventLog
+from engine.ports import utc_now
 from engine.settings import Settings
 from engine.status import read_status
 
@@ -95,7 +96,7 @@ class Daemon:
         self._open_parts = open_parts
         self._once = once
         self._rng = rng or random.Random()
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or utc_now
         self._stop = asyncio.Event()
         self._engine: SyncEngine | None = None
         self._api: ApiUsage | None = None

@@ -18,7 +18,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 from uuid import uuid4
@@ -47,6 +47,7 @@ from engine.errors import (
     RetriableError,
 )
 from engine.events import stream_of
+from engine.ports import Clock, utc_now
 
 __all__ = [
     "AppendResult",
@@ -91,12 +92,10 @@ class Transaction:
     Its writes through ``conn`` are queued and sent together (engine._pending); reads through
     ``conn`` see them."""
 
-    def __init__(
-        self, conn: Pending, head_position: int, clock: Callable[[], datetime] | None = None
-    ) -> None:
+    def __init__(self, conn: Pending, head_position: int, clock: Clock) -> None:
         self.conn = conn
         self.head_position = head_position
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock  # the log's
 
     async def set_checkpoint(self, name: str, value: str, position: int | None = None) -> None:
         """Write checkpoint ``name`` (default position: the log head when the tx began)."""
@@ -180,7 +179,7 @@ class EventLog(LogReads):
             if lock:
                 lock.release()
             raise _db_error(p, "open", exc) from exc
-        log = cls(p, conn, lock, clock or (lambda: datetime.now(UTC)))
+        log = cls(p, conn, lock, clock or utc_now)
         try:
             await log._init(writer, durability)
         except sqlite3.Error as exc:
