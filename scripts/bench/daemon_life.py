@@ -51,10 +51,11 @@ from adapters.appdb.sample import change_sample_app
 from engine._metrics import DaemonMetrics
 from engine.bootstrap import Wired, wire
 from engine.cli._demo_setup import prepare_folder
+from engine.cycle import CycleSummary
 from engine.errors import CcsyncError
 from engine.log import EventLog
 from engine.logging import configure_logging
-from engine.settings import load_settings
+from engine.settings import Settings, load_settings
 
 # What changes in Constant Contact between cycles: everything the living account does but
 # send campaigns, which come every --campaign-every cycles.
@@ -103,14 +104,29 @@ def progress(cycles: list[Cycle], args: argparse.Namespace, log: Path) -> None:
     )
 
 
-async def after_faults(sim: SimProcess, w: Wired, args: argparse.Namespace) -> bool:
+class SimTime:
+    """The sync's clock: the simulator's, read once each time the benchmark moves it (the
+    engine, the log and the app adapter all read this)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def advance(self, sim: SimProcess, seconds: float) -> None:
+        moved = await sim.admin("POST", "clock/advance", {"seconds": seconds})
+        self.now = datetime.fromisoformat(moved["now"])
+
+
+async def after_faults(sim: SimProcess, w: Wired, clock: SimTime) -> bool:
     """Faults off, cycles hours apart (past every backoff) until one has nothing to do, then a
     full compare: after a life of faults, the stores must agree. Returns whether they do."""
     fired = (await sim.admin("GET", "faults"))["fired"]
     print(f"faults answered: {fired}")
     await sim.admin("PUT", "faults", {})
     for _ in range(6):
-        await sim.admin("POST", "clock/advance", {"seconds": 7 * 3600})
+        await clock.advance(sim, 7 * 3600)
         if not (await w.engine.cycle()).commands:
             break
     full = await w.engine.cycle(full_compare=True)
@@ -154,122 +170,134 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}", flush=True)  # fmt: skip
     sim = SimProcess(args.contacts, lists=6, campaigns=2)
-    rng = random.Random(args.seed)
     try:
-        access = await sim.access()
         with tempfile.TemporaryDirectory() as tmp:
-            root = work_folder(tmp, args.keep)
-            config = await prepare_folder(
-                root / "ccsync",
-                access,
-                app_contacts=args.app_contacts,
-                # App rows carry the machine's time and the cycles run back to back: a look-back
-                # of the default 300 s would read every app row of the last 5 minutes each cycle.
-                overlap_seconds=1.0,
-                daily_budget=10_000_000,
-            )
-            # The daemon this simulates: its cadence (the opt-out bound of `ccsync audit` after
-            # --keep follows from it), cycles exactly --minutes apart.
-            text = config.read_text().replace(
-                "interval_seconds = 60", f"interval_seconds = {args.minutes * 60:g}"
-            )
-            config.write_text(text.replace("jitter_seconds = 5", "jitter_seconds = 0"))
-            settings = load_settings(config)
-            app_db = root / "ccsync" / "app.db"
-            state = await sim.admin("GET", "state")
-            now = datetime.fromisoformat(state["now"])
+            folder = work_folder(tmp, args.keep) / "ccsync"
+            settings = await prepare(sim, args, folder)
+            clock = SimTime(datetime.fromisoformat((await sim.admin("GET", "state"))["now"]))
             async with (
-                # One clock for the whole sync: the simulator's, which moves --minutes a cycle.
-                wire(settings, clock=lambda: now) as w,
+                wire(settings, clock=clock) as w,
                 await EventLog.open(settings.log_path, writer=False) as reader,
             ):
-                metrics = DaemonMetrics()
-                t0 = time.perf_counter()
-                first = await w.engine.cycle()
-                print(
-                    f"initial sync: {time.perf_counter() - t0:.2f}s, observed {first.observed}, "
-                    f"commands {sum(first.commands.values()):,}",
-                    flush=True,
-                )
-                cycles: list[Cycle] = []
-                # --profile: the young window's cycles and the old one's, each in a profile
-                profiles = {True: cProfile.Profile(), False: cProfile.Profile()}
-                last = args.cycles + 1 - args.window
-                failed = failed_cycles = 0
-                if args.faults:
-                    faults = {"error_rate": args.faults, "reset_rate": args.faults / 2,
-                              "truncate_rate": args.faults / 2, "repeat_rate": 0.2,
-                              "seed": args.seed}  # fmt: skip
-                    await sim.admin("PUT", "faults", faults)
-                started = time.perf_counter()
-                for k in range(1, args.cycles + 2):  # +1: the settling cycle, not counted
-                    if k % args.campaign_every == 0:
-                        await sim.admin("POST", "world/step", {"n": 1, "kinds": ["campaign"]})
-                    if args.changes:
-                        await sim.admin(
-                            "POST", "world/step", {"n": args.changes, "kinds": _CHANGES}
-                        )
-                    if args.app_changes:
-                        at = now + timedelta(minutes=1)  # a minute after the last cycle's bound
-                        change_sample_app(app_db, rng, f"c{k}", args.app_changes, at)
-                    moved = await sim.admin("POST", "clock/advance", {"seconds": args.minutes * 60})
-                    now = datetime.fromisoformat(moved["now"])
-                    head = (await w.log.head()).position
-                    young = 2 <= k < 2 + args.window
-                    profiler = profiles[young] if args.profile and (young or k > last) else None
-                    c0, t1 = cpu_seconds(), time.perf_counter()
-                    try:
-                        if profiler is not None:
-                            profiler.enable()
-                        summary = await w.engine.cycle()
-                    except CcsyncError as exc:  # a store out of reach after the retries
-                        print(f"  cycle {k} failed: {exc}", flush=True)
-                        failed_cycles += 1
-                        continue
-                    finally:
-                        if profiler is not None:
-                            profiler.disable()
-                    seconds, cpu = time.perf_counter() - t1, cpu_seconds() - c0
-                    t2 = time.perf_counter()
-                    await metrics.measure_cycle_end(reader, now, settings.opt_out_bound_seconds)
-                    measure = time.perf_counter() - t2
-                    failed += summary.failed
-                    if summary.outcome not in ("ok", "partial"):
-                        print(f"cycle {k}: {summary.outcome} {summary.error}", file=sys.stderr)
-                        return 1
-                    if k == 1:
-                        continue
-                    cycles.append(
-                        Cycle(
-                            seconds=seconds,
-                            cpu=cpu,
-                            measure=measure,
-                            requests=summary.api_requests,
-                            events=(await w.log.head()).position - head,
-                            commands=sum(summary.commands.values()),
-                            phases=summary.durations,
-                        )
-                    )
-                    if len(cycles) % args.progress == 0:
-                        progress(cycles, args, Path(settings.log_path))
-                print(
-                    f"{len(cycles)} cycles in {time.perf_counter() - started:.1f}s; "
-                    f"commands failed: {failed}; cycles failed: {failed_cycles}"
-                )
-                converged = True
-                if args.faults:
-                    converged = await after_faults(sim, w, args)
-                window = min(args.window, len(cycles) // 2)
-                ok = report(cycles[:window], cycles[-window:], args.max_growth)
-                print(f"peak RSS: {rss_mb():.0f} MB")
-                if args.profile:
-                    for young, label in ((True, "young"), (False, "old")):
-                        print(f"\nthe {label} window's cycles, by own time (cProfile):")
-                        stats = pstats.Stats(profiles[young], stream=sys.stdout)
-                        stats.sort_stats("tottime").print_stats(args.profile)
-                return 0 if ok and converged else 1
+                return await live(sim, args, w, reader, clock, folder / "app.db")
     finally:
         sim.stop()
+
+
+async def prepare(sim: SimProcess, args: argparse.Namespace, folder: Path) -> Settings:
+    """The demo's folder against the simulator, its config saying the simulated daemon's
+    cadence (the opt-out bound of `ccsync audit` after --keep follows from it)."""
+    config = await prepare_folder(
+        folder, await sim.access(), app_contacts=args.app_contacts, daily_budget=10_000_000
+    )
+    text = config.read_text().replace(
+        "interval_seconds = 60", f"interval_seconds = {args.minutes * 60:g}"
+    )
+    config.write_text(text.replace("jitter_seconds = 5", "jitter_seconds = 0"))
+    return load_settings(config)
+
+
+async def change_the_world(
+    sim: SimProcess, args: argparse.Namespace, rng: random.Random, app_db: Path, k: int,
+    clock: SimTime,
+) -> None:  # fmt: skip
+    """What happens in both stores between cycle ``k - 1`` and cycle ``k``; then the clock
+    moves to cycle ``k``."""
+    if k % args.campaign_every == 0:
+        await sim.admin("POST", "world/step", {"n": 1, "kinds": ["campaign"]})
+    if args.changes:
+        await sim.admin("POST", "world/step", {"n": args.changes, "kinds": _CHANGES})
+    if args.app_changes:
+        at = clock.now + timedelta(minutes=1)  # a minute after the last cycle's bound
+        change_sample_app(app_db, rng, f"c{k}", args.app_changes, at)
+    await clock.advance(sim, args.minutes * 60)
+
+
+async def one_cycle(
+    w: Wired, reader: EventLog, metrics: DaemonMetrics, clock: SimTime,
+    profiler: cProfile.Profile | None,
+) -> tuple[CycleSummary, Cycle]:  # fmt: skip
+    """One cycle, then the daemon's end-of-cycle measurement; its figures. Raises the
+    cycle's CcsyncError (a store out of reach after the retries)."""
+    head = (await w.log.head()).position
+    c0, t1 = cpu_seconds(), time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    try:
+        summary = await w.engine.cycle()
+    finally:
+        if profiler is not None:
+            profiler.disable()
+    seconds, cpu = time.perf_counter() - t1, cpu_seconds() - c0
+    t2 = time.perf_counter()
+    await metrics.measure_cycle_end(reader, clock.now, w.settings.opt_out_bound_seconds)
+    return summary, Cycle(
+        seconds=seconds,
+        cpu=cpu,
+        measure=time.perf_counter() - t2,
+        requests=summary.api_requests,
+        events=(await w.log.head()).position - head,
+        commands=sum(summary.commands.values()),
+        phases=summary.durations,
+    )
+
+
+async def live(
+    sim: SimProcess, args: argparse.Namespace, w: Wired, reader: EventLog, clock: SimTime,
+    app_db: Path,
+) -> int:  # fmt: skip
+    """The initial sync, then the daemon's life; prints the figures, returns the exit code."""
+    t0 = time.perf_counter()
+    first = await w.engine.cycle()
+    print(
+        f"initial sync: {time.perf_counter() - t0:.2f}s, observed {first.observed}, "
+        f"commands {sum(first.commands.values()):,}",
+        flush=True,
+    )
+    if args.faults:
+        half = args.faults / 2
+        faults = {"error_rate": args.faults, "reset_rate": half, "truncate_rate": half,
+                  "repeat_rate": 0.2, "seed": args.seed}  # fmt: skip
+        await sim.admin("PUT", "faults", faults)
+    rng, metrics = random.Random(args.seed), DaemonMetrics()
+    # --profile: the young window's cycles and the old one's, each in a profile
+    profiles = {True: cProfile.Profile(), False: cProfile.Profile()}
+    cycles: list[Cycle] = []
+    failed = failed_cycles = 0
+    started = time.perf_counter()
+    for k in range(1, args.cycles + 2):  # 1: the settling cycle, not counted
+        await change_the_world(sim, args, rng, app_db, k, clock)
+        young = 2 <= k < 2 + args.window
+        old = k > args.cycles + 1 - args.window
+        profiler = profiles[young] if args.profile and (young or old) else None
+        try:
+            summary, cycle = await one_cycle(w, reader, metrics, clock, profiler)
+        except CcsyncError as exc:
+            print(f"  cycle {k} failed: {exc}", flush=True)
+            failed_cycles += 1
+            continue
+        failed += summary.failed
+        if summary.outcome not in ("ok", "partial"):
+            print(f"cycle {k}: {summary.outcome} {summary.error}", file=sys.stderr)
+            return 1
+        if k > 1:
+            cycles.append(cycle)
+            if len(cycles) % args.progress == 0:
+                progress(cycles, args, Path(w.settings.log_path))
+    print(
+        f"{len(cycles)} cycles in {time.perf_counter() - started:.1f}s; "
+        f"commands failed: {failed}; cycles failed: {failed_cycles}"
+    )
+    converged = await after_faults(sim, w, clock) if args.faults else True
+    window = min(args.window, len(cycles) // 2)
+    ok = report(cycles[:window], cycles[-window:], args.max_growth)
+    print(f"peak RSS: {rss_mb():.0f} MB")
+    if args.profile:
+        for young, label in ((True, "young"), (False, "old")):
+            print(f"\nthe {label} window's cycles, by own time (cProfile):")
+            stats = pstats.Stats(profiles[young], stream=sys.stdout)
+            stats.sort_stats("tottime").print_stats(args.profile)
+    return 0 if ok and converged else 1
 
 
 def main() -> None:
