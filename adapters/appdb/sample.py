@@ -220,9 +220,6 @@ async def _create_pg(
         await conn.close()
 
 
-_SQLITE_NOW: Final = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-
-
 def change_sample_app(
     db: str | Path, rng: random.Random, tag: str, count: int = 8, at: datetime | None = None
 ) -> None:
@@ -230,36 +227,38 @@ def change_sample_app(
     re-addressed, opted out, put on a list or taken off every list; or a new contact entered.
     ``tag`` (unique per call) goes into the new names and addresses; ``at`` is the time the
     changes are stamped with (default: the machine's)."""
-    now = _SQLITE_NOW if at is None else f"'{sqlite_time(at)}'"
+    now = sqlite_time(at or datetime.now(UTC))
     with sqlite3.connect(db) as conn:
         ids = [r[0] for r in conn.execute("SELECT id FROM contacts WHERE deleted_at IS NULL")]
         lists = [r[0] for r in conn.execute("SELECT id FROM lists")]
         for key in rng.sample(ids, min(count, len(ids))):
             match rng.randrange(6):
                 case 0:
-                    sql = f"UPDATE contacts SET first_name = 'R{tag}' WHERE id = ?"
+                    conn.execute(
+                        "UPDATE contacts SET first_name = ? WHERE id = ?", (f"R{tag}", key)
+                    )
                 case 1:
-                    sql = (
-                        "UPDATE contacts SET email_status = 'unsubscribed', unsubscribe_reason = "
-                        f"'asked', status_changed_at = {now} WHERE id = ?"
+                    conn.execute(
+                        "UPDATE contacts SET email_status = 'unsubscribed', "
+                        "unsubscribe_reason = 'asked', status_changed_at = ? WHERE id = ?",
+                        (now, key),
                     )
                 case 2:
-                    sql = f"UPDATE contacts SET email = 'r{tag}.' || email WHERE id = ?"
+                    conn.execute(
+                        "UPDATE contacts SET email = ? || email WHERE id = ?", (f"r{tag}.", key)
+                    )
                 case 3:
                     conn.execute(
                         "INSERT OR IGNORE INTO list_members (contact_id, list_id) VALUES (?, ?)",
                         (key, rng.choice(lists)),
                     )
-                    sql = "UPDATE contacts SET id = id WHERE id = ?"
                 case 4:
                     conn.execute("DELETE FROM list_members WHERE contact_id = ?", (key,))
-                    sql = "UPDATE contacts SET id = id WHERE id = ?"
                 case _:
                     conn.execute(
-                        "INSERT INTO contacts (email, first_name, created_at, updated_at)"
-                        f" VALUES (?, 'New', {now}, {now})",
-                        (f"new.{tag}.{key}@example.org",),
+                        "INSERT INTO contacts (email, first_name, created_at, updated_at) "
+                        "VALUES (?, 'New', ?, ?)",
+                        (f"new.{tag}.{key}@example.org", now, now),
                     )
                     continue
-            conn.execute(sql, (key,))
-            conn.execute(f"UPDATE contacts SET updated_at = {now} WHERE id = ?", (key,))
+            conn.execute("UPDATE contacts SET updated_at = ? WHERE id = ?", (now, key))
